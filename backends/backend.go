@@ -1,0 +1,181 @@
+// Package backends defines how octet runs a model's forward pass: the
+// Backend and Runner interfaces, the batch a runner executes, a registry of
+// backends, and automatic selection.
+//
+// A Backend loads a model into a Runner. A Runner owns the memory of a paged
+// KV cache: KVBlocks() blocks of BlockSize() positions each. Its caller (the
+// scheduler, or a Sequence for single-sequence work) owns the block tables:
+// which blocks hold which sequence's positions. One Forward call runs a batch
+// of token runs from several sequences at different positions; each run
+// writes the keys and values of its tokens into its blocks and attends over
+// every earlier position of its own sequence.
+//
+// Every backend computes the same function as ref, the plain-Go reference:
+// tests compare their logits with ref's on random inputs and on real models.
+package backends
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/octet-dev/octet/model"
+)
+
+// Backend loads models for one kind of hardware.
+type Backend interface {
+	// Name identifies the backend and its device: "ref", "cpu-avx2",
+	// "cuda:0 NVIDIA H100 80GB HBM3".
+	Name() string
+	Load(m *model.Model, o LoadOptions) (Runner, error)
+}
+
+// Runner runs forward steps of one loaded model.
+type Runner interface {
+	// Forward runs one step over a batch and returns the logits the batch
+	// asks for. Forward calls on one Runner must not overlap.
+	Forward(ctx context.Context, b *Batch) (*Logits, error)
+	KVBlocks() int  // blocks of KV cache this runner holds
+	BlockSize() int // positions per block
+	Close() error
+}
+
+// LoadOptions size a runner.
+type LoadOptions struct {
+	// BlockSize is the number of positions per KV block (default 16).
+	BlockSize int
+	// KVBlocks is the number of KV blocks to allocate. 0 means enough for
+	// one sequence of MaxContext positions.
+	KVBlocks int
+	// MaxContext is the longest sequence the caller will run (default: the
+	// model's trained context length).
+	MaxContext int
+	// Threads bounds the CPU threads a backend uses (default: GOMAXPROCS).
+	Threads int
+	Logger  *slog.Logger
+}
+
+// WithDefaults fills zero fields from the model.
+func (o LoadOptions) WithDefaults(m *model.Model) LoadOptions {
+	if o.BlockSize <= 0 {
+		o.BlockSize = 16
+	}
+	if o.MaxContext <= 0 {
+		o.MaxContext = m.Config.ContextLength
+	}
+	if o.KVBlocks <= 0 {
+		o.KVBlocks = (o.MaxContext + o.BlockSize - 1) / o.BlockSize
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	return o
+}
+
+// LogitsMode says which positions of a run need logits.
+type LogitsMode uint8
+
+const (
+	LogitsLast LogitsMode = iota // only the run's last token (decode, end of a prompt)
+	LogitsAll                    // every token (evaluation)
+	LogitsNone                   // none (a prefill chunk that is not the prompt's end)
+)
+
+// Run is a stretch of consecutive tokens of one sequence.
+type Run struct {
+	Tokens []int32
+	// Pos is the position of Tokens[0]; positions 0…Pos-1 of this sequence
+	// must already be in its KV blocks.
+	Pos int
+	// Blocks is the sequence's block table: Blocks[i] holds positions
+	// i*BlockSize … (i+1)*BlockSize-1. It must cover Pos+len(Tokens).
+	Blocks []int32
+	Logits LogitsMode
+}
+
+// Batch is the work of one forward step.
+type Batch struct {
+	Runs []Run
+}
+
+// Tokens counts the tokens of the batch.
+func (b *Batch) Tokens() int {
+	n := 0
+	for i := range b.Runs {
+		n += len(b.Runs[i].Tokens)
+	}
+	return n
+}
+
+// Logits holds the rows a batch asked for, in batch order.
+type Logits struct {
+	Vocab int
+	Data  []float32
+	// Offsets[r] is the first row of run r; run r has rows
+	// Offsets[r] … Offsets[r+1]-1 (Offsets has one entry per run, plus one).
+	Offsets []int
+}
+
+// Row returns row i.
+func (l *Logits) Row(i int) []float32 { return l.Data[i*l.Vocab : (i+1)*l.Vocab] }
+
+// Run returns the rows of run r, one per requested position.
+func (l *Logits) Run(r int) []float32 {
+	return l.Data[l.Offsets[r]*l.Vocab : l.Offsets[r+1]*l.Vocab]
+}
+
+// Last returns the last row of run r (the next-token logits).
+func (l *Logits) Last(r int) []float32 { return l.Row(l.Offsets[r+1] - 1) }
+
+// NewLogits allocates the output for b.
+func NewLogits(b *Batch, vocab int) *Logits {
+	l := &Logits{Vocab: vocab, Offsets: make([]int, len(b.Runs)+1)}
+	n := 0
+	for i, r := range b.Runs {
+		l.Offsets[i] = n
+		switch r.Logits {
+		case LogitsLast:
+			n++
+		case LogitsAll:
+			n += len(r.Tokens)
+		}
+	}
+	l.Offsets[len(b.Runs)] = n
+	l.Data = make([]float32, n*vocab)
+	return l
+}
+
+// ErrBadBatch wraps every batch that fails Validate.
+var ErrBadBatch = errors.New("bad batch")
+
+// Validate checks a batch against a runner's geometry and vocabulary, so
+// that kernels can trust every index.
+func (b *Batch) Validate(vocab, blockSize, kvBlocks int) error {
+	if len(b.Runs) == 0 {
+		return fmt.Errorf("backends: %w: no runs", ErrBadBatch)
+	}
+	for i, r := range b.Runs {
+		if len(r.Tokens) == 0 {
+			return fmt.Errorf("backends: %w: run %d has no tokens", ErrBadBatch, i)
+		}
+		if r.Logits > LogitsNone {
+			return fmt.Errorf("backends: %w: run %d: logits mode %d", ErrBadBatch, i, r.Logits)
+		}
+		end := r.Pos + len(r.Tokens)
+		if r.Pos < 0 || end > len(r.Blocks)*blockSize {
+			return fmt.Errorf("backends: %w: run %d: positions %d…%d outside its %d blocks of %d", ErrBadBatch, i, r.Pos, end-1, len(r.Blocks), blockSize)
+		}
+		for _, blk := range r.Blocks[:(end+blockSize-1)/blockSize] {
+			if blk < 0 || int(blk) >= kvBlocks {
+				return fmt.Errorf("backends: %w: run %d: block %d outside the cache of %d", ErrBadBatch, i, blk, kvBlocks)
+			}
+		}
+		for _, t := range r.Tokens {
+			if t < 0 || int(t) >= vocab {
+				return fmt.Errorf("backends: %w: run %d: token %d outside the vocabulary of %d", ErrBadBatch, i, t, vocab)
+			}
+		}
+	}
+	return nil
+}

@@ -1,0 +1,169 @@
+package sample
+
+import (
+	"math"
+	"testing"
+)
+
+var logits = []float32{1, 3, 2.5, -1, 0, 2.9}
+
+func draws(p Params, n int) []int32 {
+	s := New(p)
+	out := make([]int32, n)
+	for i := range out {
+		out[i] = s.Sample(logits)
+	}
+	return out
+}
+
+func TestGreedy(t *testing.T) {
+	for _, p := range []Params{
+		Greedy(),
+		{Temperature: 0, TopK: 3, TopP: 0.1, Seed: 9},
+		{Temperature: 1, TopK: 1, Seed: 1},
+		{Temperature: 1, TopP: 1e-6, Seed: 2},
+		{Temperature: 1, MinP: 1, Seed: 3},
+	} {
+		for _, id := range draws(p, 50) {
+			if id != 1 {
+				t.Fatalf("%+v drew %d, want the argmax 1", p, id)
+			}
+		}
+	}
+}
+
+func TestSeedDeterminism(t *testing.T) {
+	p := Params{Temperature: 1, TopP: 1, Seed: 42}
+	a, b := draws(p, 200), draws(p, 200)
+	for i := range a {
+		if a[i] != b[i] {
+			t.Fatalf("same seed differs at %d", i)
+		}
+	}
+	p.Seed = 43
+	c := draws(p, 200)
+	same := 0
+	for i := range a {
+		if a[i] == c[i] {
+			same++
+		}
+	}
+	if same == len(a) {
+		t.Error("different seeds gave identical draws")
+	}
+}
+
+// TestDistribution: with temperature T the draw frequencies follow
+// softmax(logits/T). The seed is fixed, so the test is deterministic; the
+// tolerance is five standard deviations of a binomial count.
+func TestDistribution(t *testing.T) {
+	const n = 20000
+	for _, temp := range []float32{0.5, 1, 2} {
+		counts := make([]int, len(logits))
+		for _, id := range draws(Params{Temperature: temp, TopP: 1, Seed: 7}, n) {
+			counts[id]++
+		}
+		var z float64
+		for _, l := range logits {
+			z += math.Exp(float64(l / temp))
+		}
+		for i, l := range logits {
+			p := math.Exp(float64(l/temp)) / z
+			sd := math.Sqrt(n * p * (1 - p))
+			if d := math.Abs(float64(counts[i]) - n*p); d > 5*sd+1 {
+				t.Errorf("T=%g token %d: %d draws, expected %.0f ± %.0f", temp, i, counts[i], n*p, sd)
+			}
+		}
+	}
+}
+
+func TestTruncations(t *testing.T) {
+	allowed := func(p Params) map[int32]bool {
+		m := map[int32]bool{}
+		for _, id := range draws(p, 3000) {
+			m[id] = true
+		}
+		return m
+	}
+	// top-k 2 keeps tokens 1 (3.0) and 5 (2.9).
+	if got := allowed(Params{Temperature: 1, TopK: 2, Seed: 1}); len(got) != 2 || !got[1] || !got[5] {
+		t.Errorf("top-k 2 drew %v", got)
+	}
+	// min-p 0.6 relative to p(1): p(5)/p(1)=e^-0.1≈0.90 stays, p(2)/p(1)=e^-0.5≈0.61 stays, p(0)/p(1)=e^-2 goes.
+	if got := allowed(Params{Temperature: 1, MinP: 0.6, Seed: 1}); len(got) != 3 || !got[2] {
+		t.Errorf("min-p 0.6 drew %v", got)
+	}
+	// top-p 0.5: p(1)≈0.37, p(5)≈0.33 reach it together.
+	if got := allowed(Params{Temperature: 1, TopP: 0.5, Seed: 1}); len(got) != 2 || !got[1] || !got[5] {
+		t.Errorf("top-p 0.5 drew %v", got)
+	}
+}
+
+func TestPenalties(t *testing.T) {
+	// Repetition penalty divides positive logits: token 1 (3.0) / 2 = 1.5
+	// falls below token 5 (2.9).
+	s := New(Params{RepeatPenalty: 2, RepeatLastN: 4})
+	s.Accept(1)
+	if id := s.Sample(logits); id != 5 {
+		t.Errorf("repeat penalty: drew %d, want 5", id)
+	}
+	// Outside the window the penalty no longer applies.
+	for _, id := range []int32{0, 0, 0, 0} {
+		s.Accept(id)
+	}
+	if id := s.Sample(logits); id != 1 {
+		t.Errorf("repeat window: drew %d, want 1", id)
+	}
+	// Frequency penalty counts occurrences: 3.0 - 0.06 = 2.94 > 2.9, 3.0 - 2×0.06 = 2.88 < 2.9.
+	s = New(Params{FrequencyPenalty: 0.06})
+	s.Accept(1)
+	if id := s.Sample(logits); id != 1 {
+		t.Errorf("frequency penalty once: drew %d, want 1", id)
+	}
+	s.Accept(1)
+	if id := s.Sample(logits); id != 5 {
+		t.Errorf("frequency penalty twice: drew %d, want 5", id)
+	}
+	// Presence penalty applies once, whatever the count.
+	s = New(Params{PresencePenalty: 0.5})
+	s.Accept(5)
+	s.Accept(5)
+	if id := s.Sample([]float32{0, 1, 0, 0, 0, 1.4}); id != 1 {
+		t.Errorf("presence penalty: drew %d, want 1", id)
+	}
+	// The logits passed in are not modified.
+	before := append([]float32(nil), logits...)
+	s.Sample(logits)
+	for i := range logits {
+		if logits[i] != before[i] {
+			t.Fatal("Sample modified its input")
+		}
+	}
+}
+
+func TestValidate(t *testing.T) {
+	nan := float32(math.NaN())
+	bad := []Params{
+		{Temperature: -0.1}, {Temperature: nan}, {TopK: -1}, {TopP: 1.5}, {TopP: -0.1},
+		{MinP: 2}, {RepeatPenalty: -1}, {RepeatLastN: -1}, {FrequencyPenalty: 3}, {PresencePenalty: -2.5},
+	}
+	for _, p := range bad {
+		if p.Validate() == nil {
+			t.Errorf("%+v validated", p)
+		}
+	}
+	if err := (Params{Temperature: 0.7, TopK: 40, TopP: 0.9, MinP: 0.05, RepeatPenalty: 1.1}).Validate(); err != nil {
+		t.Error(err)
+	}
+}
+
+func BenchmarkSample32k(b *testing.B) {
+	l := make([]float32, 32000)
+	for i := range l {
+		l[i] = float32(math.Sin(float64(i)))
+	}
+	s := New(Params{Temperature: 0.8, TopK: 40, TopP: 0.95, MinP: 0.05, Seed: 1})
+	for i := 0; i < b.N; i++ {
+		s.Sample(l)
+	}
+}
