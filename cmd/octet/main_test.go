@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -72,22 +73,10 @@ func TestTokenizeMatchesLlamaCpp(t *testing.T) {
 		if err := json.Unmarshal([]byte(out), &got); err != nil {
 			t.Fatalf("output %q: %v", out, err)
 		}
-		if !slicesEqual(got, want) {
+		if !slices.Equal(got, want) {
 			t.Errorf("%q: got %v, want %v", prompt, got, want)
 		}
 	}
-}
-
-func slicesEqual(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestGenerateGreedy(t *testing.T) {
