@@ -46,14 +46,15 @@ models: build ## write synthetic speed-work models into models/ (smollm-135m, ti
 	  [ -f models/smollm-135m-q8_0.gguf ] || $(BIN) synth --shape smollm-135m --type q8_0 $$vocab --out models/smollm-135m-q8_0.gguf; \
 	  [ -f models/tinyllama-1.1b-q8_0.gguf ] || $(BIN) synth --shape tinyllama-1.1b --type q8_0 $$vocab --out models/tinyllama-1.1b-q8_0.gguf
 
-run: build ## generate text with the real stories260K model (until the daemon exists)
-	@if [ -f $(STORIES) ]; then \
-	  $(BIN) generate --model $(STORIES) --prompt "Once upon a time" --temperature 0 --max-tokens 120; \
-	else \
-	  echo "$(STORIES) is absent: writing a synthetic model instead (its text is noise)"; \
-	  mkdir -p models; $(BIN) synth --shape tiny --type q8_0 --out models/tiny-q8_0.gguf; \
-	  $(BIN) generate --model models/tiny-q8_0.gguf --prompt "Once upon a time" --max-tokens 32; \
-	fi
+run: build ## serve ./models on 127.0.0.1:8080 and .cache/octet.sock (links ../shared's stories260K in; LISTEN=addr overrides)
+	@mkdir -p models .cache
+	@q8=$(SHARED)/models/stories260K/stories260K-q8_0-f16mix.gguf; \
+	  if [ -f $$q8 ] && [ ! -e models/stories260K.gguf ]; then \
+	    ln -s "$$(cd $$(dirname $$q8) && pwd)/$$(basename $$q8)" models/stories260K.gguf && echo "linked $$q8 into models/"; fi
+	@if ls models/*.gguf >/dev/null 2>&1; then \
+	  echo "serving models/ — try: curl -s localhost:8080/v1/models, then curl -s localhost:8080/v1/chat/completions -d '{\"model\":\"NAME\",\"messages\":[{\"role\":\"user\",\"content\":\"Once upon a time\"}]}'"; \
+	else echo "models/ is empty: octet starts without a model (/ready answers 503); put an int8 (Q8_0) GGUF file there (make models writes synthetic ones) and restart"; fi
+	$(BIN) serve --config configs/local.toml $(if $(LISTEN),--listen $(LISTEN))
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-12s %s\n", $$1, $$2}'

@@ -3,11 +3,30 @@
 // Generate is the simplest schedule: one sequence, its prompt prefilled in
 // chunks, then one token per step until a stop. `octet generate` and the
 // evaluation tools use it.
+//
+// Engine is what the daemon submits requests to: Submit returns a stream
+// of text events ending in a Result; a full queue is ErrQueueFull, which the
+// daemon answers with 429 and Retry-After from EngineStats.RetryAfter (the
+// queue ahead times the measured mean service time). Serial is the first
+// Engine: one goroutine per model runs one request at a time with Generate
+// on one Sequence, fed by a bounded queue. The continuous-batching scheduler
+// replaces it behind the same interface.
+//
+// Decisions of the serial engine: stop strings are matched on the decoded
+// text (text that may begin a stop string is held back until it cannot);
+// the heartbeat (EngineStats.Beat) moves at the end of every forward step
+// and on every pass of the idle wait, so a loop stuck inside a step stops
+// beating and the daemon stops the systemd watchdog pings; a panic in the
+// backend fails that request, not the process; a request cancelled while
+// queued never runs; a token's logprob travels with the first event after
+// its step that carries text (text held back by a stop string holds its
+// logprobs back too).
 package scheduler
 
 import (
 	"context"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/octet-dev/octet/backends"
@@ -24,6 +43,39 @@ type Request struct {
 	PrefillChunk int
 	// IgnoreEOS keeps generating past end-of-generation tokens.
 	IgnoreEOS bool
+	// Stop strings end the text before their first occurrence. Engines
+	// apply them; Generate itself ignores them.
+	Stop []string
+	// Logprobs asks for each generated token's log-probability, with the
+	// TopLogprobs likeliest tokens of its step (at most MaxTopLogprobs).
+	Logprobs    bool
+	TopLogprobs int
+}
+
+// MaxTopLogprobs bounds Request.TopLogprobs (OpenAI's limit).
+const MaxTopLogprobs = 20
+
+// TokenLogprob is a generated token's log-probability under the model's
+// distribution at its step: the log-softmax of the raw logits, before
+// penalties, temperature and truncation (what vLLM reports by default), so
+// it does not depend on the sampling settings.
+type TokenLogprob struct {
+	ID      int32
+	Logprob float32
+	Top     []Alternative // the likeliest tokens of the step, likeliest first
+}
+
+// Alternative is one of the likeliest tokens of a step.
+type Alternative struct {
+	ID      int32
+	Logprob float32
+}
+
+// Token is one step of GenerateTokens.
+type Token struct {
+	ID      int32         // -1 for the text the decoder flushes at the end
+	Text    string        // the text this token completes (may be "")
+	Logprob *TokenLogprob // when Request.Logprobs, except for the flush
 }
 
 // Finish reasons, as the OpenAI API names them.
@@ -52,6 +104,12 @@ type Emit func(id int32, text string) error
 // emit. It stops at an end-of-generation token (not emitted), after
 // MaxTokens tokens, or when the sequence is full.
 func Generate(ctx context.Context, seq *backends.Sequence, tok *tokenizer.Tokenizer, req Request, emit Emit) (Stats, error) {
+	return GenerateTokens(ctx, seq, tok, req, func(t Token) error { return emit(t.ID, t.Text) })
+}
+
+// GenerateTokens is Generate handing each step over as a Token, with its
+// log-probabilities when req.Logprobs.
+func GenerateTokens(ctx context.Context, seq *backends.Sequence, tok *tokenizer.Tokenizer, req Request, emit func(Token) error) (Stats, error) {
 	var st Stats
 	if len(req.Prompt) == 0 {
 		return st, fmt.Errorf("scheduler: empty prompt")
@@ -104,7 +162,11 @@ func Generate(ctx context.Context, seq *backends.Sequence, tok *tokenizer.Tokeni
 		smp.Accept(id)
 		st.Generated++
 		st.CompletionToken = append(st.CompletionToken, id)
-		if err := emit(id, dec.Add(id)); err != nil {
+		t := Token{ID: id, Text: dec.Add(id)}
+		if req.Logprobs {
+			t.Logprob = Logprobs(logits.Last(0), id, req.TopLogprobs)
+		}
+		if err := emit(t); err != nil {
 			return st, err
 		}
 		if st.Generated == req.MaxTokens || seq.Pos() >= seq.Cap() {
@@ -117,9 +179,51 @@ func Generate(ctx context.Context, seq *backends.Sequence, tok *tokenizer.Tokeni
 	}
 	st.GenerateTime = time.Since(genStart)
 	if rest := dec.Flush(); rest != "" {
-		if err := emit(-1, rest); err != nil {
+		if err := emit(Token{ID: -1, Text: rest}); err != nil {
 			return st, err
 		}
 	}
 	return st, nil
+}
+
+// Logprobs returns the log-probability of id under logits (log-softmax) and
+// the top likeliest tokens, likeliest first (ties to the lower id). top is
+// clamped to [0, MaxTopLogprobs].
+func Logprobs(logits []float32, id int32, top int) *TokenLogprob {
+	top = min(max(top, 0), MaxTopLogprobs, len(logits))
+	hi := float32(math.Inf(-1))
+	for _, l := range logits {
+		hi = max(hi, l)
+	}
+	var sum float64
+	for _, l := range logits {
+		sum += math.Exp(float64(l - hi))
+	}
+	lse := float64(hi) + math.Log(sum)
+	lp := &TokenLogprob{ID: id, Logprob: float32(float64(logits[id]) - lse)}
+	if top == 0 {
+		return lp
+	}
+	// Keep the best top in a small sorted slice: one pass over the vocabulary.
+	best := make([]Alternative, 0, top)
+	for i, l := range logits {
+		if len(best) == top && l <= best[top-1].Logprob {
+			continue
+		}
+		j := len(best)
+		if j < top {
+			best = append(best, Alternative{})
+		} else {
+			j = top - 1
+		}
+		for ; j > 0 && best[j-1].Logprob < l; j-- {
+			best[j] = best[j-1]
+		}
+		best[j] = Alternative{ID: int32(i), Logprob: l}
+	}
+	for i := range best {
+		best[i].Logprob = float32(float64(best[i].Logprob) - lse)
+	}
+	lp.Top = best
+	return lp
 }

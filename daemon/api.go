@@ -1,0 +1,435 @@
+package daemon
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/octet-dev/octet/model/chat"
+	"github.com/octet-dev/octet/model/sample"
+	"github.com/octet-dev/octet/scheduler"
+)
+
+// genRequest is a validated completion or chat request.
+type genRequest struct {
+	Model        string
+	Chat         bool
+	Messages     []chat.Message // chat
+	Prompt       string         // completions, as text
+	PromptTokens []int32        // completions, as token ids (Prompt is then "")
+	MaxTokens    int            // 0: the configured default
+	Sample       sample.Params
+	SeedSet      bool
+	Stop         []string
+	Stream       bool
+	IncludeUsage bool
+	IgnoreEOS    bool
+	Logprobs     bool // report each token's log-probability
+	TopLogprobs  int  // and this many likeliest alternatives
+}
+
+// params are the fields chat and completion requests share. Pointers tell
+// an absent field from a zero one.
+type params struct {
+	Model               string          `json:"model"`
+	MaxTokens           *int64          `json:"max_tokens"`
+	MaxCompletionTokens *int64          `json:"max_completion_tokens"`
+	Temperature         *float64        `json:"temperature"`
+	TopP                *float64        `json:"top_p"`
+	TopK                *int64          `json:"top_k"`
+	MinP                *float64        `json:"min_p"`
+	FrequencyPenalty    *float64        `json:"frequency_penalty"`
+	PresencePenalty     *float64        `json:"presence_penalty"`
+	RepeatPenalty       *float64        `json:"repeat_penalty"`
+	Seed                *int64          `json:"seed"`
+	Stop                json.RawMessage `json:"stop"`
+	Stream              *bool           `json:"stream"`
+	StreamOptions       *struct {
+		IncludeUsage *bool `json:"include_usage"`
+	} `json:"stream_options"`
+	N           *int64          `json:"n"`
+	Logprobs    json.RawMessage `json:"logprobs"`
+	TopLogprobs *int64          `json:"top_logprobs"`
+	Echo        *bool           `json:"echo"`
+	BestOf      *int64          `json:"best_of"`
+	Tools       json.RawMessage `json:"tools"`
+	ToolChoice  json.RawMessage `json:"tool_choice"`
+	Functions   json.RawMessage `json:"functions"`
+	RespFormat  *struct {
+		Type *string `json:"type"`
+	} `json:"response_format"`
+	LogitBias map[string]float64 `json:"logit_bias"`
+	IgnoreEOS *bool              `json:"ignore_eos"`
+}
+
+type chatBody struct {
+	params
+	Messages []struct {
+		Role    *string         `json:"role"`
+		Content json.RawMessage `json:"content"`
+	} `json:"messages"`
+}
+
+type completionBody struct {
+	params
+	Prompt json.RawMessage `json:"prompt"`
+}
+
+// Request limits that do not depend on configuration.
+const (
+	maxStops       = 4
+	maxStopLen     = 256
+	maxMessages    = 1024
+	maxPromptIDs   = 1 << 20
+	maxTemperature = 2
+)
+
+// badRequest is a 400 about one field.
+func badRequest(param, format string, args ...any) *apiError {
+	return &apiError{Status: 400, Type: "invalid_request_error", Param: param, Msg: fmt.Sprintf(format, args...)}
+}
+
+// decode unmarshals a JSON object body strictly enough for an API: valid
+// UTF-8, one object, no trailing data; unknown fields are ignored (clients
+// send many that do not apply).
+func decode(body []byte, v any) *apiError {
+	if len(bytes.TrimSpace(body)) == 0 {
+		return badRequest("", "the request body is empty; send a JSON object")
+	}
+	if !utf8.Valid(body) {
+		return badRequest("", "the request body is not valid UTF-8")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(v); err != nil {
+		var te *json.UnmarshalTypeError
+		var se *json.SyntaxError
+		switch {
+		case errors.As(err, &te) && te.Field != "":
+			field := strings.TrimPrefix(te.Field, "params.") // the embedded struct's name
+			return badRequest(field, "%s must be %s, not a JSON %s", field, jsonKind(te.Type.Kind().String()), te.Value)
+		case errors.As(err, &te):
+			return badRequest("", "the request body must be a JSON object, not a JSON %s", te.Value)
+		case errors.As(err, &se):
+			return badRequest("", "the request body is not valid JSON: %v (at byte %d)", se, se.Offset)
+		default:
+			return badRequest("", "the request body is not valid JSON: %v", err)
+		}
+	}
+	if dec.More() {
+		return badRequest("", "the request body has data after its JSON object")
+	}
+	return nil
+}
+
+func jsonKind(k string) string {
+	switch {
+	case strings.HasPrefix(k, "int"), strings.HasPrefix(k, "uint"):
+		return "an integer"
+	case strings.HasPrefix(k, "float"):
+		return "a number"
+	case k == "bool":
+		return "a boolean"
+	case k == "string":
+		return "a string"
+	case k == "slice":
+		return "an array"
+	}
+	return "an object"
+}
+
+// parseChat reads and validates a /v1/chat/completions body.
+func parseChat(body []byte, maxTokens int) (*genRequest, *apiError) {
+	var b chatBody
+	if e := decode(body, &b); e != nil {
+		return nil, e
+	}
+	g := &genRequest{Chat: true}
+	if e := b.params.apply(g, maxTokens); e != nil {
+		return nil, e
+	}
+	if b.Messages == nil {
+		return nil, badRequest("messages", "messages is required: an array of {role, content}")
+	}
+	if len(b.Messages) == 0 {
+		return nil, badRequest("messages", "messages must not be empty")
+	}
+	if len(b.Messages) > maxMessages {
+		return nil, badRequest("messages", "messages has %d entries; at most %d are accepted", len(b.Messages), maxMessages)
+	}
+	for i, m := range b.Messages {
+		param := fmt.Sprintf("messages[%d]", i)
+		if m.Role == nil {
+			return nil, badRequest(param+".role", "%s.role is required", param)
+		}
+		switch *m.Role {
+		case "system", "developer", "user", "assistant":
+		default:
+			return nil, badRequest(param+".role", "%s.role %q is not supported (system, developer, user, assistant)", param, *m.Role)
+		}
+		text, e := contentText(m.Content, param+".content")
+		if e != nil {
+			return nil, e
+		}
+		if text == "" && *m.Role == "user" {
+			return nil, badRequest(param+".content", "%s.content must not be empty", param)
+		}
+		g.Messages = append(g.Messages, chat.Message{Role: *m.Role, Content: text})
+	}
+	return g, nil
+}
+
+// contentText reads a message's content: a string, null, or an array of
+// {"type": "text", "text": …} parts.
+func contentText(raw json.RawMessage, param string) (string, *apiError) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || string(raw) == "null" {
+		return "", nil
+	}
+	var s string
+	if raw[0] == '"' {
+		if err := json.Unmarshal(raw, &s); err != nil {
+			return "", badRequest(param, "%s is not a valid string", param)
+		}
+		return s, nil
+	}
+	var parts []struct {
+		Type *string `json:"type"`
+		Text *string `json:"text"`
+	}
+	if raw[0] != '[' || json.Unmarshal(raw, &parts) != nil {
+		return "", badRequest(param, "%s must be a string or an array of text parts", param)
+	}
+	var b strings.Builder
+	for i, p := range parts {
+		if p.Type == nil || *p.Type != "text" || p.Text == nil {
+			return "", badRequest(fmt.Sprintf("%s[%d]", param, i), "%s[%d]: only parts of type \"text\" with a text field are supported", param, i)
+		}
+		b.WriteString(*p.Text)
+	}
+	return b.String(), nil
+}
+
+// parseCompletion reads and validates a /v1/completions body.
+func parseCompletion(body []byte, maxTokens int) (*genRequest, *apiError) {
+	var b completionBody
+	if e := decode(body, &b); e != nil {
+		return nil, e
+	}
+	g := &genRequest{}
+	if e := b.params.apply(g, maxTokens); e != nil {
+		return nil, e
+	}
+	if b.Echo != nil && *b.Echo {
+		return nil, badRequest("echo", "echo is not supported")
+	}
+	if b.BestOf != nil && *b.BestOf != 1 {
+		return nil, badRequest("best_of", "best_of must be 1")
+	}
+	raw := bytes.TrimSpace(b.Prompt)
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, badRequest("prompt", "prompt is required: a string, an array of one string, or an array of token ids")
+	}
+	switch raw[0] {
+	case '"':
+		json.Unmarshal(raw, &g.Prompt)
+		return g, nil
+	case '[':
+		var strs []string
+		if json.Unmarshal(raw, &strs) == nil {
+			if len(strs) != 1 {
+				return nil, badRequest("prompt", "prompt as an array must hold exactly one string (batches are not supported), not %d", len(strs))
+			}
+			g.Prompt = strs[0]
+			return g, nil
+		}
+		var ids []int64
+		if json.Unmarshal(raw, &ids) != nil {
+			return nil, badRequest("prompt", "prompt must be a string, an array of one string, or an array of token ids")
+		}
+		if len(ids) == 0 {
+			return nil, badRequest("prompt", "prompt must not be an empty array")
+		}
+		if len(ids) > maxPromptIDs {
+			return nil, badRequest("prompt", "prompt has too many token ids")
+		}
+		for _, id := range ids {
+			if id < 0 || id > math.MaxInt32 {
+				return nil, badRequest("prompt", "token id %d is out of range", id)
+			}
+			g.PromptTokens = append(g.PromptTokens, int32(id))
+		}
+		return g, nil
+	}
+	return nil, badRequest("prompt", "prompt must be a string, an array of one string, or an array of token ids")
+}
+
+// apply checks the shared fields and copies them into g.
+func (p *params) apply(g *genRequest, maxTokens int) *apiError {
+	g.Model = p.Model
+	for _, mt := range []struct {
+		name string
+		v    *int64
+	}{{"max_tokens", p.MaxTokens}, {"max_completion_tokens", p.MaxCompletionTokens}} {
+		if mt.v == nil {
+			continue
+		}
+		if *mt.v < 1 {
+			return badRequest(mt.name, "%s must be at least 1, not %d", mt.name, *mt.v)
+		}
+		if *mt.v > int64(maxTokens) {
+			return badRequest(mt.name, "%s %d is more than this server allows (%d)", mt.name, *mt.v, maxTokens)
+		}
+		g.MaxTokens = int(*mt.v)
+	}
+	sp := sample.Params{Temperature: 1, TopP: 1, RepeatPenalty: 1}
+	fl := func(name string, v *float64, lo, hi float64, dst *float32) *apiError {
+		if v == nil {
+			return nil
+		}
+		if math.IsNaN(*v) || *v < lo || *v > hi {
+			return badRequest(name, "%s must be between %g and %g, not %g", name, lo, hi, *v)
+		}
+		*dst = float32(*v)
+		return nil
+	}
+	for _, e := range []*apiError{
+		fl("temperature", p.Temperature, 0, maxTemperature, &sp.Temperature),
+		fl("top_p", p.TopP, 0, 1, &sp.TopP),
+		fl("min_p", p.MinP, 0, 1, &sp.MinP),
+		fl("frequency_penalty", p.FrequencyPenalty, -2, 2, &sp.FrequencyPenalty),
+		fl("presence_penalty", p.PresencePenalty, -2, 2, &sp.PresencePenalty),
+		fl("repeat_penalty", p.RepeatPenalty, 0, 10, &sp.RepeatPenalty),
+	} {
+		if e != nil {
+			return e
+		}
+	}
+	if p.TopK != nil {
+		if *p.TopK < 0 || *p.TopK > math.MaxInt32 {
+			return badRequest("top_k", "top_k must be between 0 and %d, not %d", math.MaxInt32, *p.TopK)
+		}
+		sp.TopK = int(*p.TopK)
+	}
+	if p.Seed != nil {
+		sp.Seed = uint64(*p.Seed)
+		g.SeedSet = true
+	}
+	if err := sp.Validate(); err != nil {
+		return badRequest("", "%v", err)
+	}
+	g.Sample = sp
+	if p.N != nil && *p.N != 1 {
+		return badRequest("n", "n must be 1 (one choice per request), not %d", *p.N)
+	}
+	if e := p.logprobs(g); e != nil {
+		return e
+	}
+	for _, f := range []struct {
+		name string
+		raw  json.RawMessage
+	}{{"tools", p.Tools}, {"tool_choice", p.ToolChoice}, {"functions", p.Functions}} {
+		switch string(bytes.TrimSpace(f.raw)) {
+		case "", "null", "[]", `"none"`:
+		default:
+			return badRequest(f.name, "%s: tool and function calls are not supported", f.name)
+		}
+	}
+	if rf := p.RespFormat; rf != nil && rf.Type != nil && *rf.Type != "text" {
+		return badRequest("response_format", "response_format %q is not supported (only \"text\")", *rf.Type)
+	}
+	if len(p.LogitBias) > 0 {
+		return badRequest("logit_bias", "logit_bias is not supported")
+	}
+	if p.Stream != nil {
+		g.Stream = *p.Stream
+	}
+	if p.StreamOptions != nil {
+		if !g.Stream {
+			return badRequest("stream_options", "stream_options is only allowed with stream: true")
+		}
+		if p.StreamOptions.IncludeUsage != nil {
+			g.IncludeUsage = *p.StreamOptions.IncludeUsage
+		}
+	}
+	if p.IgnoreEOS != nil {
+		g.IgnoreEOS = *p.IgnoreEOS
+	}
+	stops, e := parseStop(p.Stop)
+	if e != nil {
+		return e
+	}
+	g.Stop = stops
+	return nil
+}
+
+// Most top alternatives per token: OpenAI's limits.
+const (
+	maxTopLogprobsChat       = scheduler.MaxTopLogprobs
+	maxTopLogprobsCompletion = 5
+)
+
+// logprobs reads the two shapes of the option: chat's logprobs (a boolean)
+// with top_logprobs (0 to 20), and completions' logprobs (an integer 0 to 5,
+// the number of alternatives).
+func (p *params) logprobs(g *genRequest) *apiError {
+	raw := bytes.TrimSpace(p.Logprobs)
+	absent := len(raw) == 0 || string(raw) == "null"
+	if !g.Chat {
+		if p.TopLogprobs != nil {
+			return badRequest("top_logprobs", "top_logprobs belongs to chat completions; here logprobs is the number of alternatives (0 to %d)", maxTopLogprobsCompletion)
+		}
+		if absent {
+			return nil
+		}
+		var n int64
+		if json.Unmarshal(raw, &n) != nil || n < 0 || n > maxTopLogprobsCompletion {
+			return badRequest("logprobs", "logprobs must be an integer from 0 to %d (the alternatives per token), not %s", maxTopLogprobsCompletion, raw)
+		}
+		g.Logprobs, g.TopLogprobs = true, int(n)
+		return nil
+	}
+	if !absent && json.Unmarshal(raw, &g.Logprobs) != nil {
+		return badRequest("logprobs", "logprobs must be a boolean, not %s", raw)
+	}
+	if p.TopLogprobs != nil {
+		if n := *p.TopLogprobs; n < 0 || n > maxTopLogprobsChat {
+			return badRequest("top_logprobs", "top_logprobs must be from 0 to %d, not %d", maxTopLogprobsChat, n)
+		}
+		if *p.TopLogprobs > 0 && !g.Logprobs {
+			return badRequest("top_logprobs", "top_logprobs needs logprobs: true")
+		}
+		g.TopLogprobs = int(*p.TopLogprobs)
+	}
+	return nil
+}
+
+// parseStop reads stop: absent, null, a string, or an array of strings.
+func parseStop(raw json.RawMessage) ([]string, *apiError) {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, nil
+	}
+	var stops []string
+	var one string
+	if json.Unmarshal(raw, &one) == nil {
+		stops = []string{one}
+	} else if json.Unmarshal(raw, &stops) != nil {
+		return nil, badRequest("stop", "stop must be a string or an array of strings")
+	}
+	if len(stops) > maxStops {
+		return nil, badRequest("stop", "stop has %d strings; at most %d are allowed", len(stops), maxStops)
+	}
+	for _, s := range stops {
+		if s == "" {
+			return nil, badRequest("stop", "stop strings must not be empty")
+		}
+		if len(s) > maxStopLen {
+			return nil, badRequest("stop", "a stop string is longer than %d bytes", maxStopLen)
+		}
+	}
+	return stops, nil
+}

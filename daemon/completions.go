@@ -1,0 +1,485 @@
+package daemon
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	mrand "math/rand/v2"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/octet-dev/octet/scheduler"
+)
+
+// generation is one completion or chat request in flight.
+type generation struct {
+	s        *server
+	req      *genRequest
+	model    *Loaded
+	endpoint string
+	id       string
+	created  int64
+	arrived  time.Time
+	prompt   int // prompt tokens
+
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	events <-chan scheduler.Event
+
+	// measured while streaming
+	firstText time.Time
+	lastText  time.Time
+	lpOffset  int // text offset of the next completion logprob
+}
+
+type usage struct {
+	PromptTokens     int `json:"prompt_tokens"`
+	CompletionTokens int `json:"completion_tokens"`
+	TotalTokens      int `json:"total_tokens"`
+}
+
+// timings are the per-request figures every response carries.
+type timings struct {
+	QueueMs          float64 `json:"queue_ms"`
+	PromptMs         float64 `json:"prompt_ms"`
+	TTFTMs           float64 `json:"ttft_ms"`
+	GenerateMs       float64 `json:"generate_ms"`
+	PromptTokensPerS float64 `json:"prompt_tokens_per_s"`
+	TokensPerS       float64 `json:"tokens_per_s"`
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func perS(n int, d time.Duration) float64 {
+	if d <= 0 {
+		return 0
+	}
+	return float64(n) / d.Seconds()
+}
+
+// generate serves /v1/completions and /v1/chat/completions.
+func (s *server) generate(ctx *fasthttp.RequestCtx, isChat bool) {
+	arrived := time.Now()
+	endpoint := "completions"
+	if isChat {
+		endpoint = "chat"
+	}
+	status, modelName := 0, ""
+	defer func() {
+		if status != 0 { // streams count themselves when they end
+			s.metrics.requests.WithLabelValues(modelName, endpoint, fmt.Sprint(status)).Inc()
+		}
+	}()
+	fail := func(e *apiError) {
+		status = e.Status
+		e.write(ctx)
+		s.logRequest(slog.LevelInfo, endpoint, modelName, status, arrived, e.Msg)
+	}
+	cfg := s.cfg.Load()
+	var g *genRequest
+	var e *apiError
+	if isChat {
+		g, e = parseChat(ctx.PostBody(), cfg.Limits.MaxTokens)
+	} else {
+		g, e = parseCompletion(ctx.PostBody(), cfg.Limits.MaxTokens)
+	}
+	if e != nil {
+		fail(e)
+		return
+	}
+	if !s.gens.begin() {
+		fail(errUnavailable("draining", "the server is draining and takes no new requests"))
+		return
+	}
+	// From here on, end() runs when the generation is over: at the end of
+	// this function, or of the stream writer.
+	streaming := false
+	defer func() {
+		if !streaming {
+			s.gens.end()
+		}
+	}()
+	var l *Loaded
+	var ok bool
+	if g.Model == "" {
+		l, ok = s.models.Only()
+		if !ok && s.models.Len() > 1 {
+			fail(badRequest("model", "model is required: this server serves %s", joinQuoted(s.models.Names())))
+			return
+		}
+	} else {
+		l, ok = s.models.Acquire(g.Model)
+	}
+	if !ok {
+		if s.models.Len() == 0 {
+			fail(errUnavailable("no_model", s.noModelsMessage()))
+		} else {
+			fail(errModelNotFound(g.Model, s.models.Names()))
+		}
+		return
+	}
+	modelName = l.Name
+	defer func() {
+		if !streaming {
+			l.Release()
+		}
+	}()
+	sreq, e := s.prepare(g, l, cfg.Limits.DefaultMaxTokens)
+	if e != nil {
+		fail(e)
+		return
+	}
+	gen := &generation{s: s, req: g, model: l, endpoint: endpoint, arrived: arrived, created: arrived.Unix(), prompt: len(sreq.Prompt)}
+	gen.id = newID(isChat)
+	rctx, cancel := context.WithCancelCause(s.genCtx)
+	rctx, cancelTimeout := context.WithTimeoutCause(rctx, cfg.Limits.RequestTimeout.D(), errTimeout)
+	gen.ctx = rctx
+	gen.cancel = func(err error) { cancel(err); cancelTimeout() }
+	stopWatch := watchPeer(rctx, ctx.Conn(), gen.cancel)
+	events, err := l.Engine.Submit(rctx, sreq)
+	if err != nil {
+		stopWatch()
+		gen.cancel(nil)
+		switch {
+		case errors.Is(err, scheduler.ErrQueueFull):
+			ra := l.Engine.Stats().RetryAfter()
+			fail(&apiError{Status: 429, Type: "rate_limit_error", Code: "queue_full", RetryAfter: ra,
+				Msg: fmt.Sprintf("the model %q is busy: its queue is full; retry in %d s", l.Name, int(ra/time.Second))})
+		case errors.Is(err, scheduler.ErrClosed):
+			fail(errUnavailable("model_unloading", "the model is being unloaded; retry"))
+		default:
+			fail(errInternal(err.Error()))
+		}
+		return
+	}
+	gen.events = events
+	if !g.Stream {
+		defer stopWatch()
+		defer gen.cancel(nil)
+		status = gen.respond(ctx)
+		return
+	}
+	streaming = true
+	ctx.SetStatusCode(200)
+	ctx.SetContentType("text/event-stream")
+	ctx.Response.Header.Set("Cache-Control", "no-cache")
+	ctx.Response.Header.Set("X-Accel-Buffering", "no")
+	ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
+		defer s.gens.end()
+		defer l.Release()
+		defer stopWatch()
+		defer gen.cancel(nil)
+		st := gen.stream(w)
+		s.metrics.requests.WithLabelValues(l.Name, endpoint, fmt.Sprint(st)).Inc()
+	})
+}
+
+// prepare renders and tokenizes the prompt and fits the request into the
+// model's context.
+func (s *server) prepare(g *genRequest, l *Loaded, defMax int) (scheduler.Request, *apiError) {
+	tok := l.Model.Tok
+	var ids []int32
+	switch {
+	case g.Chat:
+		text, err := l.Chat.Render(g.Messages)
+		if err != nil {
+			return scheduler.Request{}, badRequest("messages", "%v", err)
+		}
+		ids = tok.Encode(text, true, true)
+	case g.PromptTokens != nil:
+		for _, id := range g.PromptTokens {
+			if int(id) >= tok.Len() {
+				return scheduler.Request{}, badRequest("prompt", "token id %d is outside the model's vocabulary of %d", id, tok.Len())
+			}
+		}
+		ids = g.PromptTokens
+	default:
+		ids = tok.Encode(g.Prompt, true, false)
+	}
+	if len(ids) == 0 {
+		return scheduler.Request{}, badRequest("prompt", "the prompt is empty and the model adds no BOS token")
+	}
+	if len(ids) >= l.Context {
+		return scheduler.Request{}, &apiError{Status: 400, Type: "invalid_request_error", Param: "messages", Code: "context_length_exceeded",
+			Msg: fmt.Sprintf("the prompt has %d tokens; the model %q serves a context of %d tokens, which must also hold the answer", len(ids), l.Name, l.Context)}
+	}
+	room := l.Context - len(ids)
+	n := g.MaxTokens
+	if n == 0 {
+		n = defMax
+	}
+	sp := g.Sample
+	if !g.SeedSet {
+		sp.Seed = mrand.Uint64()
+	}
+	return scheduler.Request{Prompt: ids, MaxTokens: min(n, room), Sample: sp, Stop: g.Stop, IgnoreEOS: g.IgnoreEOS,
+		Logprobs: g.Logprobs, TopLogprobs: g.TopLogprobs}, nil
+}
+
+// respond collects a whole answer and writes it as one JSON object.
+func (g *generation) respond(ctx *fasthttp.RequestCtx) int {
+	var text strings.Builder
+	var res scheduler.Result
+	var lps []scheduler.TokenLogprob
+	done := false
+	for ev := range g.events {
+		if ev.Text != "" {
+			g.sawText()
+			text.WriteString(ev.Text)
+		}
+		lps = append(lps, ev.Logprobs...)
+		if ev.Done {
+			res, done = ev.Result, true
+		}
+	}
+	if !done {
+		res.Err = context.Cause(g.ctx)
+	}
+	if res.Err != nil {
+		e := g.endError(res.Err)
+		e.write(ctx)
+		g.finish(res, e.Status, e.Msg)
+		return e.Status
+	}
+	body := g.chunk(text.String(), res.FinishReason, g.logprobs(lps), nil)
+	if g.req.Chat {
+		body["object"] = "chat.completion"
+	}
+	body["usage"], body["timings"] = g.usage(res), g.timings(res)
+	writeJSON(ctx, 200, body)
+	g.finish(res, 200, "")
+	return 200
+}
+
+// stream writes the answer as server-sent events and returns the status
+// the request ends with (200, or the status of the error in its last event).
+func (g *generation) stream(w *bufio.Writer) int {
+	broken := false
+	send := func(v any) {
+		if broken {
+			return
+		}
+		b, _ := json.Marshal(v)
+		w.WriteString("data: ")
+		w.Write(b)
+		w.WriteString("\n\n")
+		if w.Flush() != nil {
+			broken = true
+			g.cancel(errClientGone)
+		}
+	}
+	if g.req.Chat {
+		send(g.chunk(map[string]any{"role": "assistant", "content": ""}, "", nil, nil))
+	}
+	var res scheduler.Result
+	done := false
+	for ev := range g.events {
+		if ev.Text != "" {
+			g.sawText()
+		}
+		if ev.Text != "" || len(ev.Logprobs) > 0 {
+			var delta any = ev.Text
+			if g.req.Chat {
+				delta = map[string]any{"content": ev.Text}
+			}
+			send(g.chunk(delta, "", g.logprobs(ev.Logprobs), nil))
+		}
+		if ev.Done {
+			res, done = ev.Result, true
+		}
+	}
+	if !done {
+		res.Err = context.Cause(g.ctx)
+	}
+	status := 200
+	if res.Err != nil {
+		e := g.endError(res.Err)
+		status = e.Status
+		send(errorBody{Error: errorObject{Message: e.Msg, Type: e.Type, Code: &e.Code}})
+		g.finish(res, status, e.Msg)
+	} else {
+		tm := g.timings(res)
+		var delta any = ""
+		if g.req.Chat {
+			delta = map[string]any{}
+		}
+		last := g.chunk(delta, res.FinishReason, nil, nil)
+		last["timings"] = tm
+		send(last)
+		if g.req.IncludeUsage {
+			u := g.usage(res)
+			send(g.chunk(nil, "", nil, &u))
+		}
+		g.finish(res, 200, "")
+	}
+	if !broken {
+		w.WriteString("data: [DONE]\n\n")
+		w.Flush()
+	}
+	return status
+}
+
+// chunk builds one streamed object (and, renamed, the whole answer). delta
+// is the chat delta or message, or the completion text; lp the choice's
+// logprobs; a non-nil u makes the usage chunk (no choices).
+func (g *generation) chunk(delta any, finish string, lp any, u *usage) map[string]any {
+	obj := "text_completion"
+	if g.req.Chat {
+		obj = "chat.completion.chunk"
+	}
+	c := map[string]any{"id": g.id, "object": obj, "created": g.created, "model": g.model.Name}
+	if u != nil {
+		c["choices"] = []any{}
+		c["usage"] = u
+		return c
+	}
+	var fr any
+	if finish != "" {
+		fr = finish
+	}
+	choice := map[string]any{"index": 0, "finish_reason": fr, "logprobs": lp}
+	switch text, whole := delta.(string); {
+	case g.req.Chat && whole: // the non-streamed answer
+		choice["message"] = map[string]string{"role": "assistant", "content": text}
+	case g.req.Chat:
+		choice["delta"] = delta
+	default:
+		choice["text"] = delta
+	}
+	c["choices"] = []any{choice}
+	return c
+}
+
+// logprobs formats the logprobs of one event or answer, nil when the
+// request asked for none.
+func (g *generation) logprobs(lps []scheduler.TokenLogprob) any {
+	if !g.req.Logprobs {
+		return nil
+	}
+	tok := g.model.Model.Tok
+	if g.req.Chat {
+		return newChatLogprobs(tok, lps)
+	}
+	var out *completionLogprobs
+	out, g.lpOffset = newCompletionLogprobs(tok, lps, g.lpOffset)
+	return out
+}
+
+func (g *generation) sawText() {
+	now := time.Now()
+	if g.firstText.IsZero() {
+		g.firstText = now
+		g.s.metrics.ttft.WithLabelValues(g.model.Name).Observe(now.Sub(g.arrived).Seconds())
+	} else {
+		g.s.metrics.itl.WithLabelValues(g.model.Name).Observe(now.Sub(g.lastText).Seconds())
+	}
+	g.lastText = now
+}
+
+func (g *generation) ttft(res scheduler.Result) time.Duration {
+	if !g.firstText.IsZero() {
+		return g.firstText.Sub(g.arrived)
+	}
+	return res.Queued + res.TimeToFirstTok
+}
+
+func (g *generation) timings(res scheduler.Result) timings {
+	return timings{
+		QueueMs: ms(res.Queued), PromptMs: ms(res.PromptTime), TTFTMs: ms(g.ttft(res)), GenerateMs: ms(res.GenerateTime),
+		PromptTokensPerS: perS(res.PromptTokens, res.PromptTime), TokensPerS: perS(res.Generated, res.GenerateTime),
+	}
+}
+
+func (g *generation) usage(res scheduler.Result) usage {
+	return usage{PromptTokens: g.prompt, CompletionTokens: res.Generated, TotalTokens: g.prompt + res.Generated}
+}
+
+// endError maps how a generation failed to the API error.
+func (g *generation) endError(err error) *apiError {
+	switch {
+	case errors.Is(err, errShutdown):
+		return errUnavailable("shutting_down", "the server is shutting down; the generation was cancelled")
+	case errors.Is(err, errTimeout):
+		return &apiError{Status: 408, Type: "invalid_request_error", Code: "request_timeout", Msg: "the generation ran past limits.request_timeout"}
+	case errors.Is(err, errClientGone):
+		return &apiError{Status: 499, Type: "invalid_request_error", Code: "client_closed_request", Msg: "the client disconnected"}
+	case errors.Is(err, scheduler.ErrClosed):
+		return errUnavailable("model_unloading", "the model was unloaded before the request ran; retry")
+	}
+	return errInternal("generation failed: " + err.Error())
+}
+
+// finish records the metrics and the log line of a generation.
+func (g *generation) finish(res scheduler.Result, status int, msg string) {
+	m := g.s.metrics
+	name := g.model.Name
+	m.tokens.WithLabelValues(name, "prompt").Add(float64(res.PromptTokens))
+	m.tokens.WithLabelValues(name, "completion").Add(float64(res.Generated))
+	m.queue.WithLabelValues(name).Observe(res.Queued.Seconds())
+	m.duration.WithLabelValues(name, g.endpoint).Observe(time.Since(g.arrived).Seconds())
+	level := slog.LevelInfo
+	if status >= 500 && status != 503 {
+		level = slog.LevelError
+	}
+	g.s.logRequest(level, g.endpoint, name, status, g.arrived, msg,
+		"id", g.id, "stream", g.req.Stream, "prompt_tokens", g.prompt, "completion_tokens", res.Generated,
+		"ttft_ms", int64(g.ttft(res)/time.Millisecond), "finish", res.FinishReason)
+}
+
+// logRequest writes the one line per request.
+func (s *server) logRequest(level slog.Level, endpoint, model string, status int, arrived time.Time, msg string, attrs ...any) {
+	if !s.cfg.Load().Log.Requests {
+		return
+	}
+	args := append([]any{"endpoint", endpoint, "model", model, "status", status, "ms", time.Since(arrived).Milliseconds()}, attrs...)
+	if msg != "" {
+		args = append(args, "error", msg)
+	}
+	s.log.Log(context.Background(), level, "request", args...)
+}
+
+// watchPeer cancels the generation when its client hangs up, checking the
+// connection every 50 ms until ctx ends or the returned stop is called.
+func watchPeer(ctx context.Context, c net.Conn, cancel context.CancelCauseFunc) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if peerGone(c) {
+					cancel(errClientGone)
+					return
+				}
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-finished
+	}
+}
+
+func newID(isChat bool) string {
+	var b [12]byte
+	rand.Read(b[:])
+	if isChat {
+		return "chatcmpl-" + hex.EncodeToString(b[:])
+	}
+	return "cmpl-" + hex.EncodeToString(b[:])
+}

@@ -1,0 +1,54 @@
+// Package daemon is the `octet serve` process: listeners (TCP and a Unix
+// socket, or both from systemd socket activation), the OpenAI-compatible
+// API over fasthttp, the model registry, metrics, and the lifecycle
+// (readiness, watchdog, reload, graceful shutdown).
+//
+// Endpoints: POST /v1/completions and /v1/chat/completions (SSE with
+// stream: true, usage with stream_options.include_usage), GET /v1/models,
+// GET /health, GET /ready, GET /metrics; on the Unix socket only,
+// GET /admin/status and POST /admin/reload, /admin/drain, /admin/resume.
+//
+// Decisions where the issue and the design are silent:
+//   - Readiness: /health is 200 whenever the process serves HTTP. /ready is
+//     200 only when a completion could succeed: at least one model live and
+//     not draining; with no models it is 503 {"status": "no_models"} with
+//     a message saying where to put GGUF files. systemd's READY=1 is still
+//     sent with no models (the daemon is up; STATUS= says it has none), so
+//     that a fresh install starts cleanly.
+//   - API keys guard TCP only, and there every path but /health and /ready.
+//     The Unix socket is guarded by its file mode and group instead.
+//   - model may be omitted when exactly one model is served.
+//   - Sampling defaults are OpenAI's (temperature 1, top_p 1, no top-k or
+//     min-p); top_k, min_p, repeat_penalty and ignore_eos are accepted as
+//     extensions. A request without seed gets a random one.
+//   - A prompt that fills the context is a 400 (context_length_exceeded);
+//     max_tokens beyond the room left is cut to it, and the answer ends
+//     with finish_reason "length" (llama.cpp's behaviour).
+//   - Unknown JSON fields are ignored (clients send many); fields that
+//     would change the answer in ways octet cannot honour (n > 1, tools,
+//     tool_choice and functions, a response_format other than text,
+//     logit_bias, echo, best_of > 1) are a 400.
+//   - logprobs follow OpenAI's two shapes: chat's logprobs: true with
+//     top_logprobs 0–20 ({"content": [{token, logprob, bytes,
+//     top_logprobs}]}), completions' logprobs: N, 0–5 (tokens,
+//     token_logprobs, top_logprobs, text_offset, offsets into the
+//     completion). The values are the model's own distribution (log-softmax
+//     of the raw logits), independent of temperature and penalties; a
+//     stream carries each token's entry in the chunk that carries its text.
+//   - Chat prompts are tokenized with special-token parsing (the template's
+//     markers must become their tokens); completion prompts without it.
+//   - Every response carries "timings" (queue, prompt, TTFT, generation,
+//     tokens/s); a stream carries them in its finishing chunk.
+//   - A client that disconnects is noticed by a write that fails or by a
+//     poll of its socket for POLLRDHUP every 50 ms, and its generation is
+//     cancelled.
+//   - Errors after a stream has started are sent as a last SSE event
+//     {"error": {...}} followed by data: [DONE]; the status logged and
+//     counted is the error's (499 when the client left).
+//   - SIGHUP and POST /admin/reload re-read octet.toml: log level, API keys
+//     and the per-request limits apply at once; listener, model, backend,
+//     tuning and connection settings are logged as needing a restart.
+//   - The models are loaded once at start (the hot-reload work makes the
+//     folder live); each model is refcounted in the Registry so that a
+//     swap retires the old one when its last request ends.
+package daemon

@@ -1,0 +1,87 @@
+package daemon
+
+import (
+	"encoding/json"
+	"strconv"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// apiError is an error answered in OpenAI's shape:
+// {"error": {"message", "type", "param", "code"}}.
+type apiError struct {
+	Status     int
+	Type       string
+	Param      string
+	Code       string
+	Msg        string
+	RetryAfter time.Duration // 429: sent as Retry-After
+}
+
+func (e *apiError) Error() string { return e.Msg }
+
+type errorBody struct {
+	Error errorObject `json:"error"`
+}
+
+type errorObject struct {
+	Message string  `json:"message"`
+	Type    string  `json:"type"`
+	Param   *string `json:"param"`
+	Code    *string `json:"code"`
+}
+
+func (e *apiError) body() []byte {
+	o := errorObject{Message: e.Msg, Type: e.Type}
+	if e.Param != "" {
+		o.Param = &e.Param
+	}
+	if e.Code != "" {
+		o.Code = &e.Code
+	}
+	b, _ := json.Marshal(errorBody{Error: o})
+	return b
+}
+
+// write sends e as the response.
+func (e *apiError) write(ctx *fasthttp.RequestCtx) {
+	ctx.Response.Reset()
+	ctx.SetStatusCode(e.Status)
+	ctx.SetContentType("application/json")
+	if e.RetryAfter > 0 {
+		ctx.Response.Header.Set("Retry-After", strconv.Itoa(int(e.RetryAfter/time.Second)))
+	}
+	ctx.SetBody(e.body())
+}
+
+func errNotFound(what string) *apiError {
+	return &apiError{Status: 404, Type: "invalid_request_error", Code: "not_found", Msg: what}
+}
+
+func errModelNotFound(name string, have []string) *apiError {
+	msg := "the model " + strconv.Quote(name) + " does not exist"
+	if len(have) > 0 {
+		msg += "; models served here: " + joinQuoted(have)
+	}
+	return &apiError{Status: 404, Type: "invalid_request_error", Param: "model", Code: "model_not_found", Msg: msg}
+}
+
+func errUnavailable(code, msg string) *apiError {
+	return &apiError{Status: 503, Type: "service_unavailable", Code: code, Msg: msg}
+}
+
+func errInternal(msg string) *apiError {
+	return &apiError{Status: 500, Type: "server_error", Code: "internal_error", Msg: msg}
+}
+
+func joinQuoted(s []string) string {
+	out := ""
+	for i, x := range s {
+		if i > 0 {
+			out += ", "
+		}
+		out += strconv.Quote(x)
+	}
+	return out
+}

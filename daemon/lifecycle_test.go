@@ -1,0 +1,430 @@
+package daemon
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/octet-dev/octet/backends"
+	"github.com/octet-dev/octet/backends/ref"
+	"github.com/octet-dev/octet/configs"
+	"github.com/octet-dev/octet/model"
+	"github.com/octet-dev/octet/systemd/systemdtest"
+)
+
+// The tests here run the daemon in-process on "test-gate", the reference
+// backend behind a gate the test opens and closes, to hold a generation
+// inside a forward step for as long as a test needs.
+
+var gate struct {
+	mu sync.Mutex
+	ch chan struct{} // nil: open
+}
+
+func closeGate() {
+	gate.mu.Lock()
+	gate.ch = make(chan struct{})
+	gate.mu.Unlock()
+}
+
+func openGate() {
+	gate.mu.Lock()
+	if gate.ch != nil {
+		close(gate.ch)
+		gate.ch = nil
+	}
+	gate.mu.Unlock()
+}
+
+func init() {
+	backends.Register("test-gate", -1, func() (backends.Backend, error) { return gateBackend{}, nil })
+}
+
+type gateBackend struct{}
+
+func (gateBackend) Name() string { return "test-gate" }
+
+func (gateBackend) Load(m *model.Model, o backends.LoadOptions) (backends.Runner, error) {
+	r, err := ref.Backend{}.Load(m, o)
+	return gateRunner{r}, err
+}
+
+type gateRunner struct{ backends.Runner }
+
+func (g gateRunner) Forward(ctx context.Context, b *backends.Batch) (*backends.Logits, error) {
+	gate.mu.Lock()
+	ch := gate.ch
+	gate.mu.Unlock()
+	if ch != nil {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	return g.Runner.Forward(ctx, b)
+}
+
+// inproc is a daemon running in this process.
+type inproc struct {
+	cancel context.CancelFunc
+	done   chan error
+	log    *logBuf
+	addr   string
+	sock   string
+}
+
+func runInProcess(t *testing.T, edit func(*configs.Config)) *inproc {
+	t.Helper()
+	dir, _ := modelsDir(t)
+	cfg := configs.Defaults()
+	cfg.Listen.TCP = "127.0.0.1:0"
+	cfg.Listen.Socket = filepath.Join(shortTemp(t), "o.sock")
+	cfg.Models.Dir = dir
+	cfg.Backend.Prefer = []string{"test-gate"}
+	if edit != nil {
+		edit(cfg)
+	}
+	pr, pw := io.Pipe()
+	ctx, cancel := context.WithCancel(context.Background())
+	d := &inproc{cancel: cancel, done: make(chan error, 1), log: newLogBuf(pr), sock: cfg.Listen.Socket}
+	go func() {
+		d.done <- Run(ctx, Options{Config: cfg, Logs: pw, Version: "test"})
+		pw.Close()
+	}()
+	t.Cleanup(func() {
+		openGate()
+		cancel()
+		<-d.done
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", d.log)
+		}
+	})
+	d.addr = d.log.wait(t, `msg=listening network=tcp addr=(127\.0\.0\.1:\d+)`, 30*time.Second)[1]
+	d.log.wait(t, `msg=ready`, 30*time.Second)
+	return d
+}
+
+// stop shuts the daemon down as SIGTERM does and checks Run returns nil.
+func (d *inproc) stop(t *testing.T) {
+	t.Helper()
+	d.cancel()
+	d.wait(t)
+}
+
+// wait checks that Run returns nil (after a shutdown began).
+func (d *inproc) wait(t *testing.T) {
+	t.Helper()
+	select {
+	case err := <-d.done:
+		if err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		d.done <- nil // for the cleanup
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return")
+	}
+}
+
+// streamReq opens a streaming chat request on a raw connection and returns
+// a reader of its events after the first (the role chunk).
+func streamReq(t *testing.T, addr, model string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, streamReqOn(t, c, `{"model":"`+model+`","messages":[{"role":"user","content":"Once upon a time"}],"max_tokens":20,"temperature":0,"stream":true,"ignore_eos":true}`)
+}
+
+// streamReqOn sends a streaming chat request on c and waits for its role
+// chunk (sent once the engine took the request).
+func streamReqOn(t *testing.T, c net.Conn, body string) *bufio.Reader {
+	t.Helper()
+	postRaw(c, body)
+	r := bufio.NewReader(c)
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("reading the stream: %v", err)
+		}
+		if strings.HasPrefix(line, "data: ") && strings.Contains(line, `"role":"assistant"`) {
+			return r
+		}
+	}
+}
+
+// postRaw writes a chat completion request on c.
+func postRaw(c net.Conn, body string) {
+	io.WriteString(c, "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: "+strconv.Itoa(len(body))+"\r\n\r\n"+body)
+}
+
+// rest reads the stream to its end and returns its data payloads.
+func rest(t *testing.T, r *bufio.Reader) []string {
+	t.Helper()
+	var out []string
+	for {
+		line, err := r.ReadString('\n')
+		if d, ok := strings.CutPrefix(strings.TrimSpace(line), "data: "); ok {
+			out = append(out, d)
+			if d == "[DONE]" {
+				return out
+			}
+		}
+		if err != nil {
+			t.Fatalf("stream ended without [DONE]: %v (%q)", err, out)
+		}
+	}
+}
+
+// TestWatchdogFollowsTheLoop: READY=1 after start; WATCHDOG=1 while the
+// request loop progresses (idle or working); no pings while a forward step
+// is stuck; pings again once it moves; STOPPING=1 at shutdown.
+func TestWatchdogFollowsTheLoop(t *testing.T) {
+	ch := systemdtest.Listen(t)
+	t.Setenv("WATCHDOG_USEC", "300000")
+	t.Setenv("WATCHDOG_PID", strconv.Itoa(os.Getpid()))
+	closeGate()
+	d := runInProcess(t, nil)
+	if m := systemdtest.Expect(t, ch, "READY=1", 5*time.Second); !strings.Contains(m, "STATUS=ready, 1 models") {
+		t.Errorf("ready notification %q", m)
+	}
+	for range 3 {
+		systemdtest.Expect(t, ch, "WATCHDOG=1", 5*time.Second)
+	}
+	model := d.model()
+	c, r := streamReq(t, d.addr, model) // now stuck in its first step
+	defer c.Close()
+	systemdtest.Expect(t, ch, "STATUS=stalled: "+model, 5*time.Second)
+	quiet := time.After(time.Second) // more than three ping periods
+	for waiting := true; waiting; {
+		select {
+		case m := <-ch:
+			if strings.Contains(m, "WATCHDOG=1") {
+				t.Fatal("a watchdog ping while the request loop is stuck")
+			}
+		case <-quiet:
+			waiting = false
+		}
+	}
+	openGate()
+	if ev := rest(t, r); !strings.Contains(ev[len(ev)-2], `"finish_reason":"length"`) {
+		t.Errorf("stream after the stall: %q", ev)
+	}
+	systemdtest.Expect(t, ch, "WATCHDOG=1", 5*time.Second)
+	d.stop(t)
+	systemdtest.Expect(t, ch, "STOPPING=1", 5*time.Second)
+}
+
+// model is the name of the model the daemon serves.
+func (d *inproc) model() string {
+	return regexpFind(d.log.String(), `msg="model loaded" model=(\S+)`)
+}
+
+// TestShutdownLetsGenerationsFinish: a stream running at SIGTERM finishes
+// within the grace, and Run returns nil.
+func TestShutdownLetsGenerationsFinish(t *testing.T) {
+	closeGate()
+	d := runInProcess(t, func(c *configs.Config) { c.Limits.ShutdownGrace = configs.Duration(30 * time.Second) })
+	model := d.model()
+	c, r := streamReq(t, d.addr, model)
+	defer c.Close()
+	d.cancel() // SIGTERM
+	d.log.wait(t, `msg="shutting down" running=1`, 5*time.Second)
+	// No new generation starts: the connection is refused or closed, or
+	// the request gets 503.
+	if c2, err := net.DialTimeout("tcp", d.addr, 5*time.Second); err == nil {
+		c2.SetDeadline(time.Now().Add(10 * time.Second))
+		postRaw(c2, chatReq(model, ""))
+		if resp, err := http.ReadResponse(bufio.NewReader(c2), nil); err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != 503 {
+				t.Errorf("a request during shutdown: %d %s", resp.StatusCode, b)
+			}
+		}
+		c2.Close()
+	}
+	openGate()
+	ev := rest(t, r)
+	if !strings.Contains(ev[len(ev)-2], `"finish_reason":"length"`) {
+		t.Errorf("stream did not finish normally: %q", ev)
+	}
+	d.wait(t)
+}
+
+// TestShutdownCancelsAfterGrace: a stream still running when the grace
+// ends gets a final error event and [DONE]; Run returns nil.
+func TestShutdownCancelsAfterGrace(t *testing.T) {
+	closeGate()
+	d := runInProcess(t, func(c *configs.Config) { c.Limits.ShutdownGrace = configs.Duration(200 * time.Millisecond) })
+	model := d.model()
+	c, r := streamReq(t, d.addr, model)
+	defer c.Close()
+	d.cancel()
+	ev := rest(t, r)
+	if len(ev) < 2 || !strings.Contains(ev[len(ev)-2], `"code":"shutting_down"`) {
+		t.Errorf("final events %q, want an error event with code shutting_down", ev)
+	}
+	d.log.wait(t, `msg="shutdown grace over; cancelling running generations" running=1`, time.Second)
+	d.wait(t)
+}
+
+// TestDisconnectCancels: a client that hangs up mid-stream, or while it
+// waits for a whole answer, cancels its generation (logged as 499), and the
+// loop serves the next request.
+func TestDisconnectCancels(t *testing.T) {
+	closeGate()
+	d := runInProcess(t, nil)
+	model := d.model()
+	c, _ := streamReq(t, d.addr, model)
+	c.(*net.TCPConn).SetLinger(0)
+	c.Close()
+	d.log.wait(t, `msg=request endpoint=chat model=`+model+` status=499 .* stream=true .*completion_tokens=0`, 10*time.Second)
+
+	c, err := net.Dial("tcp", d.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	postRaw(c, chatReq(model, ""))
+	d.waitRunning(t, 1) // the request is in the engine, held by the gate
+	c.Close()
+	d.log.wait(t, `msg=request endpoint=chat model=`+model+` status=499 .* stream=false .*completion_tokens=0`, 10*time.Second)
+	openGate()
+	code, body := curl(t, "-d", chatReq(model, ""), "http://"+d.addr+"/v1/chat/completions")
+	if code != 200 {
+		t.Errorf("next request: %d %s", code, body)
+	}
+	d.stop(t)
+}
+
+// waitRunning polls /admin/status on the socket until the model's engine
+// runs n sequences.
+func (d *inproc) waitRunning(t *testing.T, n int) {
+	t.Helper()
+	hc := client(d.sock)
+	for range 1000 {
+		resp, err := hc.Get("http://octet/admin/status")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var st struct{ Engines []struct{ Running int } }
+		err = json.NewDecoder(resp.Body).Decode(&st)
+		resp.Body.Close()
+		if err == nil && len(st.Engines) == 1 && st.Engines[0].Running == n {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("the engine never ran %d sequences", n)
+}
+
+// TestQueueFull: with the loop held and the queue full, the next request
+// gets 429 with Retry-After.
+func TestQueueFull(t *testing.T) {
+	closeGate()
+	d := runInProcess(t, func(c *configs.Config) { c.Tuning.QueueLength = 1 })
+	model := d.model()
+	c1, _ := streamReq(t, d.addr, model) // running
+	defer c1.Close()
+	c2, err := net.Dial("tcp", d.addr) // queued (its role chunk waits for nothing, but its run waits)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	streamReqOn(t, c2, `{"model":"`+model+`","messages":[{"role":"user","content":"hi"}],"max_tokens":2,"stream":true}`)
+	code, body := curlHeaders(t, "-d", chatReq(model, ""), "http://"+d.addr+"/v1/chat/completions")
+	if code != 429 || !strings.Contains(body, "Retry-After: ") || !strings.Contains(body, `"code":"queue_full"`) {
+		t.Errorf("third request: %d %s", code, body)
+	}
+	openGate()
+	d.stop(t)
+}
+
+func curlHeaders(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	return curlBody(t, append([]string{"-i"}, args...)...)
+}
+
+// TestNotifyBinary: the real binary under a NOTIFY_SOCKET read by the test:
+// READY=1 with STATUS= once serving, WATCHDOG=1 pings, STOPPING=1 on SIGTERM.
+func TestNotifyBinary(t *testing.T) {
+	ch := systemdtest.Listen(t)
+	dir, _ := modelsDir(t)
+	p := serve(t, []string{"WATCHDOG_USEC=400000"}, "--models", dir)
+	if m := systemdtest.Expect(t, ch, "READY=1", 5*time.Second); !strings.Contains(m, "STATUS=ready, 1 models") {
+		t.Errorf("ready notification %q", m)
+	}
+	for range 2 {
+		systemdtest.Expect(t, ch, "WATCHDOG=1", 5*time.Second)
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	systemdtest.Expect(t, ch, "STOPPING=1", 5*time.Second)
+	if err := <-p.done; err != nil {
+		t.Errorf("exit: %v", err)
+	}
+}
+
+// TestDrain: POST /admin/drain refuses new generations with 503 while the
+// running one finishes; /ready says draining; /admin/resume undoes it.
+func TestDrain(t *testing.T) {
+	closeGate()
+	d := runInProcess(t, nil)
+	model := d.model()
+	c, r := streamReq(t, d.addr, model)
+	defer c.Close()
+	admin := func(method, path string) (int, string) {
+		t.Helper()
+		return curlBody(t, "-X", method, "--unix-socket", d.sock, "http://octet"+path)
+	}
+	if code, body := admin("POST", "/admin/drain"); code != 202 || !strings.Contains(body, `"generations":1`) {
+		t.Errorf("drain with a generation running: %d %s", code, body)
+	}
+	url := "http://" + d.addr
+	if code, body := curlBody(t, "-d", chatReq(model, ""), url+"/v1/chat/completions"); code != 503 || !strings.Contains(body, `"code":"draining"`) {
+		t.Errorf("chat while draining: %d %s", code, body)
+	}
+	if code, body := curlBody(t, url+"/ready"); code != 503 || !strings.Contains(body, `"draining"`) {
+		t.Errorf("/ready while draining: %d %s", code, body)
+	}
+	openGate()
+	if ev := rest(t, r); !strings.Contains(ev[len(ev)-2], `"finish_reason":"length"`) {
+		t.Errorf("the running stream after drain: %q", ev)
+	}
+	d.log.wait(t, `msg=request endpoint=chat model=`+model+` status=200 .* stream=true`, 10*time.Second)
+	for range 1000 { // the stream's end is counted just after its log line
+		if code, _ := admin("POST", "/admin/drain"); code == 200 {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if code, body := admin("POST", "/admin/drain"); code != 200 || !strings.Contains(body, `"drained"`) {
+		t.Errorf("drain when idle: %d %s", code, body)
+	}
+	if code, body := admin("POST", "/admin/resume"); code != 200 {
+		t.Errorf("resume: %d %s", code, body)
+	}
+	if code, body := curlBody(t, "-d", chatReq(model, ""), url+"/v1/chat/completions"); code != 200 {
+		t.Errorf("chat after resume: %d %s", code, body)
+	}
+	if code, _ := curlBody(t, url+"/ready"); code != 200 {
+		t.Errorf("/ready after resume: %d", code)
+	}
+	d.stop(t)
+}
+
+func curlBody(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	code, body := curl(t, args...)
+	return code, string(body)
+}

@@ -1,0 +1,83 @@
+package daemon
+
+import (
+	"github.com/octet-dev/octet/model/tokenizer"
+	"github.com/octet-dev/octet/scheduler"
+)
+
+// The two shapes of logprobs in OpenAI's API: chat's list of token entries,
+// and the legacy completions' parallel arrays. A token's text is the text it
+// renders to on its own; its bytes are the exact bytes (a byte token may be
+// half of a UTF-8 character).
+
+type chatLogprobs struct {
+	Content []chatLogprob `json:"content"`
+}
+
+type chatLogprob struct {
+	Token   string           `json:"token"`
+	Logprob float32          `json:"logprob"`
+	Bytes   []int            `json:"bytes"`
+	Top     []chatLogprobAlt `json:"top_logprobs"`
+}
+
+type chatLogprobAlt struct {
+	Token   string  `json:"token"`
+	Logprob float32 `json:"logprob"`
+	Bytes   []int   `json:"bytes"`
+}
+
+type completionLogprobs struct {
+	Tokens        []string             `json:"tokens"`
+	TokenLogprobs []float32            `json:"token_logprobs"`
+	TopLogprobs   []map[string]float32 `json:"top_logprobs"`
+	TextOffset    []int                `json:"text_offset"`
+}
+
+func tokenText(tok *tokenizer.Tokenizer, id int32) (string, []int) {
+	b := tok.TokenBytes(id, false)
+	ints := make([]int, len(b))
+	for i, c := range b {
+		ints[i] = int(c)
+	}
+	return string(b), ints
+}
+
+func newChatLogprobs(tok *tokenizer.Tokenizer, lps []scheduler.TokenLogprob) *chatLogprobs {
+	out := &chatLogprobs{Content: make([]chatLogprob, 0, len(lps))}
+	for _, lp := range lps {
+		text, b := tokenText(tok, lp.ID)
+		e := chatLogprob{Token: text, Logprob: lp.Logprob, Bytes: b, Top: make([]chatLogprobAlt, 0, len(lp.Top))}
+		for _, a := range lp.Top {
+			text, b := tokenText(tok, a.ID)
+			e.Top = append(e.Top, chatLogprobAlt{Token: text, Logprob: a.Logprob, Bytes: b})
+		}
+		out.Content = append(out.Content, e)
+	}
+	return out
+}
+
+// newCompletionLogprobs formats lps; offset is where the first token's
+// text starts in the completion, and the returned offset where the next
+// one would.
+func newCompletionLogprobs(tok *tokenizer.Tokenizer, lps []scheduler.TokenLogprob, offset int) (*completionLogprobs, int) {
+	out := &completionLogprobs{
+		Tokens: []string{}, TokenLogprobs: []float32{}, TopLogprobs: []map[string]float32{}, TextOffset: []int{},
+	}
+	for _, lp := range lps {
+		text, _ := tokenText(tok, lp.ID)
+		out.Tokens = append(out.Tokens, text)
+		out.TokenLogprobs = append(out.TokenLogprobs, lp.Logprob)
+		top := make(map[string]float32, len(lp.Top))
+		for _, a := range lp.Top {
+			t, _ := tokenText(tok, a.ID)
+			if _, dup := top[t]; !dup { // two ids may render alike; keep the likelier
+				top[t] = a.Logprob
+			}
+		}
+		out.TopLogprobs = append(out.TopLogprobs, top)
+		out.TextOffset = append(out.TextOffset, offset)
+		offset += len(text)
+	}
+	return out, offset
+}

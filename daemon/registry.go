@@ -1,0 +1,271 @@
+package daemon
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/octet-dev/octet/backends"
+	"github.com/octet-dev/octet/configs"
+	"github.com/octet-dev/octet/model"
+	"github.com/octet-dev/octet/model/chat"
+	"github.com/octet-dev/octet/model/gguf"
+	"github.com/octet-dev/octet/scheduler"
+)
+
+// Loaded is one model being served: the file, its runner and its engine.
+// It is reference-counted: the registry holds one reference while the model
+// is live, and each request holds one while it runs. The model is closed
+// when the last reference goes, so a replaced model finishes the requests
+// that started on it.
+type Loaded struct {
+	Name      string
+	Path      string
+	Model     *model.Model
+	Runner    backends.Runner
+	Engine    scheduler.Engine
+	Chat      chat.Template
+	Context   int // positions a request's prompt and answer share
+	Quantized bool
+	LoadedAt  time.Time
+	LoadTime  time.Duration
+
+	refs   atomic.Int64
+	closed sync.Once
+	log    *slog.Logger
+}
+
+// Release drops a reference taken by Registry.Acquire.
+func (l *Loaded) Release() {
+	if l.refs.Add(-1) == 0 {
+		l.closed.Do(l.close)
+	}
+}
+
+func (l *Loaded) close() {
+	l.Engine.Close()
+	l.Runner.Close()
+	l.Model.Close()
+	l.log.Info("model unloaded", "model", l.Name)
+}
+
+// Registry maps model names to live models.
+type Registry struct {
+	mu     sync.RWMutex
+	models map[string]*Loaded
+}
+
+// NewRegistry returns an empty registry.
+func NewRegistry() *Registry { return &Registry{models: map[string]*Loaded{}} }
+
+// Acquire returns the live model of that name with a reference the caller
+// must Release.
+func (r *Registry) Acquire(name string) (*Loaded, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	l, ok := r.models[name]
+	if ok {
+		l.refs.Add(1)
+	}
+	return l, ok
+}
+
+// Only returns the single live model, with a reference, when exactly one is
+// live.
+func (r *Registry) Only() (*Loaded, bool) {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if len(r.models) != 1 {
+		return nil, false
+	}
+	for _, l := range r.models {
+		l.refs.Add(1)
+		return l, true
+	}
+	return nil, false
+}
+
+// Swap makes l the live model of its name (nil removes the name) and
+// retires the model it replaces, which closes when its last request ends.
+func (r *Registry) Swap(name string, l *Loaded) {
+	r.mu.Lock()
+	old := r.models[name]
+	if l == nil {
+		delete(r.models, name)
+	} else {
+		l.refs.Add(1) // the registry's reference
+		r.models[name] = l
+	}
+	r.mu.Unlock()
+	if old != nil {
+		old.Release()
+	}
+}
+
+// Names lists the live models, sorted.
+func (r *Registry) Names() []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	names := make([]string, 0, len(r.models))
+	for n := range r.models {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// Each calls f on every live model, by name, holding a reference.
+func (r *Registry) Each(f func(*Loaded)) {
+	for _, n := range r.Names() {
+		if l, ok := r.Acquire(n); ok {
+			f(l)
+			l.Release()
+		}
+	}
+}
+
+// Len is the number of live models.
+func (r *Registry) Len() int {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return len(r.models)
+}
+
+// Close retires every model.
+func (r *Registry) Close() {
+	for _, n := range r.Names() {
+		r.Swap(n, nil)
+	}
+}
+
+// modelFiles lists the GGUF files of dir by model name (the file's stem).
+func modelFiles(dir string) (map[string]string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	files := map[string]string{}
+	for _, e := range entries {
+		name := e.Name()
+		if e.IsDir() || !strings.EqualFold(filepath.Ext(name), ".gguf") || strings.HasPrefix(name, ".") {
+			continue
+		}
+		files[strings.TrimSuffix(name, filepath.Ext(name))] = filepath.Join(dir, name)
+	}
+	return files, nil
+}
+
+// loader loads model files into servable models.
+type loader struct {
+	backend backends.Backend
+	cfg     *configs.Config
+	log     *slog.Logger
+	idle    time.Duration // how often an idle engine beats (0: its default)
+}
+
+// load opens, checks and starts one model. It never panics on a bad file:
+// the error names the file and the problem.
+func (ld *loader) load(name, path string) (l *Loaded, err error) {
+	start := time.Now()
+	m, err := model.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			m.Close()
+		}
+	}()
+	quant, bad := int8Matrices(m)
+	if !quant {
+		if !ld.cfg.Models.AllowUnquantized {
+			return nil, fmt.Errorf("%s: weight matrix %s is not int8; octet serves Q8_0 models (set models.allow_unquantized = true to serve it anyway)", path, bad)
+		}
+		ld.log.Warn("serving a model whose weights are not int8, as models.allow_unquantized allows", "model", name, "tensor", bad)
+	}
+	ctxLen := ld.cfg.Models.Context
+	if ctxLen <= 0 {
+		ctxLen = m.Config.ContextLength
+	}
+	r, err := ld.backend.Load(m, backends.LoadOptions{
+		MaxContext: ctxLen, BlockSize: ld.cfg.Tuning.KVBlockSize, Threads: ld.cfg.Backend.Threads, Logger: ld.log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	eng, err := scheduler.NewSerial(r, m.Tok, scheduler.SerialOptions{
+		QueueLength: ld.cfg.Tuning.QueueLength, PrefillChunk: ld.cfg.Tuning.PrefillChunk, MaxContext: ctxLen, Idle: ld.idle,
+		Logger: ld.log.With("model", name),
+	})
+	if err != nil {
+		r.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	fam, known := chat.Detect(m.Tok.Vocab().ChatTemplate)
+	switch {
+	case m.Tok.Vocab().ChatTemplate == "":
+		ld.log.Info("model has no chat template; chat requests use the default", "model", name, "template", fam)
+	case !known:
+		ld.log.Warn("model's chat template is not one octet knows; chat requests use the default", "model", name, "template", fam)
+	}
+	l = &Loaded{
+		Name: name, Path: path, Model: m, Runner: r, Engine: eng,
+		Chat:    chat.Template{Family: fam, BOS: m.Tok.Piece(m.Tok.BOS()), EOS: m.Tok.Piece(m.Tok.EOS())},
+		Context: eng.Context(), Quantized: quant, LoadedAt: time.Now(), LoadTime: time.Since(start),
+		log: ld.log,
+	}
+	return l, nil
+}
+
+// int8Matrices reports whether every weight matrix is Q8_0, except those
+// whose rows cannot be (not a multiple of the 32-weight block), and names
+// the first one that is not.
+func int8Matrices(m *model.Model) (bool, string) {
+	for _, t := range m.Matrices() {
+		if t.Type != gguf.Q8_0 && t.Cols%gguf.QK8_0 == 0 {
+			return false, fmt.Sprintf("%s (%s)", t.Name, t.Type)
+		}
+	}
+	return true, ""
+}
+
+// loadAll loads every model file of the configured folder into reg.
+// Files that fail are logged and skipped.
+func (ld *loader) loadAll(reg *Registry) {
+	dir := ld.cfg.Models.Dir
+	files, err := modelFiles(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		ld.log.Warn("models folder does not exist; create it and drop GGUF files (int8, Q8_0) into it", "dir", dir)
+		return
+	case err != nil:
+		ld.log.Error("cannot read the models folder", "dir", dir, "err", err)
+		return
+	}
+	names := make([]string, 0, len(files))
+	for n := range files {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		l, err := ld.load(name, files[name])
+		if err != nil {
+			ld.log.Error("model not loaded", "model", name, "err", err)
+			continue
+		}
+		reg.Swap(name, l)
+		ld.log.Info("model loaded", "model", name, "path", l.Path, "arch", l.Model.Config.Arch,
+			"context", l.Context, "chat_template", l.Chat.Family, "int8", l.Quantized, "load_ms", l.LoadTime.Milliseconds())
+	}
+	if len(names) == 0 {
+		ld.log.Warn("no models yet: drop GGUF files (int8, Q8_0) into the models folder and restart", "dir", dir)
+	}
+}

@@ -1,0 +1,344 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/octet-dev/octet/backends"
+	"github.com/octet-dev/octet/configs"
+	"github.com/octet-dev/octet/systemd"
+)
+
+// Options configure Run.
+type Options struct {
+	Config *configs.Config
+	// Reload re-reads the configuration (SIGHUP, POST /admin/reload); nil
+	// when there is nothing to re-read.
+	Reload  func() (*configs.Config, error)
+	Logs    io.Writer // default os.Stderr
+	Version string
+}
+
+// Run serves until ctx ends (SIGTERM, SIGINT), then shuts down gracefully
+// and returns nil.
+func Run(ctx context.Context, o Options) error {
+	cfg := o.Config
+	if o.Logs == nil {
+		o.Logs = os.Stderr
+	}
+	level := new(slog.LevelVar)
+	level.Set(parseLevel(cfg.Log.Level))
+	hopts := &slog.HandlerOptions{Level: level}
+	var h slog.Handler = slog.NewTextHandler(o.Logs, hopts)
+	if cfg.Log.Format == "json" {
+		h = slog.NewJSONHandler(o.Logs, hopts)
+	}
+	log := slog.New(h)
+
+	s := &server{log: log, models: NewRegistry(), started: time.Now(), version: o.Version}
+	s.cfg.Store(cfg)
+	s.metrics = newMetrics(s.models)
+	s.genCtx, s.genCancel = context.WithCancelCause(context.Background())
+	defer s.genCancel(nil)
+	log.Info("octet starting", "version", o.Version, "config", orDefaults(cfg.File), "tuning", orDefaults(cfg.TuningFile),
+		"models", cfg.Models.Dir, "api_keys", len(cfg.Auth.Hashes))
+	systemd.Status("loading models")
+
+	// Listeners first: a port in use fails fast, before models load.
+	lns, err := s.listen(cfg)
+	if err != nil {
+		return err
+	}
+	backend, err := backends.Auto(cfg.Backend.Prefer, log)
+	if err != nil {
+		closeAll(lns)
+		return err
+	}
+	ld := &loader{backend: backend, cfg: cfg, log: log}
+	if wd := systemd.WatchdogInterval(); wd > 0 {
+		ld.idle = min(time.Second, wd/4) // idle loops beat well within the watchdog's limit
+	}
+	ld.loadAll(s.models)
+	defer s.models.Close()
+
+	if o.Reload != nil {
+		s.reload = func() error { return s.reloadConfig(o.Reload, level) }
+	}
+	var servers []*fasthttp.Server
+	var wg sync.WaitGroup
+	for _, ln := range lns {
+		srv := &fasthttp.Server{
+			Handler:                      s.handler(ln.unix),
+			ErrorHandler:                 s.errorHandler,
+			Name:                         "octet",
+			MaxRequestBodySize:           cfg.Limits.MaxBodyBytes,
+			ReadTimeout:                  cfg.Limits.ReadTimeout.D(),
+			IdleTimeout:                  cfg.Limits.IdleTimeout.D(),
+			Concurrency:                  cfg.Limits.MaxConnections,
+			CloseOnShutdown:              true,
+			NoDefaultDate:                false,
+			DisablePreParseMultipartForm: true,
+			Logger:                       fasthttpLogger{log},
+		}
+		servers = append(servers, srv)
+		wg.Go(func() {
+			if err := srv.Serve(ln.l); err != nil {
+				log.Error("listener stopped", "addr", ln.name, "err", err)
+			}
+		})
+	}
+	status := s.statusLine()
+	systemd.Ready(status)
+	log.Info("ready", "status", status)
+	if s.models.Len() == 0 {
+		log.Warn("no model to serve: /v1 completions answer 503 until one is added", "hint", s.noModelsMessage())
+	}
+
+	wdCtx, wdStop := context.WithCancel(context.Background())
+	var wdWG sync.WaitGroup
+	wdWG.Go(func() { systemd.Watchdog(wdCtx, s.alive, log) })
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for done := false; !done; {
+		select {
+		case <-ctx.Done():
+			done = true
+		case <-hup:
+			if s.reload == nil {
+				log.Warn("SIGHUP: no config file to reload")
+				continue
+			}
+			s.reload()
+		}
+	}
+
+	// Shutdown: stop taking work, let running generations finish within the
+	// grace, cancel the rest, close the listeners and the models.
+	s.stopping.Store(true)
+	idle := s.gens.close()
+	grace := s.cfg.Load().Limits.ShutdownGrace.D()
+	running, _ := s.gens.state()
+	systemd.Stopping(fmt.Sprintf("stopping: %d generations finishing (grace %s)", running, grace))
+	log.Info("shutting down", "running", running, "grace", grace)
+	shutdownDone := make(chan struct{})
+	go func() {
+		defer close(shutdownDone)
+		var swg sync.WaitGroup
+		for _, srv := range servers {
+			swg.Go(func() { srv.Shutdown() })
+		}
+		swg.Wait()
+	}()
+	select {
+	case <-idle:
+	case <-time.After(grace):
+		running, _ := s.gens.state()
+		log.Warn("shutdown grace over; cancelling running generations", "running", running)
+		s.genCancel(errShutdown)
+		select {
+		case <-idle:
+		case <-time.After(10 * time.Second):
+			log.Error("generations did not end after cancellation")
+		}
+	}
+	select {
+	case <-shutdownDone:
+	case <-time.After(5 * time.Second):
+		log.Warn("connections still open after shutdown; closing")
+	}
+	wg.Wait()
+	wdStop()
+	wdWG.Wait()
+	for _, ln := range lns {
+		if ln.unix && ln.path != "" {
+			os.Remove(ln.path)
+		}
+	}
+	log.Info("stopped")
+	return nil
+}
+
+func orDefaults(p string) string {
+	if p == "" {
+		return "(built-in defaults)"
+	}
+	return p
+}
+
+func parseLevel(s string) slog.Level {
+	var l slog.Level
+	l.UnmarshalText([]byte(s))
+	return l
+}
+
+type listener struct {
+	l    net.Listener
+	unix bool
+	name string
+	path string // a socket file this process created (removed at exit)
+}
+
+func closeAll(lns []listener) {
+	for _, ln := range lns {
+		ln.l.Close()
+	}
+}
+
+// listen opens the TCP and Unix listeners, or takes them from systemd's
+// socket activation, which then replaces the configured addresses.
+func (s *server) listen(cfg *configs.Config) ([]listener, error) {
+	inh, err := systemd.Inherited()
+	if err != nil {
+		return nil, err
+	}
+	var lns []listener
+	add := func(l net.Listener, unix bool, path, how string) {
+		name := l.Addr().String()
+		lns = append(lns, listener{l: l, unix: unix, name: name, path: path})
+		network := "tcp"
+		if unix {
+			network = "unix"
+		}
+		s.listeners = append(s.listeners, network+":"+name)
+		s.log.Info("listening", "network", network, "addr", name, "from", how)
+	}
+	if inh.TCP != nil || inh.Unix != nil {
+		s.log.Info("listeners come from systemd's socket activation; listen.tcp and listen.socket are not used")
+		if inh.TCP != nil {
+			add(inh.TCP, false, "", "systemd")
+		}
+		if inh.Unix != nil {
+			add(inh.Unix, true, "", "systemd")
+		}
+		return lns, nil
+	}
+	if a := cfg.Listen.TCP; a != "" {
+		l, err := net.Listen("tcp", a)
+		if err != nil {
+			return nil, fmt.Errorf("daemon: listen on %s: %w", a, err)
+		}
+		add(l, false, "", "config")
+	}
+	if p := cfg.Listen.Socket; p != "" {
+		l, err := listenUnix(p, os.FileMode(cfg.Listen.SocketMode), cfg.Listen.SocketGroup)
+		if err != nil {
+			closeAll(lns)
+			return nil, err
+		}
+		add(l, true, p, "config")
+	}
+	if len(lns) == 0 {
+		return nil, errors.New("daemon: no listener: set listen.tcp or listen.socket (or use socket activation)")
+	}
+	return lns, nil
+}
+
+// listenUnix creates the socket file with its mode and group. A stale
+// socket left by a crash is replaced; one that answers is not.
+func listenUnix(path string, mode os.FileMode, group string) (net.Listener, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("daemon: socket folder: %w", err)
+	}
+	if fi, err := os.Lstat(path); err == nil {
+		if fi.Mode()&os.ModeSocket == 0 {
+			return nil, fmt.Errorf("daemon: %s exists and is not a socket", path)
+		}
+		if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
+			c.Close()
+			return nil, fmt.Errorf("daemon: %s is in use by another process", path)
+		}
+		os.Remove(path)
+	}
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("daemon: listen on %s: %w", path, err)
+	}
+	l.(*net.UnixListener).SetUnlinkOnClose(false)
+	fail := func(err error) (net.Listener, error) {
+		l.Close()
+		os.Remove(path)
+		return nil, err
+	}
+	if group != "" {
+		g, err := user.LookupGroup(group)
+		if err != nil {
+			return fail(fmt.Errorf("daemon: listen.socket_group: %w", err))
+		}
+		gid, _ := strconv.Atoi(g.Gid)
+		if err := os.Chown(path, -1, gid); err != nil {
+			return fail(fmt.Errorf("daemon: listen.socket_group: %w", err))
+		}
+	}
+	if err := os.Chmod(path, mode); err != nil {
+		return fail(fmt.Errorf("daemon: listen.socket_mode: %w", err))
+	}
+	return l, nil
+}
+
+// alive is the watchdog's check: every model's loop beat within limit.
+func (s *server) alive(limit time.Duration) string {
+	var stalled []string
+	s.models.Each(func(l *Loaded) {
+		if age := time.Since(l.Engine.Stats().Beat); age > limit {
+			stalled = append(stalled, fmt.Sprintf("%s (no progress for %s)", l.Name, age.Round(time.Millisecond)))
+		}
+	})
+	return strings.Join(stalled, ", ")
+}
+
+func (s *server) statusLine() string {
+	n := s.models.Len()
+	if n == 0 {
+		return "ready, no models: add GGUF files to " + s.cfg.Load().Models.Dir
+	}
+	return fmt.Sprintf("ready, %d models: %s", n, strings.Join(s.models.Names(), ", "))
+}
+
+// reloadConfig applies what can change live (log level, API keys, limits
+// read per request) and reports what needs a restart.
+func (s *server) reloadConfig(load func() (*configs.Config, error), level *slog.LevelVar) error {
+	systemd.Reloading("reloading configuration")
+	defer systemd.Ready(s.statusLine())
+	next, err := load()
+	if err != nil {
+		s.log.Error("config reload failed; keeping the running config", "err", err)
+		return err
+	}
+	cur := s.cfg.Load()
+	if next.Listen != cur.Listen {
+		s.log.Warn("listener settings changed; they apply after a restart", "listen", fmt.Sprintf("%+v", next.Listen))
+	}
+	if next.Models != cur.Models || next.Tuning != cur.Tuning || fmt.Sprint(next.Backend) != fmt.Sprint(cur.Backend) ||
+		next.Limits.MaxBodyBytes != cur.Limits.MaxBodyBytes || next.Limits.ReadTimeout != cur.Limits.ReadTimeout ||
+		next.Limits.IdleTimeout != cur.Limits.IdleTimeout || next.Limits.MaxConnections != cur.Limits.MaxConnections ||
+		next.Log.Format != cur.Log.Format {
+		s.log.Warn("model, backend, tuning, connection-limit or log-format settings changed; they apply after a restart")
+	}
+	level.Set(parseLevel(next.Log.Level))
+	s.cfg.Store(next)
+	s.log.Info("config reloaded", "config", orDefaults(next.File), "api_keys", len(next.Auth.Hashes), "log_level", next.Log.Level)
+	return nil
+}
+
+type fasthttpLogger struct{ log *slog.Logger }
+
+func (l fasthttpLogger) Printf(format string, args ...any) {
+	l.log.Debug("fasthttp: " + fmt.Sprintf(format, args...))
+}

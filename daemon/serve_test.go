@@ -1,0 +1,532 @@
+package daemon
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/octet-dev/octet/configs"
+	"github.com/octet-dev/octet/model/gguf"
+	"github.com/octet-dev/octet/model/synth"
+)
+
+type chatResp struct {
+	ID      string `json:"id"`
+	Object  string `json:"object"`
+	Model   string `json:"model"`
+	Choices []struct {
+		Message struct {
+			Role    string `json:"role"`
+			Content string `json:"content"`
+		} `json:"message"`
+		Delta        map[string]string `json:"delta"`
+		Text         *string           `json:"text"`
+		FinishReason *string           `json:"finish_reason"`
+	} `json:"choices"`
+	Usage   *usage   `json:"usage"`
+	Timings *timings `json:"timings"`
+	Error   *struct {
+		Message string `json:"message"`
+		Type    string `json:"type"`
+		Code    string `json:"code"`
+	} `json:"error"`
+}
+
+// TestServeCurl: the same API over TCP and the Unix socket, with curl.
+func TestServeCurl(t *testing.T) {
+	dir, name := modelsDir(t)
+	p := serve(t, nil, "--models", dir)
+	for _, via := range [][]string{{p.url}, {"--unix-socket", p.sock, "http://localhost"}} {
+		base := via[len(via)-1]
+		opts := via[:len(via)-1]
+		get := func(path string) (int, []byte) { return curl(t, append(opts, base+path)...) }
+		post := func(path, body string) (int, []byte) {
+			return curl(t, append(opts, "-H", "Content-Type: application/json", "-d", body, base+path)...)
+		}
+		if code, body := get("/health"); code != 200 || !strings.Contains(string(body), `"ok"`) {
+			t.Errorf("%v /health: %d %s", via, code, body)
+		}
+		if code, body := get("/ready"); code != 200 || !strings.Contains(string(body), `"ready"`) {
+			t.Errorf("%v /ready: %d %s", via, code, body)
+		}
+		code, body := get("/v1/models")
+		var list struct {
+			Object string `json:"object"`
+			Data   []struct{ ID, Object string }
+		}
+		decodeJSON(t, body, &list)
+		if code != 200 || list.Object != "list" || len(list.Data) != 1 || list.Data[0].ID != name {
+			t.Errorf("%v /v1/models: %d %s", via, code, body)
+		}
+
+		code, body = post("/v1/chat/completions", chatReq(name, ""))
+		var r chatResp
+		decodeJSON(t, body, &r)
+		if code != 200 || r.Object != "chat.completion" || r.Model != name || len(r.Choices) != 1 ||
+			r.Choices[0].Message.Role != "assistant" || r.Choices[0].Message.Content == "" ||
+			r.Usage == nil || r.Usage.CompletionTokens != 8 || r.Usage.TotalTokens != r.Usage.PromptTokens+8 ||
+			r.Timings == nil || r.Timings.TTFTMs <= 0 || r.Timings.TokensPerS <= 0 || *r.Choices[0].FinishReason != "length" {
+			t.Errorf("%v chat: %d %s", via, code, body)
+		}
+		want := r.Choices[0].Message.Content
+
+		// The same request streamed gives the same text, in chunks, with usage last.
+		code, body = post("/v1/chat/completions", chatReq(name, `,"stream":true,"stream_options":{"include_usage":true}`))
+		events := sse(body)
+		if code != 200 || len(events) < 4 || events[len(events)-1] != "[DONE]" {
+			t.Fatalf("%v stream: %d %s", via, code, body)
+		}
+		var text strings.Builder
+		var last chatResp
+		for i, ev := range events[:len(events)-1] {
+			var c chatResp
+			decodeJSON(t, []byte(ev), &c)
+			if c.Object != "chat.completion.chunk" || c.ID != events0ID(t, events) {
+				t.Errorf("chunk %d: %s", i, ev)
+			}
+			if len(c.Choices) == 1 {
+				text.WriteString(c.Choices[0].Delta["content"])
+			}
+			last = c
+		}
+		if text.String() != want {
+			t.Errorf("%v streamed %q, non-streamed %q", via, text.String(), want)
+		}
+		if last.Usage == nil || last.Usage.CompletionTokens != 8 || len(last.Choices) != 0 {
+			t.Errorf("%v last chunk is not the usage chunk: %s", via, events[len(events)-2])
+		}
+
+		// Logprobs: one entry per token, whose bytes make the text; under
+		// greedy sampling each token is the likeliest of its step. The
+		// streamed entries are the same.
+		code, body = post("/v1/chat/completions", chatReq(name, `,"logprobs":true,"top_logprobs":2`))
+		var lr struct {
+			Choices []struct {
+				Message  struct{ Content string }
+				Logprobs struct{ Content []logprobEntry }
+			}
+		}
+		decodeJSON(t, body, &lr)
+		if code != 200 || len(lr.Choices) != 1 || lr.Choices[0].Message.Content != want {
+			t.Fatalf("%v logprobs: %d %s", via, code, body)
+		}
+		checkLogprobs(t, lr.Choices[0].Logprobs.Content, want, 8, 2)
+		code, body = post("/v1/chat/completions", chatReq(name, `,"logprobs":true,"top_logprobs":2,"stream":true`))
+		var streamed []logprobEntry
+		for _, ev := range sse(body) {
+			var c struct {
+				Choices []struct {
+					Logprobs *struct{ Content []logprobEntry }
+				}
+			}
+			if ev != "[DONE]" && json.Unmarshal([]byte(ev), &c) == nil && len(c.Choices) == 1 && c.Choices[0].Logprobs != nil {
+				streamed = append(streamed, c.Choices[0].Logprobs.Content...)
+			}
+		}
+		if code != 200 || fmt.Sprint(streamed) != fmt.Sprint(lr.Choices[0].Logprobs.Content) {
+			t.Errorf("%v streamed logprobs %v, non-streamed %v", via, streamed, lr.Choices[0].Logprobs.Content)
+		}
+
+		// Completions, with a stop string cutting the text.
+		code, body = post("/v1/completions", `{"model":"`+name+`","prompt":"Once upon a time","max_tokens":12,"temperature":0}`)
+		decodeJSON(t, body, &r)
+		if code != 200 || r.Object != "text_completion" || r.Choices[0].Text == nil || *r.Choices[0].Text == "" {
+			t.Fatalf("%v completion: %d %s", via, code, body)
+		}
+		full := *r.Choices[0].Text
+		code, body = post("/v1/completions", `{"model":"`+name+`","prompt":"Once upon a time","max_tokens":12,"temperature":0,"logprobs":3}`)
+		var cl struct {
+			Choices []struct {
+				Text     string
+				Logprobs struct {
+					Tokens        []string
+					TokenLogprobs []float64            `json:"token_logprobs"`
+					TopLogprobs   []map[string]float64 `json:"top_logprobs"`
+					TextOffset    []int                `json:"text_offset"`
+				}
+			}
+		}
+		decodeJSON(t, body, &cl)
+		if lp := cl.Choices[0].Logprobs; code != 200 || cl.Choices[0].Text != full || strings.Join(lp.Tokens, "") != full ||
+			len(lp.TokenLogprobs) != len(lp.Tokens) || len(lp.TopLogprobs) != len(lp.Tokens) || len(lp.TextOffset) != len(lp.Tokens) ||
+			lp.TextOffset[0] != 0 || len(lp.TopLogprobs[0]) != 3 || lp.TopLogprobs[0][lp.Tokens[0]] != lp.TokenLogprobs[0] {
+			t.Errorf("%v completion logprobs: %d %s", via, code, body)
+		}
+		if i := strings.Index(full[1:], " "); i >= 0 {
+			stop := full[1+i : 1+i+2] // a space and the next character
+			code, body = post("/v1/completions", `{"model":"`+name+`","prompt":"Once upon a time","max_tokens":12,"temperature":0,"stop":`+jsonString(stop)+`}`)
+			decodeJSON(t, body, &r)
+			if code != 200 || *r.Choices[0].Text != full[:strings.Index(full, stop)] || *r.Choices[0].FinishReason != "stop" {
+				t.Errorf("%v stop %q: %d %s (full %q)", via, stop, code, body, full)
+			}
+		}
+	}
+	// Admin calls answer on the socket only.
+	if code, body := curl(t, "--unix-socket", p.sock, "http://localhost/admin/status"); code != 200 || !strings.Contains(string(body), `"engines"`) {
+		t.Errorf("admin status on the socket: %d %s", code, body)
+	}
+	if code, _ := curl(t, p.url+"/admin/status"); code != 404 {
+		t.Errorf("admin status over TCP: %d, want 404", code)
+	}
+	if code, head := curl(t, "-I", p.url+"/health"); code != 200 || !strings.Contains(string(head), "application/json") {
+		t.Errorf("HEAD /health: %d %s", code, head)
+	}
+	code, body := curl(t, p.url+"/metrics")
+	for _, m := range []string{
+		`octet_requests_total{endpoint="chat",model="` + name + `",status="200"} 8`,
+		`octet_tokens_total{kind="completion",model="` + name + `"}`,
+		`octet_time_to_first_token_seconds_bucket{model="` + name + `"`,
+		`octet_inter_token_latency_seconds_bucket{model="` + name + `"`,
+		`octet_queue_waiting{model="` + name + `"} 0`,
+		`octet_kv_cache_usage_ratio{model="` + name + `"}`,
+		`octet_model_load_seconds{model="` + name + `"}`,
+	} {
+		if code != 200 || !strings.Contains(string(body), m) {
+			t.Errorf("/metrics lacks %s", m)
+		}
+	}
+	p.log.wait(t, `msg=request endpoint=chat model=`+name+` status=200 .*prompt_tokens=\d+ completion_tokens=8 ttft_ms=\d+`, time.Second)
+	p.stop(t)
+	if _, err := os.Stat(p.sock); !os.IsNotExist(err) {
+		t.Errorf("socket file left behind: %v", err)
+	}
+}
+
+type logprobEntry struct {
+	Token   string
+	Logprob float64
+	Bytes   []byte
+	Top     []struct {
+		Token   string
+		Logprob float64
+	} `json:"top_logprobs"`
+}
+
+// checkLogprobs checks greedy logprobs: n entries whose bytes make text,
+// each the likeliest of top alternatives.
+func checkLogprobs(t *testing.T, lps []logprobEntry, text string, n, top int) {
+	t.Helper()
+	var b []byte
+	for i, lp := range lps {
+		b = append(b, lp.Bytes...)
+		if lp.Logprob > 0 || len(lp.Top) != top || lp.Top[0].Token != lp.Token || lp.Top[0].Logprob != lp.Logprob || lp.Top[1].Logprob > lp.Logprob {
+			t.Errorf("logprob %d: %+v", i, lp)
+		}
+	}
+	// A token may end inside a UTF-8 sequence (byte tokens); the text shows
+	// each byte that is not valid UTF-8 on its own as U+FFFD, as JSON does.
+	if len(lps) != n || string([]rune(string(b))) != text {
+		t.Errorf("%d logprobs making %q, want %d making %q", len(lps), b, n, text)
+	}
+}
+
+func events0ID(t *testing.T, events []string) string {
+	var c chatResp
+	decodeJSON(t, []byte(events[0]), &c)
+	return c.ID
+}
+
+func jsonString(s string) string { b, _ := json.Marshal(s); return string(b) }
+
+// TestOpenAINodeClient: the official openai npm package, non-streamed and
+// streamed.
+func TestOpenAINodeClient(t *testing.T) {
+	node, err := exec.LookPath("node")
+	mod, _ := filepath.Abs("../.cache/node/node_modules")
+	if _, serr := os.Stat(filepath.Join(mod, "openai")); err != nil || serr != nil {
+		msg := "node or the openai package is absent (run .ci/setup.d/daemon.sh, which installs openai into .cache/node)"
+		if os.Getenv("CI") != "" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
+	}
+	dir, name := modelsDir(t)
+	p := serve(t, nil, "--models", dir)
+	cmd := exec.Command(node, "testdata/openai_client.cjs")
+	cmd.Env = append(os.Environ(), "NODE_PATH="+mod, "OCTET_URL="+p.url, "OCTET_MODEL="+name)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("node: %v\n%s", err, out)
+	}
+	var r struct {
+		Models []string
+		Chat   struct {
+			Content, Role, Finish string
+			Usage                 usage
+			Logprobs, Top         int
+		}
+		Stream struct {
+			Content, Finish, Role string
+			Usage                 *usage
+			Chunks                int
+		}
+		Completion   struct{ Text, Finish string }
+		UnknownModel struct {
+			Status int
+			Type   string
+		}
+	}
+	decodeJSON(t, out, &r)
+	t.Logf("openai npm saw: %s", out)
+	if len(r.Models) != 1 || r.Models[0] != name {
+		t.Errorf("models %v", r.Models)
+	}
+	if r.Chat.Content == "" || r.Chat.Role != "assistant" || r.Chat.Finish != "length" || r.Chat.Usage.CompletionTokens != 16 ||
+		r.Chat.Logprobs != 16 || r.Chat.Top != 2 {
+		t.Errorf("chat %+v", r.Chat)
+	}
+	if r.Stream.Content != r.Chat.Content || r.Stream.Role != "assistant" || r.Stream.Finish != "length" ||
+		r.Stream.Usage == nil || *r.Stream.Usage != r.Chat.Usage || r.Stream.Chunks < 4 {
+		t.Errorf("stream %+v, chat %+v", r.Stream, r.Chat)
+	}
+	if r.Completion.Text == "" || r.Completion.Finish != "length" {
+		t.Errorf("completion %+v", r.Completion)
+	}
+	if r.UnknownModel.Status != 404 || r.UnknownModel.Type != "invalid_request_error" {
+		t.Errorf("unknown model %+v", r.UnknownModel)
+	}
+	p.stop(t)
+}
+
+// TestNoModels: a fresh install with an empty folder starts healthy, says
+// where models go, and answers completions 503 with that advice.
+func TestNoModels(t *testing.T) {
+	dir := t.TempDir()
+	p := serve(t, nil, "--models", dir)
+	p.log.wait(t, `level=WARN msg="no models yet: drop GGUF files.*into the models folder.*dir=`+dir, time.Second)
+	if code, _ := curl(t, p.url+"/health"); code != 200 {
+		t.Errorf("/health %d", code)
+	}
+	if code, body := curl(t, p.url+"/ready"); code != 503 || !strings.Contains(string(body), `"no_models"`) || !strings.Contains(string(body), dir) {
+		t.Errorf("/ready %d %s", code, body)
+	}
+	code, body := curl(t, "-d", chatReq("x", ""), p.url+"/v1/chat/completions")
+	var r chatResp
+	decodeJSON(t, body, &r)
+	if code != 503 || r.Error == nil || r.Error.Code != "no_model" || !strings.Contains(r.Error.Message, dir) || !strings.Contains(r.Error.Message, "GGUF") {
+		t.Errorf("chat with no models: %d %s", code, body)
+	}
+	if code, body := curl(t, p.url+"/v1/models"); code != 200 || string(body) != `{"data":[],"object":"list"}` {
+		t.Errorf("/v1/models %d %s", code, body)
+	}
+	p.stop(t)
+}
+
+// TestUnquantized: an F32 model is refused unless allow_unquantized, and
+// the log says which.
+func TestUnquantized(t *testing.T) {
+	f32, _ := filepath.Abs("../../shared/models/stories260K/stories260K-f32.gguf")
+	if _, err := os.Stat(f32); err != nil {
+		t.Skipf("%s is absent", f32)
+	}
+	dir := t.TempDir()
+	os.Symlink(f32, filepath.Join(dir, "f32.gguf"))
+	p := serve(t, nil, "--models", dir)
+	p.log.wait(t, `level=ERROR msg="model not loaded" model=f32 .*is not int8.*allow_unquantized`, time.Second)
+	p.stop(t)
+
+	cfg := filepath.Join(t.TempDir(), "octet.toml")
+	os.WriteFile(cfg, []byte("[models]\nallow_unquantized = true\n"), 0o644)
+	p = serve(t, nil, "--config", cfg, "--models", dir)
+	p.log.wait(t, `level=WARN msg="serving a model whose weights are not int8.*model=f32`, time.Second)
+	if code, _ := curl(t, "-d", chatReq("f32", ""), p.url+"/v1/chat/completions"); code != 200 {
+		t.Errorf("chat on the allowed F32 model: %d", code)
+	}
+	p.stop(t)
+}
+
+// TestAuthAndReload: keys guard TCP, not the socket; SIGHUP swaps the keys.
+func TestAuthAndReload(t *testing.T) {
+	dir, name := modelsDir(t)
+	cfgDir := t.TempDir()
+	cfg := filepath.Join(cfgDir, "octet.toml")
+	group, err := user.LookupGroupId(strconv.Itoa(os.Getgid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeKeys := func(keys ...string) {
+		var hs []string
+		for _, k := range keys {
+			hs = append(hs, fmt.Sprintf(`"sha256:%x"`, configs.HashKey(k)))
+		}
+		os.WriteFile(cfg, []byte("[listen]\nsocket_mode = \"0600\"\nsocket_group = \""+group.Name+"\"\n"+
+			"[auth]\napi_keys = ["+strings.Join(hs, ", ")+"]\n[log]\nlevel = \"info\"\n"), 0o644)
+	}
+	writeKeys("alpha")
+	p := serve(t, nil, "--config", cfg, "--models", dir)
+	// The socket has the configured mode and group.
+	if fi, err := os.Stat(p.sock); err != nil || fi.Mode().Perm() != 0o600 || fi.Sys().(*syscall.Stat_t).Gid != uint32(os.Getgid()) {
+		t.Errorf("socket %v: %v", fi.Mode(), err)
+	}
+	status := func(key string, unix bool) int {
+		args := []string{"-d", chatReq(name, "")}
+		if key != "" {
+			args = append(args, "-H", "Authorization: Bearer "+key)
+		}
+		if unix {
+			args = append(args, "--unix-socket", p.sock, "http://localhost/v1/chat/completions")
+		} else {
+			args = append(args, p.url+"/v1/chat/completions")
+		}
+		code, _ := curl(t, args...)
+		return code
+	}
+	for _, c := range []struct {
+		key  string
+		unix bool
+		want int
+	}{{"", false, 401}, {"beta", false, 401}, {"alpha", false, 200}, {"", true, 200}} {
+		if got := status(c.key, c.unix); got != c.want {
+			t.Errorf("key %q unix %v: %d, want %d", c.key, c.unix, got, c.want)
+		}
+	}
+	if code, _ := curl(t, p.url+"/health"); code != 200 {
+		t.Errorf("/health needs no key, got %d", code)
+	}
+	if code, _ := curl(t, p.url+"/metrics"); code != 401 {
+		t.Errorf("/metrics without a key over TCP: %d", code)
+	}
+	if strings.Contains(p.log.String(), "beta") {
+		t.Error("the log holds a key")
+	}
+	writeKeys("beta")
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	p.log.wait(t, `msg="config reloaded"`, 10*time.Second)
+	if got := status("beta", false); got != 200 {
+		t.Errorf("new key after SIGHUP: %d", got)
+	}
+	if got := status("alpha", false); got != 401 {
+		t.Errorf("old key after SIGHUP: %d", got)
+	}
+	// A broken config changes nothing.
+	os.WriteFile(cfg, []byte("[auth]\napi_keys = 3\n"), 0o644)
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	p.log.wait(t, `msg="config reload failed; keeping the running config".*octet.toml:2: auth.api_keys`, 10*time.Second)
+	if got := status("beta", false); got != 200 {
+		t.Errorf("key after a failed reload: %d", got)
+	}
+	// The admin reload does the same as SIGHUP.
+	writeKeys("gamma")
+	if code, body := curl(t, "-X", "POST", "--unix-socket", p.sock, "http://localhost/admin/reload"); code != 200 {
+		t.Errorf("admin reload: %d %s", code, body)
+	}
+	if got := status("gamma", false); got != 200 {
+		t.Errorf("key after admin reload: %d", got)
+	}
+	p.stop(t)
+}
+
+// TestSocketActivation: systemd-socket-activate passes both listeners,
+// named; the daemon serves on them and opens none of its own.
+func TestSocketActivation(t *testing.T) {
+	sa, err := exec.LookPath("systemd-socket-activate")
+	if err != nil {
+		t.Skip("systemd-socket-activate is absent (Debian package systemd; .ci/setup.d/daemon.sh installs it)")
+	}
+	dir, name := modelsDir(t)
+	// A free port: systemd-socket-activate needs a fixed address.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	sock := filepath.Join(shortTemp(t), "act.sock")
+	p := start(t, nil, sa, "-l", addr, "-l", sock, "--fdname=http:unix", "-E", "OCTET_TEST=1",
+		octet(t), "serve", "--models", dir, "--listen", "127.0.0.1:1", "--socket", filepath.Join(t.TempDir(), "unused.sock"))
+	p.log.wait(t, `Listening on 127.0.0.1`, 10*time.Second)
+	// The first connection starts the daemon.
+	if code, body := curl(t, "-d", chatReq(name, ""), "http://"+addr+"/v1/chat/completions"); code != 200 {
+		t.Fatalf("chat over the activated TCP socket: %d %s", code, body)
+	}
+	p.log.wait(t, `msg=listening network=tcp addr=`+addr+` from=systemd`, time.Second)
+	p.log.wait(t, `msg=listening network=unix addr=`+sock+` from=systemd`, time.Second)
+	if code, _ := curl(t, "--unix-socket", sock, "http://localhost/admin/status"); code != 200 {
+		t.Errorf("admin over the activated Unix socket: %d", code)
+	}
+	p.stop(t)
+}
+
+// TestChatTemplates: each model's chat template comes from its GGUF
+// metadata (tokenizer.chat_template); with two models, a request must name
+// one.
+func TestChatTemplates(t *testing.T) {
+	dir, name := modelsDir(t)
+	w, err := synth.Build(context.Background(), synth.Options{Shape: "tiny", Type: gguf.Q8_0, Seed: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Set("tokenizer.chat_template", gguf.String("{% for message in messages %}{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}{% endfor %}"))
+	if err := w.WriteFile(filepath.Join(dir, "tiny-llama3.gguf")); err != nil {
+		t.Fatal(err)
+	}
+	p := serve(t, nil, "--models", dir)
+	code, body := curl(t, p.url+"/v1/models")
+	var list struct {
+		Data []struct {
+			ID           string
+			ChatTemplate string `json:"chat_template"`
+		}
+	}
+	decodeJSON(t, body, &list)
+	got := map[string]string{}
+	for _, m := range list.Data {
+		got[m.ID] = m.ChatTemplate
+	}
+	if code != 200 || len(got) != 2 || got["tiny-llama3"] != "llama3" || got[name] != "chatml" {
+		t.Errorf("/v1/models: %d %s", code, body)
+	}
+	p.log.wait(t, `msg="model loaded" model=tiny-llama3 .*chat_template=llama3`, time.Second)
+	if code, body := curl(t, "-d", chatReq("tiny-llama3", ""), p.url+"/v1/chat/completions"); code != 200 {
+		t.Errorf("chat on the llama-3 model: %d %s", code, body)
+	}
+	code, body = curl(t, "-d", `{"messages":[{"role":"user","content":"hi"}]}`, p.url+"/v1/chat/completions")
+	if code != 400 || !strings.Contains(string(body), `"param":"model"`) || !strings.Contains(string(body), `tiny-llama3`) {
+		t.Errorf("chat without a model among two: %d %s", code, body)
+	}
+	p.stop(t)
+}
+
+// TestJSONLogs: with log.format = "json" every line is a JSON object, and
+// each request has one line with its model, tokens, TTFT and status.
+func TestJSONLogs(t *testing.T) {
+	dir, name := modelsDir(t)
+	cfg := filepath.Join(t.TempDir(), "octet.toml")
+	os.WriteFile(cfg, []byte("[log]\nformat = \"json\"\nlevel = \"debug\"\n"), 0o644)
+	sock := filepath.Join(shortTemp(t), "o.sock")
+	p := start(t, nil, octet(t), "serve", "--config", cfg, "--models", dir, "--listen", "127.0.0.1:0", "--socket", sock)
+	addr := p.log.wait(t, `"msg":"listening","network":"tcp","addr":"(127\.0\.0\.1:\d+)"`, 30*time.Second)[1]
+	p.log.wait(t, `"msg":"ready"`, 30*time.Second)
+	if code, body := curl(t, "-d", chatReq(name, ""), "http://"+addr+"/v1/chat/completions"); code != 200 {
+		t.Fatalf("chat: %d %s", code, body)
+	}
+	line := p.log.wait(t, `^\{.*"msg":"request".*\}$`, 10*time.Second)[0]
+	var req struct {
+		Level, Model     string
+		Status           int
+		PromptTokens     int    `json:"prompt_tokens"`
+		CompletionTokens int    `json:"completion_tokens"`
+		TTFT             *int64 `json:"ttft_ms"`
+	}
+	decodeJSON(t, []byte(line), &req)
+	if req.Model != name || req.Status != 200 || req.PromptTokens == 0 || req.CompletionTokens != 8 || req.TTFT == nil || req.Level != "INFO" {
+		t.Errorf("request line %s", line)
+	}
+	p.stop(t)
+	for _, l := range strings.Split(p.log.String(), "\n") {
+		var v map[string]any
+		if err := json.Unmarshal([]byte(l), &v); err != nil {
+			t.Errorf("log line is not JSON: %q", l)
+		}
+	}
+}

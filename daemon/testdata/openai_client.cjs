@@ -1,0 +1,59 @@
+// Talks to an octet daemon with the official openai package and prints one
+// JSON object with what it saw. Run by TestOpenAINodeClient; the package is
+// found through NODE_PATH (.ci/setup.d/daemon.sh installs it in .cache/node).
+const { OpenAI } = require("openai");
+
+async function main() {
+  const client = new OpenAI({
+    baseURL: process.env.OCTET_URL + "/v1",
+    apiKey: process.env.OCTET_KEY || "none",
+    maxRetries: 0,
+  });
+  const model = process.env.OCTET_MODEL;
+  const messages = [{ role: "user", content: "Once upon a time" }];
+  const out = {};
+
+  const list = await client.models.list();
+  out.models = list.data.map((m) => m.id);
+
+  const r = await client.chat.completions.create({
+    model, messages, max_tokens: 16, temperature: 0, seed: 1, logprobs: true, top_logprobs: 2,
+  });
+  const lp = r.choices[0].logprobs;
+  out.chat = {
+    content: r.choices[0].message.content, role: r.choices[0].message.role, finish: r.choices[0].finish_reason, usage: r.usage,
+    logprobs: lp ? lp.content.length : -1, top: lp ? lp.content[0].top_logprobs.length : -1,
+  };
+
+  const stream = await client.chat.completions.create({
+    model, messages, max_tokens: 16, temperature: 0, seed: 1, stream: true, stream_options: { include_usage: true },
+  });
+  const s = { content: "", finish: null, usage: null, chunks: 0, role: null };
+  for await (const c of stream) {
+    s.chunks++;
+    if (c.choices.length > 0) {
+      const d = c.choices[0].delta;
+      if (d.role) s.role = d.role;
+      s.content += d.content || "";
+      if (c.choices[0].finish_reason) s.finish = c.choices[0].finish_reason;
+    }
+    if (c.usage) s.usage = c.usage;
+  }
+  out.stream = s;
+
+  const cr = await client.completions.create({ model, prompt: "Once upon a time", max_tokens: 8, temperature: 0 });
+  out.completion = { text: cr.choices[0].text, finish: cr.choices[0].finish_reason };
+
+  try {
+    await client.chat.completions.create({ model: "no-such-model", messages });
+    out.unknownModel = "no error";
+  } catch (e) {
+    out.unknownModel = { status: e.status, type: e.type || (e.error && e.error.type) };
+  }
+  console.log(JSON.stringify(out));
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});

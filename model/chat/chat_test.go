@@ -1,0 +1,89 @@
+package chat
+
+import (
+	"strings"
+	"testing"
+)
+
+var conv = []Message{
+	{Role: "system", Content: "Be brief."},
+	{Role: "user", Content: "Hi"},
+	{Role: "assistant", Content: "Hello!"},
+	{Role: "user", Content: "Name a color."},
+}
+
+// The expected strings are what each family's Hugging Face template writes
+// for conv with add_generation_prompt, less the leading BOS.
+func TestRender(t *testing.T) {
+	for _, c := range []struct {
+		f    Family
+		msgs []Message
+		want string
+	}{
+		{Llama2, conv, "[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi [/INST] Hello! </s><s>[INST] Name a color. [/INST]"},
+		{Llama2, conv[1:2], "[INST] Hi [/INST]"},
+		{Mistral, conv, "[INST] Be brief.\n\nHi [/INST]Hello!</s>[INST] Name a color. [/INST]"},
+		{Mistral, conv[1:2], "[INST] Hi [/INST]"},
+		{Llama3, conv, "<|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>" +
+			"<|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>" +
+			"<|start_header_id|>assistant<|end_header_id|>\n\nHello!<|eot_id|>" +
+			"<|start_header_id|>user<|end_header_id|>\n\nName a color.<|eot_id|>" +
+			"<|start_header_id|>assistant<|end_header_id|>\n\n"},
+		{Llama3, []Message{{Role: "user", Content: "  padded \n"}}, "<|start_header_id|>user<|end_header_id|>\n\npadded<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"},
+		{ChatML, conv, "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n" +
+			"<|im_start|>assistant\nHello!<|im_end|>\n<|im_start|>user\nName a color.<|im_end|>\n<|im_start|>assistant\n"},
+		{Zephyr, conv, "<|system|>\nBe brief.</s>\n<|user|>\nHi</s>\n<|assistant|>\nHello!</s>\n<|user|>\nName a color.</s>\n<|assistant|>\n"},
+		{Phi3, conv, "<|system|>\nBe brief.<|end|>\n<|user|>\nHi<|end|>\n<|assistant|>\nHello!<|end|>\n<|user|>\nName a color.<|end|>\n<|assistant|>\n"},
+		{Gemma, conv, "<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello!<end_of_turn>\n" +
+			"<start_of_turn>user\nName a color.<end_of_turn>\n<start_of_turn>model\n"},
+		{ChatML, []Message{{Role: "developer", Content: "d"}, {Role: "user", Content: "u"}}, "<|im_start|>system\nd<|im_end|>\n<|im_start|>user\nu<|im_end|>\n<|im_start|>assistant\n"},
+		{Mistral, []Message{{Role: "system", Content: "only"}}, "[INST] only [/INST]"},
+	} {
+		got, err := Template{Family: c.f, BOS: "<s>", EOS: "</s>"}.Render(c.msgs)
+		if err != nil {
+			t.Errorf("%s: %v", c.f, err)
+			continue
+		}
+		if got != c.want {
+			t.Errorf("%s:\n got %q\nwant %q", c.f, got, c.want)
+		}
+	}
+}
+
+func TestRenderErrors(t *testing.T) {
+	tm := Template{Family: ChatML}
+	if _, err := tm.Render(nil); err == nil {
+		t.Error("empty conversation rendered")
+	}
+	if _, err := tm.Render([]Message{{Role: "tool", Content: "x"}}); err == nil || !strings.Contains(err.Error(), `"tool"`) {
+		t.Errorf("unknown role: %v", err)
+	}
+	if _, err := (Template{Family: "nope"}).Render(conv); err == nil {
+		t.Error("unknown family rendered")
+	}
+}
+
+// Abridged forms of the templates shipped in real GGUF files.
+func TestDetect(t *testing.T) {
+	for _, c := range []struct {
+		tmpl string
+		want Family
+		ok   bool
+	}{
+		{"{% if messages[0]['role'] == 'system' %}{% set system_message = '<<SYS>>\\n' + messages[0]['content'] %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}", Llama2, true},
+		{"{{ bos_token }}{% for message in messages %}{{ '[INST] ' + message['content'] + ' [/INST]' }}{% endfor %}", Mistral, true},
+		{"{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'+ message['content'] | trim + '<|eot_id|>' %}", Llama3, true},
+		{"{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}", ChatML, true},
+		{"{% if message['role'] == 'user' %}{{ '<|user|>\n' + message['content'] + eos_token }}", Zephyr, true},
+		{"{% if message['role'] == 'user' %}{{'<|user|>' + '\n' + message['content'] + '<|end|>' + '\n'}}", Phi3, true},
+		{"{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}", Gemma, true},
+		{"llama3", Llama3, true},
+		{"", ChatML, false},
+		{"{{ messages }}", ChatML, false},
+	} {
+		f, ok := Detect(c.tmpl)
+		if f != c.want || ok != c.ok {
+			t.Errorf("Detect(%.40q) = %s, %v; want %s, %v", c.tmpl, f, ok, c.want, c.ok)
+		}
+	}
+}
