@@ -1,0 +1,101 @@
+// Package evaltest makes small real GGUF models for the tests of eval,
+// quant and pruning: a synthesized model of a given shape, and a copy of a
+// model file with some tensors rewritten.
+package evaltest
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+
+	"github.com/octet-dev/octet/backends"
+	"github.com/octet-dev/octet/backends/ref"
+	"github.com/octet-dev/octet/model"
+	"github.com/octet-dev/octet/model/gguf"
+	"github.com/octet-dev/octet/model/synth"
+)
+
+// Synth writes a model of the named synth shape with matrices of type typ
+// into a temporary directory and returns its path.
+func Synth(t testing.TB, shape string, typ gguf.TensorType, seed uint64) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), shape+".gguf")
+	if err := synth.Run(context.Background(), synth.Options{Shape: shape, Type: typ, Out: path, Seed: seed}); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// Rewrite copies the model at src to a new temporary file, passing every
+// tensor's values to edit (rows of cols, ggml order) before it is written
+// back in its own type, and returns the new file's path. edit may change
+// the values in place.
+func Rewrite(t testing.TB, src string, edit func(name string, cols int, values []float32)) string {
+	t.Helper()
+	f, err := gguf.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	w := gguf.NewWriter()
+	w.Alignment = f.Alignment
+	for _, kv := range f.KV {
+		w.Set(kv.Key, kv.Value)
+	}
+	for i := range f.Tensors {
+		ti := &f.Tensors[i]
+		vals := make([]float32, ti.Elements())
+		gguf.Dequantize(ti.Type, f.TensorData(ti), vals)
+		edit(ti.Name, int(ti.Dims[0]), vals)
+		if err := w.AddTensor(ti.Name, ti.Type, ti.Dims, gguf.Quantize(ti.Type, nil, vals)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out := filepath.Join(t.TempDir(), "rewritten.gguf")
+	if err := w.WriteFile(out); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// Load loads a model and closes it when the test ends.
+func Load(t testing.TB, path string) *model.Model {
+	t.Helper()
+	m, err := model.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+// WriteLoad writes w to a temporary file and loads it (model.Load checks
+// every tensor's shape against the metadata).
+func WriteLoad(t testing.TB, w *gguf.Writer) *model.Model {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "written.gguf")
+	if err := w.WriteFile(out); err != nil {
+		t.Fatal(err)
+	}
+	return Load(t, out)
+}
+
+// Logits runs tokens through m from position 0 on the reference backend
+// and returns the logits of every position.
+func Logits(t testing.TB, m *model.Model, tokens []int32) *backends.Logits {
+	t.Helper()
+	r, err := ref.Backend{}.Load(m, backends.LoadOptions{MaxContext: len(tokens)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	seq, err := backends.NewSequence(r, len(tokens))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := seq.Forward(context.Background(), tokens, backends.LogitsAll)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
