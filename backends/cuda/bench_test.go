@@ -1,0 +1,157 @@
+//go:build linux
+
+package cuda
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/octet-dev/octet/backends"
+	"github.com/octet-dev/octet/eval/evaltest"
+	"github.com/octet-dev/octet/model"
+	"github.com/octet-dev/octet/model/gguf"
+)
+
+// The benchmarks run on GPU 0 and skip without one. OCTET_BENCH_MODELS
+// names GGUF files (comma-separated) to run; by default a small synthetic
+// model. Speeds are reported as tokens/s, weight bytes streamed per second,
+// and as a fraction of the HBM copy bandwidth measured in the same process
+// (BenchmarkCopyBandwidth): decode reads every weight once per step, so
+// weight bytes ÷ copy bandwidth is its floor.
+
+var copyBW struct {
+	once sync.Once
+	bps  float64
+	err  error
+}
+
+// hbmBandwidth measures device-to-device copy bandwidth once per process.
+func hbmBandwidth(b *Backend) (float64, error) {
+	copyBW.once.Do(func() { copyBW.bps, copyBW.err = b.MemoryBandwidth() })
+	return copyBW.bps, copyBW.err
+}
+
+func BenchmarkCopyBandwidth(b *testing.B) {
+	bk := openOrSkip(b)
+	var bps float64
+	for i := 0; i < b.N; i++ {
+		var err error
+		if bps, err = bk.MemoryBandwidth(); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(bps/1e9, "GB/s")
+}
+
+func benchModels(b *testing.B) []*model.Model {
+	env := os.Getenv("OCTET_BENCH_MODELS")
+	if env == "" {
+		return []*model.Model{synthModel(b, "tiny", gguf.Q8_0)}
+	}
+	var ms []*model.Model
+	for _, p := range strings.Split(env, ",") {
+		ms = append(ms, evaltest.Load(b, p))
+	}
+	return ms
+}
+
+func modelName(m *model.Model) string {
+	if m.Path == "" {
+		return m.Config.Name
+	}
+	return strings.TrimSuffix(filepath.Base(m.Path), ".gguf")
+}
+
+func envInt(name string, def int) int {
+	if v, err := strconv.Atoi(os.Getenv(name)); err == nil && v > 0 {
+		return v
+	}
+	return def
+}
+
+// BenchmarkDecode: one step of B sequences, one token each, after a
+// 128-token prompt per sequence.
+func BenchmarkDecode(b *testing.B) {
+	bk := openOrSkip(b)
+	bw, err := hbmBandwidth(bk)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, m := range benchModels(b) {
+		for _, batch := range []int{1, 32} {
+			b.Run(fmt.Sprintf("%s/batch=%d", modelName(m), batch), func(b *testing.B) {
+				const prompt, ctxLen, bs = 128, 512, 16
+				r := loadRunner(b, bk, m, backends.LoadOptions{BlockSize: bs, KVBlocks: batch * ctxLen / bs, MaxContext: ctxLen})
+				ctx := context.Background()
+				runs := make([]backends.Run, batch)
+				for i := range runs {
+					tb := make([]int32, ctxLen/bs)
+					for j := range tb {
+						tb[j] = int32(i*ctxLen/bs + j)
+					}
+					toks := make([]int32, prompt)
+					for j := range toks {
+						toks[j] = int32((i*7 + j) % m.Config.VocabSize)
+					}
+					if _, err := r.Forward(ctx, &backends.Batch{Runs: []backends.Run{{Tokens: toks, Blocks: tb, Logits: backends.LogitsLast}}}); err != nil {
+						b.Fatal(err)
+					}
+					runs[i] = backends.Run{Tokens: []int32{1}, Pos: prompt, Blocks: tb, Logits: backends.LogitsLast}
+				}
+				batchRuns := &backends.Batch{Runs: runs}
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					if _, err := r.Forward(ctx, batchRuns); err != nil {
+						b.Fatal(err)
+					}
+					for j := range runs {
+						runs[j].Pos++
+						if runs[j].Pos == ctxLen {
+							runs[j].Pos = prompt
+						}
+					}
+				}
+				steps := float64(b.N) / b.Elapsed().Seconds()
+				b.ReportMetric(steps*float64(batch), "tok/s")
+				b.ReportMetric(1e3/steps, "ms/step")
+				b.ReportMetric(steps*float64(m.WeightBytes())/1e9, "GB/s")
+				b.ReportMetric(steps*float64(m.WeightBytes())/bw*100, "%roofline")
+			})
+		}
+	}
+}
+
+// BenchmarkPrefill: one prompt of OCTET_BENCH_PROMPT tokens (default 512).
+func BenchmarkPrefill(b *testing.B) {
+	bk := openOrSkip(b)
+	p := envInt("OCTET_BENCH_PROMPT", 512)
+	for _, m := range benchModels(b) {
+		b.Run(fmt.Sprintf("%s/prompt=%d", modelName(m), p), func(b *testing.B) {
+			r := loadRunner(b, bk, m, backends.LoadOptions{MaxContext: p})
+			seq, err := backends.NewSequence(r, p)
+			if err != nil {
+				b.Fatal(err)
+			}
+			toks := make([]int32, p)
+			for j := range toks {
+				toks[j] = int32(j % m.Config.VocabSize)
+			}
+			ctx := context.Background()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				seq.Reset()
+				if _, err := seq.Forward(ctx, toks, backends.LogitsLast); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(p*b.N)/b.Elapsed().Seconds(), "tok/s")
+			b.ReportMetric(b.Elapsed().Seconds()*1e3/float64(b.N), "ms/prompt")
+		})
+	}
+}

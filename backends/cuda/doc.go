@@ -1,0 +1,45 @@
+// Package cuda is octet's NVIDIA GPU backend. It needs only the driver
+// (libcuda.so.1), loaded at run time with purego: the binary is built with
+// CGO_ENABLED=0 and no CUDA toolkit is needed on the host.
+//
+// The kernels are CUDA C in kernels/, compiled to PTX by Debian's clang-16
+// (`make ptx`), committed, embedded with go:embed and JIT-compiled by the
+// driver for the GPU it finds (PTX 7.8 for sm_90 and later, PTX 7.2 for
+// sm_80). Every kernel has its twin in backends/ref; the tests compare them
+// on random inputs and on the real model when a GPU answers, and skip with
+// a message otherwise.
+//
+// # Threads
+//
+// One goroutine, locked to its OS thread, owns the device's primary context;
+// every driver call runs on it (device.do). A Runner's Forward hands one
+// closure per step to that goroutine.
+//
+// # Memory at the boundary
+//
+// The driver never receives a pointer into the Go heap that it could keep.
+// Kernel parameters live in a pointer-free slot array mapped outside the Go
+// heap (params): n 8-byte value slots followed by n pointers to them, which
+// cuLaunchKernel reads during the call and copies. JIT options and logs live
+// in a mapping of their own. Copies between Go memory and the device go
+// through a pinned staging buffer that the driver allocated
+// (cuMemAllocHost); the driver reads and writes only that. Otherwise Go memory
+// reaches the driver only for the length of one call (an out-parameter it
+// writes, a name or the PTX image it reads), never to be kept. Device memory is owned by the Runner that allocated it and
+// freed by Close.
+//
+// # The forward pass
+//
+// Weights are uploaded once at Load: Q8_0 matrices as int8 values plus one
+// float16 scale per 32 (the query, key and value projections concatenated
+// into one matrix), other matrices as float32. The KV cache is float32 in
+// device memory, paged in blocks that the caller's block tables name. A
+// step uploads token ids, positions and block tables, runs per layer a
+// fused RMSNorm+quantize+dp4a GEMV (QKV), RoPE with the cache write,
+// paged attention with an online softmax, the output projection added into
+// the residual, a fused RMSNorm+GEMV+SiLU-gate (gate and up), the down
+// projection added into the residual, and the final norm and logits GEMV
+// for the rows the batch asks for; only those logits come back. A step
+// shape (tokens, logit rows) seen twice is captured as a CUDA graph and
+// replayed from then on.
+package cuda

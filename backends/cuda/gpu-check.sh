@@ -1,0 +1,81 @@
+#!/bin/sh
+# gpu-check.sh [DIR]: the CUDA backend's check on a machine with an NVIDIA
+# GPU and no Go toolchain. DIR (default .cache/gpu, filled by `make
+# gpu-build`) holds cuda.test and octet, cross-built with CGO_ENABLED=0, and
+# shared/models/stories260K. Run from the repository root. It runs the
+# correctness tests against ref, ptxas and compute-sanitizer where the
+# toolkit is installed, synthesizes tinyllama-1.1b and smollm-135m (Q8_0),
+# benchmarks copy bandwidth, decode, batched decode and prefill, runs
+# `octet bench --backend cuda`, and prints a table. Logs go to $OUT (or
+# DIR/out).
+set -u
+dir=$(cd "${1:-.cache/gpu}" && pwd)
+out=${OUT:-$dir/out}
+mkdir -p "$out"
+models=${MODELS_DIR:-/tmp/octet-models}
+mkdir -p "$models"
+status=0
+say() { printf '\n== %s\n' "$*"; }
+
+say device
+nvidia-smi --query-gpu=name,memory.total,clocks.max.memory,driver_version --format=csv,noheader || true
+
+say "correctness tests (cuda.test vs ref)"
+(cd backends/cuda && OCTET_SHARED="$dir/shared" "$dir/cuda.test" -test.v -test.count=1 -test.timeout=240s) >"$out/tests.log" 2>&1 || status=1
+grep -E '^(=== RUN|--- |PASS|FAIL|ok)|gpu:|ref:|_test.go' "$out/tests.log" | grep -v '=== RUN' | tail -60
+
+if command -v ptxas >/dev/null; then
+	say "ptxas (sm_90) register and spill report"
+	ptxas -arch=sm_90 -v backends/cuda/kernels/octet.sm90.ptx -o /tmp/octet.cubin 2>&1 | grep -E 'Compiling|registers|spill' | paste - - - | sed 's/ptxas info    ://g' | tee "$out/ptxas.log"
+fi
+if command -v compute-sanitizer >/dev/null; then
+	say "compute-sanitizer memcheck on the kernel tests"
+	(cd backends/cuda && OCTET_SHARED="$dir/shared" compute-sanitizer --tool memcheck --error-exitcode 9 \
+		"$dir/cuda.test" -test.run 'TestGEMVMatchesRef|TestRopeAttentionMatchRef|TestBatchedPagedMatchesRef' -test.count=1) >"$out/sanitizer.log" 2>&1 || status=1
+	tail -4 "$out/sanitizer.log"
+fi
+
+say "synthesizing models"
+for shape in tinyllama-1.1b smollm-135m; do
+	[ -f "$models/$shape-q8_0.gguf" ] || "$dir/octet" synth --shape "$shape" --type q8_0 --out "$models/$shape-q8_0.gguf" >/dev/null || status=1
+done
+list="$models/tinyllama-1.1b-q8_0.gguf,$models/smollm-135m-q8_0.gguf"
+
+say "benchmarks (go test -bench, one process: copy bandwidth, decode, batch 32, prefill 512)"
+(cd backends/cuda && OCTET_BENCH_MODELS="$list" "$dir/cuda.test" -test.run '^$' -test.bench 'CopyBandwidth|Decode|Prefill' \
+	-test.benchtime "${BENCHTIME:-100x}" -test.timeout=300s) >"$out/bench.log" 2>&1 || status=1
+grep -E '^Benchmark|FAIL|panic' "$out/bench.log"
+
+if [ "${OCTET_BENCH:-1}" = 1 ]; then
+	say "octet bench --backend cuda"
+	for m in "$models/tinyllama-1.1b-q8_0.gguf" "$models/smollm-135m-q8_0.gguf"; do
+		"$dir/octet" bench --model "$m" --backend cuda --prompt-tokens 512 --gen-tokens 128 --batch 32 >>"$out/octet-bench.log" 2>&1 || status=1
+	done
+	cat "$out/octet-bench.log"
+fi
+
+say "table"
+awk '
+/^BenchmarkCopyBandwidth/ { for (i = 1; i <= NF; i++) if ($i == "GB/s") bw = $(i-1) }
+/^BenchmarkDecode\// {
+	split($1, p, "/"); m = p[2]; b = p[3]; sub(/-[0-9]+$/, "", b); sub("batch=", "", b)
+	for (i = 1; i <= NF; i++) { if ($i == "tok/s") t = $(i-1); if ($i == "ms/step") ms = $(i-1); if ($i == "%roofline") rf = $(i-1) }
+	dec[m, b] = t; step[m, b] = ms; roof[m, b] = rf; if (!(m in seen)) { seen[m] = 1; order[++n] = m }
+}
+/^BenchmarkPrefill\// {
+	split($1, p, "/"); m = p[2]
+	for (i = 1; i <= NF; i++) if ($i == "tok/s") pre[m] = $(i-1)
+}
+END {
+	printf "HBM copy bandwidth (read+write, cuMemcpyDtoD 1 GiB): %s GB/s\n\n", bw
+	printf "| model | decode tok/s (b=1) | ms/step | %% of copy-bandwidth roofline | batch-32 tok/s | ×b=1 | prefill-512 tok/s |\n"
+	printf "|---|---|---|---|---|---|---|\n"
+	for (k = 1; k <= n; k++) { m = order[k]
+		r = dec[m, 1] > 0 ? dec[m, 32] / dec[m, 1] : 0
+		printf "| %s | %.0f | %.3f | %.1f%% | %.0f | %.1f× | %.0f |\n", m, dec[m, 1], step[m, 1], roof[m, 1], dec[m, 32], r, pre[m]
+	}
+}' "$out/bench.log" | tee "$out/table.md"
+grep -q -- '--- FAIL' "$out/tests.log" && status=1
+echo
+[ $status = 0 ] && echo "gpu-check: PASS" || echo "gpu-check: FAIL (logs in $out)"
+exit $status
