@@ -53,7 +53,7 @@ run: build ## serve ./models on 127.0.0.1:8080 and .cache/octet.sock (links ../s
 	    ln -s "$$(cd $$(dirname $$q8) && pwd)/$$(basename $$q8)" models/stories260K.gguf && echo "linked $$q8 into models/"; fi
 	@if ls models/*.gguf >/dev/null 2>&1; then \
 	  echo "serving models/ — try: curl -s localhost:8080/v1/models, then curl -s localhost:8080/v1/chat/completions -d '{\"model\":\"NAME\",\"messages\":[{\"role\":\"user\",\"content\":\"Once upon a time\"}]}'"; \
-	else echo "models/ is empty: octet starts without a model (/ready answers 503); put an int8 (Q8_0) GGUF file there (make models writes synthetic ones) and restart"; fi
+	else echo "models/ is empty: octet starts without a model (/ready answers 503); put an int8 (Q8_0) GGUF file there (make models writes synthetic ones): it goes live without a restart"; fi
 	$(BIN) serve --config configs/local.toml $(if $(LISTEN),--listen $(LISTEN))
 
 help: ## list the targets

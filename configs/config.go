@@ -101,14 +101,21 @@ type Log struct {
 	Requests bool   `toml:"requests"`
 }
 
-// Tuning is tuning.toml: the scheduler's knobs.
+// Tuning is tuning.toml: the scheduler's knobs. KVBlockSize and KVCacheMB
+// size the runner's KV cache (a change applies when the model reloads); the
+// rest apply live.
 type Tuning struct {
-	QueueLength    int    `toml:"queue_length"`
-	PrefillChunk   int    `toml:"prefill_chunk"`
-	KVBlockSize    int    `toml:"kv_block_size"`
-	MaxBatchTokens int    `toml:"max_batch_tokens"`
-	MaxRunning     int    `toml:"max_running"`
-	Policy         string `toml:"policy"`
+	QueueLength      int      `toml:"queue_length"`
+	PrefillChunk     int      `toml:"prefill_chunk"`
+	KVBlockSize      int      `toml:"kv_block_size"`
+	KVCacheMB        int      `toml:"kv_cache_mb"`
+	MaxBatchTokens   int      `toml:"max_batch_tokens"`
+	MaxRunning       int      `toml:"max_running"`
+	Policy           string   `toml:"policy"`
+	PriorityAging    Duration `toml:"priority_aging"`
+	PrefixCache      bool     `toml:"prefix_cache"`
+	MaxRunningPerKey int      `toml:"max_running_per_key"`
+	MaxQueuedPerKey  int      `toml:"max_queued_per_key"`
 }
 
 // Duration is a time.Duration written as a Go duration string ("30s").
@@ -237,9 +244,15 @@ func (t *Tuning) problems() []problem {
 	}
 	intRange("max_batch_tokens", t.MaxBatchTokens, 1, 1<<20)
 	intRange("max_running", t.MaxRunning, 1, 4096)
-	if t.Policy != "fcfs" {
-		add("policy", "%q is not a known policy (fcfs)", t.Policy)
+	intRange("kv_cache_mb", t.KVCacheMB, 0, 1<<24)
+	switch t.Policy {
+	case "fcfs", "priority", "fair":
+	default:
+		add("policy", "%q is not a known policy (fcfs, priority, fair)", t.Policy)
 	}
+	ps.durRange("priority_aging", t.PriorityAging, 0, 24*time.Hour)
+	intRange("max_running_per_key", t.MaxRunningPerKey, 0, 4096)
+	intRange("max_queued_per_key", t.MaxQueuedPerKey, 0, 1<<20)
 	return ps
 }
 

@@ -42,6 +42,8 @@ var badFiles = map[string]struct {
 	"tuning-block.bad.toml":          {1, "kv_block_size", "power of two"},
 	"tuning-policy.bad.toml":         {1, "policy", `"lifo"`},
 	"tuning-negative-queue.bad.toml": {2, "queue_length", "out of range"},
+	"tuning-aging.bad.toml":          {2, "priority_aging", "out of range"},
+	"tuning-per-key.bad.toml":        {2, "max_queued_per_key", "out of range"},
 }
 
 func load(path string) error {
@@ -192,4 +194,17 @@ func abs(t *testing.T, p string) string {
 		t.Fatal(err)
 	}
 	return a
+}
+
+// Every key of tuning.good.toml reaches the struct.
+func TestTuningKeys(t *testing.T) {
+	tn, err := LoadTuning("testdata/tuning.good.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Tuning{QueueLength: 0, PrefillChunk: 64, KVBlockSize: 32, KVCacheMB: 256, MaxBatchTokens: 512, MaxRunning: 8,
+		Policy: "fair", PriorityAging: Duration(2 * time.Second), PrefixCache: false, MaxRunningPerKey: 2, MaxQueuedPerKey: 8}
+	if *tn != want {
+		t.Errorf("got %+v\nwant %+v", *tn, want)
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/octet-dev/octet/model/chat"
@@ -16,20 +17,22 @@ import (
 
 // genRequest is a validated completion or chat request.
 type genRequest struct {
-	Model        string
-	Chat         bool
-	Messages     []chat.Message // chat
-	Prompt       string         // completions, as text
-	PromptTokens []int32        // completions, as token ids (Prompt is then "")
-	MaxTokens    int            // 0: the configured default
-	Sample       sample.Params
-	SeedSet      bool
-	Stop         []string
-	Stream       bool
-	IncludeUsage bool
-	IgnoreEOS    bool
-	Logprobs     bool // report each token's log-probability
-	TopLogprobs  int  // and this many likeliest alternatives
+	Model         string
+	Chat          bool
+	Messages      []chat.Message // chat
+	Prompt        string         // completions, as text
+	PromptTokens  []int32        // completions, as token ids (Prompt is then "")
+	MaxTokens     int            // 0: the configured default
+	Sample        sample.Params
+	SeedSet       bool
+	Stop          []string
+	Stream        bool
+	IncludeUsage  bool
+	IgnoreEOS     bool
+	Logprobs      bool          // report each token's log-probability
+	TopLogprobs   int           // and this many likeliest alternatives
+	Priority      int           // lower is admitted first (vLLM's "priority"), under the priority and fair policies
+	QueueDeadline time.Duration // most time to wait in the queue (0: no bound)
 }
 
 // params are the fields chat and completion requests share. Pointers tell
@@ -64,6 +67,10 @@ type params struct {
 	} `json:"response_format"`
 	LogitBias map[string]float64 `json:"logit_bias"`
 	IgnoreEOS *bool              `json:"ignore_eos"`
+	Priority  *int64             `json:"priority"`
+	// QueueDeadlineMS bounds the time the request may wait in the queue;
+	// past it the request ends with 429 queue_deadline.
+	QueueDeadlineMS *int64 `json:"queue_deadline_ms"`
 }
 
 type chatBody struct {
@@ -357,6 +364,18 @@ func (p *params) apply(g *genRequest, maxTokens int) *apiError {
 	}
 	if p.IgnoreEOS != nil {
 		g.IgnoreEOS = *p.IgnoreEOS
+	}
+	if p.Priority != nil {
+		if *p.Priority < -1000 || *p.Priority > 1000 {
+			return badRequest("priority", "priority must be between -1000 and 1000, not %d", *p.Priority)
+		}
+		g.Priority = int(*p.Priority)
+	}
+	if p.QueueDeadlineMS != nil {
+		if *p.QueueDeadlineMS < 1 || *p.QueueDeadlineMS > 86_400_000 {
+			return badRequest("queue_deadline_ms", "queue_deadline_ms must be between 1 and 86400000, not %d", *p.QueueDeadlineMS)
+		}
+		g.QueueDeadline = time.Duration(*p.QueueDeadlineMS) * time.Millisecond
 	}
 	stops, e := parseStop(p.Stop)
 	if e != nil {

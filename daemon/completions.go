@@ -127,6 +127,7 @@ func (s *server) generate(ctx *fasthttp.RequestCtx, isChat bool) {
 		return
 	}
 	modelName = l.Name
+	ctx.Response.Header.Set("X-Octet-Model-Sha256", l.SHA256) // which version of the model answers
 	defer func() {
 		if !streaming {
 			l.Release()
@@ -144,6 +145,10 @@ func (s *server) generate(ctx *fasthttp.RequestCtx, isChat bool) {
 	gen.ctx = rctx
 	gen.cancel = func(err error) { cancel(err); cancelTimeout() }
 	stopWatch := watchPeer(rctx, ctx.Conn(), gen.cancel)
+	sreq.Key, sreq.Priority = clientKey(ctx), g.Priority
+	if g.QueueDeadline > 0 {
+		sreq.Deadline = arrived.Add(g.QueueDeadline)
+	}
 	events, err := l.Engine.Submit(rctx, sreq)
 	if err != nil {
 		stopWatch()
@@ -413,6 +418,10 @@ func (g *generation) endError(err error) *apiError {
 		return &apiError{Status: 499, Type: "invalid_request_error", Code: "client_closed_request", Msg: "the client disconnected"}
 	case errors.Is(err, scheduler.ErrClosed):
 		return errUnavailable("model_unloading", "the model was unloaded before the request ran; retry")
+	case errors.Is(err, scheduler.ErrDeadline):
+		ra := g.model.Engine.Stats().RetryAfter()
+		return &apiError{Status: 429, Type: "rate_limit_error", Code: "queue_deadline", RetryAfter: ra,
+			Msg: fmt.Sprintf("the request waited in the queue past its queue_deadline_ms; the model %q is busy; retry in %d s", g.model.Name, int(ra/time.Second))}
 	}
 	return errInternal("generation failed: " + err.Error())
 }

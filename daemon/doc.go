@@ -45,10 +45,34 @@
 //   - Errors after a stream has started are sent as a last SSE event
 //     {"error": {...}} followed by data: [DONE]; the status logged and
 //     counted is the error's (499 when the client left).
-//   - SIGHUP and POST /admin/reload re-read octet.toml: log level, API keys
-//     and the per-request limits apply at once; listener, model, backend,
-//     tuning and connection settings are logged as needing a restart.
-//   - The models are loaded once at start (the hot-reload work makes the
-//     folder live); each model is refcounted in the Registry so that a
-//     swap retires the old one when its last request ends.
+//   - Hot reload (reload.go, watch.go): the models folder and the config
+//     folder are watched (fsnotify on the folders, 100 ms debounce, a rescan
+//     every 5 s as a backstop); SIGHUP and POST /admin/reload run the same
+//     reload now, and also retry files that failed before.
+//   - A model file is taken when its (size, mtime, inode) has not changed
+//     for 500 ms and its GGUF header, tensor table and size agree; a rename
+//     into place takes the same path. It is read into memory of its own
+//     (hashed on the way, re-checked unchanged after), so a served model
+//     never reads a file being rewritten or truncated under it, and its
+//     sha256 names exactly the bytes served. It is parsed, loaded on the
+//     backend, run for a few tokens (finite logits), and, when it replaces
+//     a model, compared with it by eval.Compare on a held-out text and
+//     judged by the gate of its sidecar NAME.toml (default: eval's). Then
+//     it is swapped in; requests that started on the old version finish on
+//     it (refcount), and X-Octet-Model-Sha256 says which version answered.
+//   - A file that fails (incomplete, corrupt, refused by the gate) is
+//     reported once and retried when it changes; the live model stays. A
+//     replacement with the same bytes (a touch, a copy of the same file)
+//     changes nothing. A removed file retires its model.
+//   - A config that does not parse or validate changes nothing; one whose
+//     parsed form did not change is not applied. Log level, API keys and
+//     per-request limits apply at once; tuning.toml is applied by
+//     scheduler.Tunable.Retune, or, for the KV cache's shape or an engine
+//     that cannot retune, by starting each model again beside the running
+//     one and swapping it in. Listener, models, backend, connection-limit
+//     and log-format changes are reported as needing a restart and keep
+//     their running values.
+//   - Every outcome is a log line, octet_reload_total{kind,result}, and the
+//     last one is in the STATUS= line; systemd gets RELOADING=1 and then
+//     READY=1 around each reload that does something.
 package daemon

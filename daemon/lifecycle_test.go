@@ -28,13 +28,18 @@ import (
 // inside a forward step for as long as a test needs.
 
 var gate struct {
-	mu sync.Mutex
-	ch chan struct{} // nil: open
+	mu   sync.Mutex
+	ch   chan struct{} // nil: open
+	born int           // runners loaded so far
+	upTo int           // the gate holds the runners loaded before it closed
 }
 
+// closeGate holds the forward steps of the runners loaded so far (not of
+// those loaded later: a hot swap's new model loads and runs).
 func closeGate() {
 	gate.mu.Lock()
 	gate.ch = make(chan struct{})
+	gate.upTo = gate.born
 	gate.mu.Unlock()
 }
 
@@ -57,14 +62,24 @@ func (gateBackend) Name() string { return "test-gate" }
 
 func (gateBackend) Load(m *model.Model, o backends.LoadOptions) (backends.Runner, error) {
 	r, err := ref.Backend{}.Load(m, o)
-	return gateRunner{r}, err
+	gate.mu.Lock()
+	gate.born++
+	id := gate.born
+	gate.mu.Unlock()
+	return gateRunner{r, id}, err
 }
 
-type gateRunner struct{ backends.Runner }
+type gateRunner struct {
+	backends.Runner
+	id int
+}
 
 func (g gateRunner) Forward(ctx context.Context, b *backends.Batch) (*backends.Logits, error) {
 	gate.mu.Lock()
 	ch := gate.ch
+	if g.id > gate.upTo {
+		ch = nil
+	}
 	gate.mu.Unlock()
 	if ch != nil {
 		select {
@@ -195,8 +210,8 @@ func TestWatchdogFollowsTheLoop(t *testing.T) {
 	ch := systemdtest.Listen(t)
 	t.Setenv("WATCHDOG_USEC", "300000")
 	t.Setenv("WATCHDOG_PID", strconv.Itoa(os.Getpid()))
-	closeGate()
 	d := runInProcess(t, nil)
+	closeGate() // after the start: loading runs a test forward pass
 	if m := systemdtest.Expect(t, ch, "READY=1", 5*time.Second); !strings.Contains(m, "STATUS=ready, 1 models") {
 		t.Errorf("ready notification %q", m)
 	}
@@ -235,8 +250,8 @@ func (d *inproc) model() string {
 // TestShutdownLetsGenerationsFinish: a stream running at SIGTERM finishes
 // within the grace, and Run returns nil.
 func TestShutdownLetsGenerationsFinish(t *testing.T) {
-	closeGate()
 	d := runInProcess(t, func(c *configs.Config) { c.Limits.ShutdownGrace = configs.Duration(30 * time.Second) })
+	closeGate() // after the start: loading runs a test forward pass
 	model := d.model()
 	c, r := streamReq(t, d.addr, model)
 	defer c.Close()
@@ -266,8 +281,8 @@ func TestShutdownLetsGenerationsFinish(t *testing.T) {
 // TestShutdownCancelsAfterGrace: a stream still running when the grace
 // ends gets a final error event and [DONE]; Run returns nil.
 func TestShutdownCancelsAfterGrace(t *testing.T) {
-	closeGate()
 	d := runInProcess(t, func(c *configs.Config) { c.Limits.ShutdownGrace = configs.Duration(200 * time.Millisecond) })
+	closeGate() // after the start: loading runs a test forward pass
 	model := d.model()
 	c, r := streamReq(t, d.addr, model)
 	defer c.Close()
@@ -284,8 +299,8 @@ func TestShutdownCancelsAfterGrace(t *testing.T) {
 // waits for a whole answer, cancels its generation (logged as 499), and the
 // loop serves the next request.
 func TestDisconnectCancels(t *testing.T) {
-	closeGate()
 	d := runInProcess(t, nil)
+	closeGate() // after the start: loading runs a test forward pass
 	model := d.model()
 	c, _ := streamReq(t, d.addr, model)
 	c.(*net.TCPConn).SetLinger(0)
@@ -332,8 +347,8 @@ func (d *inproc) waitRunning(t *testing.T, n int) {
 // TestQueueFull: with the loop held and the queue full, the next request
 // gets 429 with Retry-After.
 func TestQueueFull(t *testing.T) {
-	closeGate()
-	d := runInProcess(t, func(c *configs.Config) { c.Tuning.QueueLength = 1 })
+	d := runInProcess(t, func(c *configs.Config) { c.Tuning.QueueLength, c.Tuning.MaxRunning = 1, 1 })
+	closeGate() // after the start: loading runs a test forward pass
 	model := d.model()
 	c1, _ := streamReq(t, d.addr, model) // running
 	defer c1.Close()
@@ -378,8 +393,8 @@ func TestNotifyBinary(t *testing.T) {
 // TestDrain: POST /admin/drain refuses new generations with 503 while the
 // running one finishes; /ready says draining; /admin/resume undoes it.
 func TestDrain(t *testing.T) {
-	closeGate()
 	d := runInProcess(t, nil)
+	closeGate() // after the start: loading runs a test forward pass
 	model := d.model()
 	c, r := streamReq(t, d.addr, model)
 	defer c.Close()

@@ -6,6 +6,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
+
+	"github.com/octet-dev/octet/scheduler"
 )
 
 // metrics are the daemon's Prometheus metrics, on a registry of its own.
@@ -58,10 +60,33 @@ var (
 	descKV      = prometheus.NewDesc("octet_kv_cache_usage_ratio", "Fraction of the model's KV-cache blocks in use.", []string{"model"}, nil)
 	descLoad    = prometheus.NewDesc("octet_model_load_seconds", "Time the model took to load.", []string{"model"}, nil)
 	descLoaded  = prometheus.NewDesc("octet_models_loaded", "Models being served.", nil, nil)
+
+	// The scheduler's own figures (vLLM's names where one fits).
+	descPreempt   = prometheus.NewDesc("octet_num_preemptions_total", "Sequences preempted out of the KV cache, to be recomputed.", []string{"model"}, nil)
+	descPrefixQ   = prometheus.NewDesc("octet_prefix_cache_queries_total", "Prompt tokens looked up in the prefix cache.", []string{"model"}, nil)
+	descPrefixHit = prometheus.NewDesc("octet_prefix_cache_hits_total", "Prompt tokens found in the prefix cache (not computed again).", []string{"model"}, nil)
+	descCached    = prometheus.NewDesc("octet_prefix_cache_blocks", "KV blocks held in the prefix cache.", []string{"model"}, nil)
+	descDeadline  = prometheus.NewDesc("octet_queue_deadline_exceeded_total", "Requests that left the queue at their queue deadline.", []string{"model"}, nil)
+	descDrain     = prometheus.NewDesc("octet_queue_drain_rate", "Measured rate at which requests finish, per second.", []string{"model"}, nil)
+	descStepTok   = prometheus.NewDesc("octet_iteration_tokens", "Tokens per forward step (prefill and decode together).", []string{"model"}, nil)
+	descStepSeqs  = prometheus.NewDesc("octet_iteration_sequences", "Sequences per forward step (the batch size).", []string{"model"}, nil)
+	descStepTime  = prometheus.NewDesc("octet_step_duration_seconds", "Time of one forward step.", []string{"model"}, nil)
 )
 
+// constHistogram turns an engine's histogram into Prometheus's form.
+func constHistogram(d *prometheus.Desc, h scheduler.Histogram, model string) prometheus.Metric {
+	buckets := make(map[float64]uint64, len(h.Bounds))
+	var n uint64
+	for i, b := range h.Bounds {
+		n += h.Counts[i]
+		buckets[b] = n
+	}
+	return prometheus.MustNewConstHistogram(d, h.Count, h.Sum, buckets, model)
+}
+
 func (c engineCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descQueued, descRunning, descKV, descLoad, descLoaded} {
+	for _, d := range []*prometheus.Desc{descQueued, descRunning, descKV, descLoad, descLoaded,
+		descPreempt, descPrefixQ, descPrefixHit, descCached, descDeadline, descDrain, descStepTok, descStepSeqs, descStepTime} {
 		ch <- d
 	}
 }
@@ -79,6 +104,17 @@ func (c engineCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(descKV, prometheus.GaugeValue, kv, l.Name)
 		ch <- prometheus.MustNewConstMetric(descLoad, prometheus.GaugeValue, l.LoadTime.Seconds(), l.Name)
+		ch <- prometheus.MustNewConstMetric(descPreempt, prometheus.CounterValue, float64(s.Preemptions), l.Name)
+		ch <- prometheus.MustNewConstMetric(descPrefixQ, prometheus.CounterValue, float64(s.PrefixQueryTokens), l.Name)
+		ch <- prometheus.MustNewConstMetric(descPrefixHit, prometheus.CounterValue, float64(s.PrefixHitTokens), l.Name)
+		ch <- prometheus.MustNewConstMetric(descCached, prometheus.GaugeValue, float64(s.KVCachedBlocks), l.Name)
+		ch <- prometheus.MustNewConstMetric(descDeadline, prometheus.CounterValue, float64(s.Deadlines), l.Name)
+		ch <- prometheus.MustNewConstMetric(descDrain, prometheus.GaugeValue, s.DrainRate, l.Name)
+		if s.StepTokens.Counts != nil { // a batching engine
+			ch <- constHistogram(descStepTok, s.StepTokens, l.Name)
+			ch <- constHistogram(descStepSeqs, s.StepSeqs, l.Name)
+			ch <- constHistogram(descStepTime, s.StepTime, l.Name)
+		}
 	})
 	ch <- prometheus.MustNewConstMetric(descLoaded, prometheus.GaugeValue, float64(n))
 }

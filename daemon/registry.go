@@ -1,9 +1,8 @@
 package daemon
 
 import (
-	"errors"
+	"context"
 	"fmt"
-	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -37,11 +36,16 @@ type Loaded struct {
 	Quantized bool
 	LoadedAt  time.Time
 	LoadTime  time.Duration
+	SHA256    string // hex SHA-256 of the file's bytes being served
 
+	free   func() // releases the model's memory after Model.Close
 	refs   atomic.Int64
 	closed sync.Once
 	log    *slog.Logger
 }
+
+// discard closes a model that never went live (no reference was taken).
+func (l *Loaded) discard() { l.closed.Do(l.close) }
 
 // Release drops a reference taken by Registry.Acquire.
 func (l *Loaded) Release() {
@@ -54,28 +58,100 @@ func (l *Loaded) close() {
 	l.Engine.Close()
 	l.Runner.Close()
 	l.Model.Close()
-	l.log.Info("model unloaded", "model", l.Name)
+	if l.free != nil {
+		l.free()
+	}
+	l.log.Info("model unloaded", "model", l.Name, "sha256", l.SHA256)
 }
 
-// Registry maps model names to live models.
+// Registry maps model names, and their aliases, to live models.
 type Registry struct {
-	mu     sync.RWMutex
-	models map[string]*Loaded
+	mu      sync.RWMutex
+	models  map[string]*Loaded
+	named   map[string][]string // name → its aliases
+	aliases map[string]string   // alias → name
 }
 
 // NewRegistry returns an empty registry.
-func NewRegistry() *Registry { return &Registry{models: map[string]*Loaded{}} }
+func NewRegistry() *Registry {
+	return &Registry{models: map[string]*Loaded{}, named: map[string][]string{}, aliases: map[string]string{}}
+}
 
-// Acquire returns the live model of that name with a reference the caller
-// must Release.
+// Acquire returns the live model of that name or alias with a reference
+// the caller must Release.
 func (r *Registry) Acquire(name string) (*Loaded, bool) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
 	l, ok := r.models[name]
+	if !ok {
+		l, ok = r.models[r.aliases[name]]
+	}
 	if ok {
 		l.refs.Add(1)
 	}
 	return l, ok
+}
+
+// Get returns the live model of that name (not an alias) without taking a
+// reference: for comparisons by the reloader, which alone swaps models.
+func (r *Registry) Get(name string) *Loaded {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.models[name]
+}
+
+// SetAliases sets the aliases of the model name (live or not yet).
+func (r *Registry) SetAliases(name string, aliases []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(aliases) == 0 {
+		delete(r.named, name)
+	} else {
+		r.named[name] = slices.Clone(aliases)
+	}
+	r.indexAliases()
+}
+
+// Aliases returns the aliases of the model name.
+func (r *Registry) Aliases(name string) []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return append([]string{}, r.named[name]...)
+}
+
+// indexAliases rebuilds the alias index over the live models: a model's
+// own name wins over another's alias, and of two models claiming one alias
+// the first by name.
+func (r *Registry) indexAliases() {
+	clear(r.aliases)
+	names := make([]string, 0, len(r.models))
+	for n := range r.models {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	for _, n := range names {
+		for _, a := range r.named[n] {
+			if _, taken := r.aliases[a]; !taken && r.models[a] == nil {
+				r.aliases[a] = n
+			}
+		}
+	}
+}
+
+// Shadowed lists the aliases of the live model name that another model's
+// name or alias takes.
+func (r *Registry) Shadowed(name string) []string {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	var out []string
+	if _, ok := r.models[name]; ok {
+		for _, a := range r.named[name] {
+			if r.aliases[a] != name {
+				out = append(out, a)
+			}
+		}
+	}
+	return out
 }
 
 // Only returns the single live model, with a reference, when exactly one is
@@ -100,10 +176,12 @@ func (r *Registry) Swap(name string, l *Loaded) {
 	old := r.models[name]
 	if l == nil {
 		delete(r.models, name)
+		delete(r.named, name)
 	} else {
 		l.refs.Add(1) // the registry's reference
 		r.models[name] = l
 	}
+	r.indexAliases()
 	r.mu.Unlock()
 	if old != nil {
 		old.Release()
@@ -175,13 +253,19 @@ type loader struct {
 // the error names the file and the problem.
 func (ld *loader) load(name, path string) (l *Loaded, err error) {
 	start := time.Now()
-	m, err := model.Load(path)
+	snap, err := readSnapshot(path)
 	if err != nil {
+		return nil, err
+	}
+	m, err := snap.model(path)
+	if err != nil {
+		snap.free()
 		return nil, err
 	}
 	defer func() {
 		if err != nil {
 			m.Close()
+			snap.free()
 		}
 	}()
 	quant, bad := int8Matrices(m)
@@ -196,14 +280,18 @@ func (ld *loader) load(name, path string) (l *Loaded, err error) {
 		ctxLen = m.Config.ContextLength
 	}
 	r, err := ld.backend.Load(m, backends.LoadOptions{
-		MaxContext: ctxLen, BlockSize: ld.cfg.Tuning.KVBlockSize, Threads: ld.cfg.Backend.Threads, Logger: ld.log,
+		MaxContext: ctxLen, BlockSize: ld.cfg.Tuning.KVBlockSize, KVBlocks: kvBlocks(m, ld.cfg.Tuning, ctxLen),
+		Threads: ld.cfg.Backend.Threads, Logger: ld.log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	eng, err := scheduler.NewSerial(r, m.Tok, scheduler.SerialOptions{
-		QueueLength: ld.cfg.Tuning.QueueLength, PrefillChunk: ld.cfg.Tuning.PrefillChunk, MaxContext: ctxLen, Idle: ld.idle,
-		Logger: ld.log.With("model", name),
+	if err := smokeForward(context.Background(), r, m); err != nil {
+		r.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	eng, err := scheduler.NewBatcher(r, m.Tok, scheduler.BatchOptions{
+		Tuning: EngineTuning(ld.cfg.Tuning), MaxContext: ctxLen, Idle: ld.idle, Logger: ld.log.With("model", name),
 	})
 	if err != nil {
 		r.Close()
@@ -220,7 +308,7 @@ func (ld *loader) load(name, path string) (l *Loaded, err error) {
 		Name: name, Path: path, Model: m, Runner: r, Engine: eng,
 		Chat:    chat.Template{Family: fam, BOS: m.Tok.Piece(m.Tok.BOS()), EOS: m.Tok.Piece(m.Tok.EOS())},
 		Context: eng.Context(), Quantized: quant, LoadedAt: time.Now(), LoadTime: time.Since(start),
-		log: ld.log,
+		SHA256: snap.sha256, free: snap.free, log: ld.log,
 	}
 	return l, nil
 }
@@ -235,37 +323,4 @@ func int8Matrices(m *model.Model) (bool, string) {
 		}
 	}
 	return true, ""
-}
-
-// loadAll loads every model file of the configured folder into reg.
-// Files that fail are logged and skipped.
-func (ld *loader) loadAll(reg *Registry) {
-	dir := ld.cfg.Models.Dir
-	files, err := modelFiles(dir)
-	switch {
-	case errors.Is(err, fs.ErrNotExist):
-		ld.log.Warn("models folder does not exist; create it and drop GGUF files (int8, Q8_0) into it", "dir", dir)
-		return
-	case err != nil:
-		ld.log.Error("cannot read the models folder", "dir", dir, "err", err)
-		return
-	}
-	names := make([]string, 0, len(files))
-	for n := range files {
-		names = append(names, n)
-	}
-	slices.Sort(names)
-	for _, name := range names {
-		l, err := ld.load(name, files[name])
-		if err != nil {
-			ld.log.Error("model not loaded", "model", name, "err", err)
-			continue
-		}
-		reg.Swap(name, l)
-		ld.log.Info("model loaded", "model", name, "path", l.Path, "arch", l.Model.Config.Arch,
-			"context", l.Context, "chat_template", l.Chat.Family, "int8", l.Quantized, "load_ms", l.LoadTime.Milliseconds())
-	}
-	if len(names) == 0 {
-		ld.log.Warn("no models yet: drop GGUF files (int8, Q8_0) into the models folder and restart", "dir", dir)
-	}
 }

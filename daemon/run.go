@@ -73,12 +73,18 @@ func Run(ctx context.Context, o Options) error {
 	if wd := systemd.WatchdogInterval(); wd > 0 {
 		ld.idle = min(time.Second, wd/4) // idle loops beat well within the watchdog's limit
 	}
-	ld.loadAll(s.models)
+	watchCtx, watchStop := context.WithCancel(context.Background())
+	rl := newReloader(watchCtx, s, ld, level, o.Reload, newReloadMetrics(s.metrics.reg, s.models))
+	rl.reconcile(true)
 	defer s.models.Close()
-
-	if o.Reload != nil {
-		s.reload = func() error { return s.reloadConfig(o.Reload, level) }
+	if s.models.Len() == 0 {
+		log.Warn("no models yet: drop GGUF files (int8, Q8_0) into the models folder; they go live as they arrive", "dir", cfg.Models.Dir)
 	}
+	s.reload = func() error { return rl.reloadAll("admin") }
+	var watchWG sync.WaitGroup
+	watchWG.Go(func() { rl.watch(watchCtx) })
+	defer watchWG.Wait()
+	defer watchStop()
 	var servers []*fasthttp.Server
 	var wg sync.WaitGroup
 	for _, ln := range lns {
@@ -121,17 +127,14 @@ func Run(ctx context.Context, o Options) error {
 		case <-ctx.Done():
 			done = true
 		case <-hup:
-			if s.reload == nil {
-				log.Warn("SIGHUP: no config file to reload")
-				continue
-			}
-			s.reload()
+			rl.reloadAll("SIGHUP")
 		}
 	}
 
 	// Shutdown: stop taking work, let running generations finish within the
 	// grace, cancel the rest, close the listeners and the models.
 	s.stopping.Store(true)
+	watchStop() // no more reloads; a quality gate still running stops
 	idle := s.gens.close()
 	grace := s.cfg.Load().Limits.ShutdownGrace.D()
 	running, _ := s.gens.state()
@@ -305,36 +308,14 @@ func (s *server) alive(limit time.Duration) string {
 
 func (s *server) statusLine() string {
 	n := s.models.Len()
-	if n == 0 {
-		return "ready, no models: add GGUF files to " + s.cfg.Load().Models.Dir
+	line := "ready, no models: add GGUF files to " + s.cfg.Load().Models.Dir
+	if n > 0 {
+		line = fmt.Sprintf("ready, %d models: %s", n, strings.Join(s.models.Names(), ", "))
 	}
-	return fmt.Sprintf("ready, %d models: %s", n, strings.Join(s.models.Names(), ", "))
-}
-
-// reloadConfig applies what can change live (log level, API keys, limits
-// read per request) and reports what needs a restart.
-func (s *server) reloadConfig(load func() (*configs.Config, error), level *slog.LevelVar) error {
-	systemd.Reloading("reloading configuration")
-	defer systemd.Ready(s.statusLine())
-	next, err := load()
-	if err != nil {
-		s.log.Error("config reload failed; keeping the running config", "err", err)
-		return err
+	if last := s.lastReload.Load(); last != nil {
+		line += "; last reload: " + *last
 	}
-	cur := s.cfg.Load()
-	if next.Listen != cur.Listen {
-		s.log.Warn("listener settings changed; they apply after a restart", "listen", fmt.Sprintf("%+v", next.Listen))
-	}
-	if next.Models != cur.Models || next.Tuning != cur.Tuning || fmt.Sprint(next.Backend) != fmt.Sprint(cur.Backend) ||
-		next.Limits.MaxBodyBytes != cur.Limits.MaxBodyBytes || next.Limits.ReadTimeout != cur.Limits.ReadTimeout ||
-		next.Limits.IdleTimeout != cur.Limits.IdleTimeout || next.Limits.MaxConnections != cur.Limits.MaxConnections ||
-		next.Log.Format != cur.Log.Format {
-		s.log.Warn("model, backend, tuning, connection-limit or log-format settings changed; they apply after a restart")
-	}
-	level.Set(parseLevel(next.Log.Level))
-	s.cfg.Store(next)
-	s.log.Info("config reloaded", "config", orDefaults(next.File), "api_keys", len(next.Auth.Hashes), "log_level", next.Log.Level)
-	return nil
+	return line
 }
 
 type fasthttpLogger struct{ log *slog.Logger }

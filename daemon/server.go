@@ -33,6 +33,8 @@ type server struct {
 	version   string
 	reload    func() error // nil when reload is impossible
 	listeners []string
+	// lastReload is the outcome of the last reload, for the status line.
+	lastReload atomic.Pointer[string]
 }
 
 var (
@@ -153,6 +155,10 @@ type modelInfo struct {
 	ChatTemplate  string `json:"chat_template"`
 	Int8          bool   `json:"int8"`
 	LoadMs        int64  `json:"load_ms"`
+	// SHA256 is the hex SHA-256 of the model file's bytes being served.
+	SHA256   string   `json:"sha256"`
+	LoadedAt string   `json:"loaded_at"` // RFC 3339, when this version went live
+	Aliases  []string `json:"aliases"`
 }
 
 func (s *server) modelInfos() []modelInfo {
@@ -161,6 +167,7 @@ func (s *server) modelInfos() []modelInfo {
 		out = append(out, modelInfo{
 			ID: l.Name, Object: "model", Created: l.LoadedAt.Unix(), OwnedBy: "octet", Path: l.Path,
 			ContextLength: l.Context, ChatTemplate: string(l.Chat.Family), Int8: l.Quantized, LoadMs: l.LoadTime.Milliseconds(),
+			SHA256: l.SHA256, LoadedAt: l.LoadedAt.UTC().Format(time.RFC3339Nano), Aliases: s.models.Aliases(l.Name),
 		})
 	})
 	return out
@@ -191,7 +198,7 @@ func (s *server) ready(ctx *fasthttp.RequestCtx) {
 }
 
 func (s *server) noModelsMessage() string {
-	return fmt.Sprintf("no model is loaded: copy an int8 (Q8_0) GGUF file into %s and restart octet (the model's name is the file's stem)", s.cfg.Load().Models.Dir)
+	return fmt.Sprintf("no model is loaded: copy an int8 (Q8_0) GGUF file into %s; it goes live within seconds (the model's name is the file's stem)", s.cfg.Load().Models.Dir)
 }
 
 func (s *server) adminStatus(ctx *fasthttp.RequestCtx) {

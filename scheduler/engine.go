@@ -28,7 +28,103 @@ type Engine interface {
 var (
 	ErrQueueFull = errors.New("scheduler: queue full")
 	ErrClosed    = errors.New("scheduler: engine closed")
+	// ErrDeadline ends a request whose Deadline passed while it waited in
+	// the queue (it never ran).
+	ErrDeadline = errors.New("scheduler: the request's deadline passed while it waited in the queue")
 )
+
+// Tunable is an Engine whose scheduling knobs change while it runs. The
+// daemon calls Retune when tuning.toml changes (hot reload); an engine that
+// is not Tunable needs a reload of the model to take new settings. Retune
+// validates t and applies all of it or none: requests already queued or
+// running keep going; the new bounds apply from the next step.
+type Tunable interface {
+	Retune(t Tuning) error
+}
+
+// Tuning holds the knobs of the batching engine that apply live. (The KV
+// block size and memory budget size the runner and need a model reload.)
+type Tuning struct {
+	MaxBatchTokens int // most tokens in one forward step, prefill and decode together
+	MaxRunning     int // most sequences running at once
+	PrefillChunk   int // most prompt tokens of one sequence in one step (a request's own PrefillChunk may lower it)
+	QueueLength    int // most requests waiting; more get ErrQueueFull
+	Policy         Policy
+	PrefixCache    bool          // share the KV blocks of common prompt prefixes
+	PriorityAging  time.Duration // under PolicyPriority/PolicyFair, a waiting request gains one class per this much waiting (0: never)
+	// Per API key (Request.Key) bounds; 0: none.
+	MaxRunningPerKey int
+	MaxQueuedPerKey  int
+}
+
+// Policy orders the waiting requests for admission.
+type Policy string
+
+const (
+	// PolicyFCFS admits in arrival order.
+	PolicyFCFS Policy = "fcfs"
+	// PolicyPriority admits the lowest Request.Priority first (vLLM's
+	// sense; with aging), then in arrival order.
+	PolicyPriority Policy = "priority"
+	// PolicyFair is PolicyPriority that, within a class, admits first the
+	// API key with the fewest running sequences.
+	PolicyFair Policy = "fair"
+)
+
+// Validate checks t's ranges.
+func (t Tuning) Validate() error {
+	switch {
+	case t.MaxBatchTokens < 1:
+		return errors.New("scheduler: max batch tokens must be at least 1")
+	case t.MaxRunning < 1:
+		return errors.New("scheduler: max running sequences must be at least 1")
+	case t.PrefillChunk < 1:
+		return errors.New("scheduler: prefill chunk must be at least 1")
+	case t.QueueLength < 0, t.MaxRunningPerKey < 0, t.MaxQueuedPerKey < 0, t.PriorityAging < 0:
+		return errors.New("scheduler: queue length, per-key limits and priority aging must not be negative")
+	}
+	switch t.Policy {
+	case PolicyFCFS, PolicyPriority, PolicyFair:
+		return nil
+	}
+	return errors.New("scheduler: unknown policy " + string(t.Policy))
+}
+
+// Clock tells the engine the time; tests pass a fake one.
+type Clock interface{ Now() time.Time }
+
+type realClock struct{}
+
+func (realClock) Now() time.Time { return time.Now() }
+
+// Histogram is a cumulative distribution of observations: Counts[i]
+// observations were at most Bounds[i] (non-cumulative per bucket, the last
+// bucket being +Inf beyond the bounds).
+type Histogram struct {
+	Bounds []float64
+	Counts []uint64 // len(Bounds)+1
+	Sum    float64
+	Count  uint64
+}
+
+func newHistogram(bounds ...float64) Histogram {
+	return Histogram{Bounds: bounds, Counts: make([]uint64, len(bounds)+1)}
+}
+
+func (h *Histogram) observe(v float64) {
+	i := 0
+	for i < len(h.Bounds) && v > h.Bounds[i] {
+		i++
+	}
+	h.Counts[i]++
+	h.Sum += v
+	h.Count++
+}
+
+func (h Histogram) clone() Histogram {
+	h.Counts = append([]uint64(nil), h.Counts...)
+	return h
+}
 
 // Event is one step of a request's stream.
 type Event struct {
@@ -58,6 +154,20 @@ type EngineStats struct {
 	MeanService time.Duration // moving average of the time one request holds the loop
 
 	KVUsedBlocks, KVBlocks int
+	KVCachedBlocks         int // blocks in the prefix cache (in use or not)
+
+	// DrainRate is the measured rate at which requests finish, per second
+	// (0 until measured).
+	DrainRate float64
+
+	// Counters of the batching engine (zero for Serial).
+	Preemptions       uint64    // sequences pushed out of the KV cache, to be recomputed
+	PrefixQueryTokens uint64    // prompt tokens looked up in the prefix cache
+	PrefixHitTokens   uint64    // of which found
+	Deadlines         uint64    // requests dropped from the queue at their deadline
+	StepTokens        Histogram // tokens per forward step
+	StepSeqs          Histogram // sequences per forward step
+	StepTime          Histogram // seconds per forward step
 
 	// Beat is the last time the loop showed progress: a forward step, or a
 	// pass of its idle wait. A loop stuck in a step stops beating.
@@ -65,10 +175,15 @@ type EngineStats struct {
 }
 
 // RetryAfter estimates when a request refused now would be admitted: the
-// requests ahead of it times the mean service time, at least one second.
+// requests queued ahead of it over the measured drain rate, or, before a
+// rate is measured, the requests ahead times the mean service time; at
+// least one second.
 func (s EngineStats) RetryAfter() time.Duration {
 	ahead := float64(s.Queued + s.Running)
 	d := time.Duration(ahead * float64(s.MeanService) / float64(max(s.Running, 1)))
+	if s.DrainRate > 0 {
+		d = time.Duration(float64(s.Queued+1) / s.DrainRate * float64(time.Second))
+	}
 	if d < time.Second {
 		return time.Second
 	}

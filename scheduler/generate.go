@@ -7,10 +7,26 @@
 // Engine is what the daemon submits requests to: Submit returns a stream
 // of text events ending in a Result; a full queue is ErrQueueFull, which the
 // daemon answers with 429 and Retry-After from EngineStats.RetryAfter (the
-// queue ahead times the measured mean service time). Serial is the first
-// Engine: one goroutine per model runs one request at a time with Generate
-// on one Sequence, fed by a bounded queue. The continuous-batching scheduler
-// replaces it behind the same interface.
+// queue ahead over the measured drain rate). Serial is the simplest Engine:
+// one goroutine per model runs one request at a time with Generate on one
+// Sequence, fed by a bounded queue. Batcher is the one the daemon uses:
+// continuous (iteration-level) batching over a paged KV cache with a
+// prefix cache, preemption by recompute, admission policies (FCFS,
+// priority with aging, fair share between API keys), queue deadlines, and
+// knobs that change live (Tunable).
+//
+// Decisions of the batching engine: a step runs the decode tokens of the
+// running sequences first (oldest first), then prefill chunks, within
+// max_batch_tokens; a newcomer is admitted only when the blocks for its
+// whole prompt are free (after its prefix-cache hits), and the queue's head
+// is never jumped for lack of blocks; when a running sequence needs a block
+// and none is free, the youngest arrival (the lowest class under a priority
+// policy) is preempted — it keeps its sampler and its tokens, so when it is
+// recomputed it continues exactly where it was; the oldest is never
+// preempted while another runs, so the engine always makes progress. The
+// stream to a slow reader is coalesced, never waited for: the loop does not
+// block on a client. Prefix-cache blocks are keyed by the hash of their
+// whole prefix and their tokens are compared on every hit.
 //
 // Decisions of the serial engine: stop strings are matched on the decoded
 // text (text that may begin a stop string is held back until it cannot);
@@ -50,6 +66,14 @@ type Request struct {
 	// TopLogprobs likeliest tokens of its step (at most MaxTopLogprobs).
 	Logprobs    bool
 	TopLogprobs int
+
+	// Scheduling, for the batching engine: a lower Priority is admitted
+	// first under the priority and fair policies (as in vLLM; default 0); a request still queued
+	// at Deadline (if set) ends with ErrDeadline; Key names the client (an
+	// API key's hash) for fair share and per-key limits.
+	Priority int
+	Deadline time.Time
+	Key      string
 }
 
 // MaxTopLogprobs bounds Request.TopLogprobs (OpenAI's limit).
@@ -121,10 +145,7 @@ func GenerateTokens(ctx context.Context, seq *backends.Sequence, tok *tokenizer.
 	if chunk <= 0 {
 		chunk = 512
 	}
-	smp := sample.New(req.Sample)
-	for _, id := range req.Prompt {
-		smp.Accept(id)
-	}
+	g := newGen(tok, req)
 	start := time.Now()
 	var logits *backends.Logits
 	for i := 0; i < len(req.Prompt); i += chunk {
@@ -135,56 +156,84 @@ func GenerateTokens(ctx context.Context, seq *backends.Sequence, tok *tokenizer.
 		}
 		var err error
 		if logits, err = seq.Forward(ctx, req.Prompt[i:end], mode); err != nil {
-			return st, err
+			return g.st, err
 		}
 	}
-	st.PromptTokens = len(req.Prompt)
-	st.PromptTime = time.Since(start)
+	g.st.PromptTokens = len(req.Prompt)
+	g.st.PromptTime = time.Since(start)
+	genStart := time.Now()
+	for g.st.Generated < req.MaxTokens {
+		t, ok := g.next(logits.Last(0))
+		if g.st.TimeToFirstTok == 0 {
+			g.st.TimeToFirstTok = time.Since(start)
+		}
+		if !ok {
+			break
+		}
+		if err := emit(t); err != nil {
+			return g.st, err
+		}
+		if g.st.Generated == req.MaxTokens || seq.Pos() >= seq.Cap() {
+			break
+		}
+		var err error
+		if logits, err = seq.Forward(ctx, []int32{t.ID}, backends.LogitsLast); err != nil {
+			return g.st, err
+		}
+	}
+	g.st.GenerateTime = time.Since(genStart)
+	if rest := g.flush(); rest != "" {
+		if err := emit(Token{ID: -1, Text: rest}); err != nil {
+			return g.st, err
+		}
+	}
+	return g.st, nil
+}
 
+// gen is the per-token state of one generation, whatever schedules its
+// forward steps: the sampler, the text decoder and the statistics.
+type gen struct {
+	req Request
+	tok *tokenizer.Tokenizer
+	smp *sample.Sampler
+	dec *tokenizer.Decoder
+	st  Stats
+}
+
+func newGen(tok *tokenizer.Tokenizer, req Request) *gen {
+	smp := sample.New(req.Sample)
+	for _, id := range req.Prompt {
+		smp.Accept(id)
+	}
 	// The first generated piece keeps its leading space unless it starts the
 	// text (the prompt ends with BOS), as SentencePiece decoding does.
 	var opts []tokenizer.DecoderOption
 	if req.Prompt[len(req.Prompt)-1] != tok.BOS() {
 		opts = append(opts, tokenizer.MidText)
 	}
-	dec := tok.NewDecoder(false, opts...)
-	genStart := time.Now()
-	st.FinishReason = FinishLength
-	for st.Generated < req.MaxTokens {
-		id := smp.Sample(logits.Last(0))
-		if st.Generated == 0 {
-			st.TimeToFirstTok = time.Since(start)
-		}
-		if tok.IsEOG(id) && !req.IgnoreEOS {
-			st.FinishReason = FinishStop
-			break
-		}
-		smp.Accept(id)
-		st.Generated++
-		st.CompletionToken = append(st.CompletionToken, id)
-		t := Token{ID: id, Text: dec.Add(id)}
-		if req.Logprobs {
-			t.Logprob = Logprobs(logits.Last(0), id, req.TopLogprobs)
-		}
-		if err := emit(t); err != nil {
-			return st, err
-		}
-		if st.Generated == req.MaxTokens || seq.Pos() >= seq.Cap() {
-			break
-		}
-		var err error
-		if logits, err = seq.Forward(ctx, []int32{id}, backends.LogitsLast); err != nil {
-			return st, err
-		}
-	}
-	st.GenerateTime = time.Since(genStart)
-	if rest := dec.Flush(); rest != "" {
-		if err := emit(Token{ID: -1, Text: rest}); err != nil {
-			return st, err
-		}
-	}
-	return st, nil
+	return &gen{req: req, tok: tok, smp: smp, dec: tok.NewDecoder(false, opts...), st: Stats{FinishReason: FinishLength}}
 }
+
+// next samples the token that follows logits. It reports false, with the
+// finish reason set, at an end-of-generation token (which is not counted).
+func (g *gen) next(logits []float32) (Token, bool) {
+	id := g.smp.Sample(logits)
+	if g.tok.IsEOG(id) && !g.req.IgnoreEOS {
+		g.st.FinishReason = FinishStop
+		return Token{}, false
+	}
+	g.smp.Accept(id)
+	g.st.Generated++
+	g.st.CompletionToken = append(g.st.CompletionToken, id)
+	t := Token{ID: id, Text: g.dec.Add(id)}
+	if g.req.Logprobs {
+		t.Logprob = Logprobs(logits, id, g.req.TopLogprobs)
+	}
+	return t, true
+}
+
+// flush returns the text the decoder still holds.
+func (g *gen) flush() string { return g.dec.Flush() }
 
 // Logprobs returns the log-probability of id under logits (log-softmax) and
 // the top likeliest tokens, likeliest first (ties to the lower id). top is

@@ -180,29 +180,21 @@ func (s *Serial) run(j *job) {
 		finish(j, res)
 	}()
 	s.seq.Reset()
-	stop := newStopper(j.req.Stop)
-	var lps []TokenLogprob // not yet sent
-	send := func(text string) error {
-		if text == "" && len(lps) == 0 {
+	str := newStreamer(j.req.Stop)
+	send := func() error {
+		if !str.ready() {
 			return nil
 		}
 		select {
-		case j.out <- Event{Text: text, Logprobs: lps}:
-			lps = nil
+		case j.out <- str.take():
 			return nil
 		case <-j.ctx.Done():
 			return context.Cause(j.ctx)
 		}
 	}
 	st, err := GenerateTokens(j.ctx, s.seq, s.tok, j.req, func(t Token) error {
-		if t.Logprob != nil {
-			lps = append(lps, *t.Logprob)
-		}
-		out, hit := stop.add(t.Text)
-		if out == "" && !hit {
-			return nil // nothing final yet: the logprobs wait for their text
-		}
-		if err := send(out); err != nil {
+		hit := str.add(t)
+		if err := send(); err != nil {
 			return err
 		}
 		if hit {
@@ -219,7 +211,8 @@ func (s *Serial) run(j *job) {
 	case err != nil:
 		res.Err = err
 	default:
-		res.Err = send(stop.flush())
+		str.flush()
+		res.Err = send()
 	}
 }
 
@@ -271,6 +264,49 @@ func (b *beatRunner) Forward(ctx context.Context, batch *backends.Batch) (*backe
 		b.used.Store(int64(r.Pos + len(r.Tokens)))
 	}
 	return l, err
+}
+
+// streamer turns generated tokens into events: it cuts the text at the
+// first stop string, holds back text that may begin one, and holds each
+// token's logprob back until its text goes out.
+type streamer struct {
+	stop *stopper
+	held []TokenLogprob // logprobs of text held back
+	ev   Event          // ready to send
+}
+
+func newStreamer(stops []string) *streamer { return &streamer{stop: newStopper(stops)} }
+
+// add takes the next token and reports whether a stop string ended the text.
+func (s *streamer) add(t Token) bool {
+	if t.Logprob != nil {
+		s.held = append(s.held, *t.Logprob)
+	}
+	out, hit := s.stop.add(t.Text)
+	if out == "" && !hit {
+		return false // nothing final yet: the logprobs wait for their text
+	}
+	s.ev.Text += out
+	s.ev.Logprobs = append(s.ev.Logprobs, s.held...)
+	s.held = nil
+	return hit
+}
+
+// flush makes the held-back text and logprobs ready at the end of the stream.
+func (s *streamer) flush() {
+	s.ev.Text += s.stop.flush()
+	s.ev.Logprobs = append(s.ev.Logprobs, s.held...)
+	s.held = nil
+}
+
+// ready reports whether an event waits to be sent.
+func (s *streamer) ready() bool { return s.ev.Text != "" || len(s.ev.Logprobs) > 0 }
+
+// take returns the waiting event and forgets it.
+func (s *streamer) take() Event {
+	ev := s.ev
+	s.ev = Event{}
+	return ev
 }
 
 // stopper cuts the stream at the first stop string and holds back text

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"math"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -12,33 +11,14 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/octet-dev/octet/backends"
-	"github.com/octet-dev/octet/backends/ref"
 	"github.com/octet-dev/octet/model"
-	"github.com/octet-dev/octet/model/gguf"
 	"github.com/octet-dev/octet/model/sample"
-	"github.com/octet-dev/octet/model/synth"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// tinyModel writes synth's "tiny" shape and loads it with ref.
-func tinyModel(t *testing.T) (*model.Model, backends.Runner) {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "tiny.gguf")
-	if err := synth.Run(context.Background(), synth.Options{Shape: "tiny", Type: gguf.Q8_0, Out: path, Seed: 1}); err != nil {
-		t.Fatal(err)
-	}
-	m, err := model.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := ref.Backend{}.Load(m, backends.LoadOptions{MaxContext: 128, Threads: 1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close(); m.Close() })
-	return m, r
-}
+// tinyModel is tinyRef with the KV blocks of one 128-position sequence.
+func tinyModel(t *testing.T) (*model.Model, backends.Runner) { return tinyRef(t, 8) }
 
 func collect(t *testing.T, ch <-chan Event) (string, Result) {
 	t.Helper()

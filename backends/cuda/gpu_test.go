@@ -14,10 +14,15 @@ import (
 	"testing"
 
 	"github.com/octet-dev/octet/backends"
+	"github.com/octet-dev/octet/backends/backendtest"
 	"github.com/octet-dev/octet/backends/ref"
 	"github.com/octet-dev/octet/eval/evaltest"
 	"github.com/octet-dev/octet/model"
 	"github.com/octet-dev/octet/model/gguf"
+)
+
+var (
+	loadRunner = backendtest.LoadRunner
 )
 
 // openOrSkip opens GPU 0, or skips the test where none answers.
@@ -49,16 +54,6 @@ func loadStories(t testing.TB, name string) *model.Model {
 		t.Skipf("%s is absent (../shared not here): %v", path, err)
 	}
 	return evaltest.Load(t, path)
-}
-
-func loadRunner(t testing.TB, b backends.Backend, m *model.Model, o backends.LoadOptions) backends.Runner {
-	t.Helper()
-	r, err := b.Load(m, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close() })
-	return r
 }
 
 func randVec(rng *rand.Rand, n int, scale float32) []float32 {

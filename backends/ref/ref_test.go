@@ -2,6 +2,7 @@ package ref
 
 import (
 	"context"
+	"github.com/octet-dev/octet/backends/backendtest"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -13,40 +14,15 @@ import (
 	"github.com/octet-dev/octet/model"
 	"github.com/octet-dev/octet/model/gguf"
 	"github.com/octet-dev/octet/model/sample"
-	"github.com/octet-dev/octet/model/synth"
 	"github.com/octet-dev/octet/scheduler"
 )
 
-const storiesDir = "../../../shared/models/stories260K"
+var storiesDir = backendtest.StoriesDir
 
-func loadShared(t testing.TB, name string) *model.Model {
-	t.Helper()
-	path := filepath.Join(storiesDir, name)
-	if _, err := os.Stat(path); err != nil {
-		t.Skipf("%s is absent (../shared not here): %v", path, err)
-	}
-	m, err := model.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close() })
-	return m
-}
-
-// synthModel writes a small random model of the given shape and type.
-func synthModel(t testing.TB, shape string, typ gguf.TensorType) *model.Model {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), shape+".gguf")
-	if err := synth.Run(context.Background(), synth.Options{Shape: shape, Type: typ, Out: path, Seed: 7}); err != nil {
-		t.Fatal(err)
-	}
-	m, err := model.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close() })
-	return m
-}
+var (
+	loadShared = backendtest.LoadShared
+	synthModel = backendtest.SynthModel
+)
 
 func load(t testing.TB, m *model.Model, o backends.LoadOptions) backends.Runner {
 	t.Helper()

@@ -18,6 +18,6 @@ func rootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(generateCmd(), tokenizeCmd(), inspectCmd(), synthCmd(), serveCmd(), evalCmd(), quantizeCmd(), pruneCmd())
+	root.AddCommand(generateCmd(), tokenizeCmd(), inspectCmd(), synthCmd(), serveCmd(), evalCmd(), quantizeCmd(), benchCmd(), pruneCmd())
 	return root
 }

@@ -1,0 +1,67 @@
+// Package backendtest holds the test helpers the backends share: the real
+// stories260K model from ../shared, small synthetic models, and runners
+// closed at the end of the test.
+package backendtest
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"runtime"
+	"testing"
+
+	"github.com/octet-dev/octet/backends"
+	"github.com/octet-dev/octet/model"
+	"github.com/octet-dev/octet/model/gguf"
+	"github.com/octet-dev/octet/model/synth"
+)
+
+// StoriesDir is ../shared/models/stories260K beside the repository,
+// wherever the test runs from.
+var StoriesDir = func() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..", "..", "shared", "models", "stories260K")
+}()
+
+// LoadShared loads a stories260K file, or skips the test when ../shared
+// is absent.
+func LoadShared(t testing.TB, name string) *model.Model {
+	t.Helper()
+	path := filepath.Join(StoriesDir, name)
+	if _, err := os.Stat(path); err != nil {
+		t.Skipf("%s is absent (../shared not here): %v", path, err)
+	}
+	return load(t, path)
+}
+
+// SynthModel writes a random model of the given shape and type (seed 7)
+// and loads it.
+func SynthModel(t testing.TB, shape string, typ gguf.TensorType) *model.Model {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), shape+".gguf")
+	if err := synth.Run(context.Background(), synth.Options{Shape: shape, Type: typ, Out: path, Seed: 7}); err != nil {
+		t.Fatal(err)
+	}
+	return load(t, path)
+}
+
+func load(t testing.TB, path string) *model.Model {
+	t.Helper()
+	m, err := model.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m
+}
+
+// LoadRunner loads m on b and closes the runner at the end of the test.
+func LoadRunner(t testing.TB, b backends.Backend, m *model.Model, o backends.LoadOptions) backends.Runner {
+	t.Helper()
+	r, err := b.Load(m, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}

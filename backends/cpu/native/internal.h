@@ -1,0 +1,203 @@
+/*
+ * internal.h — declarations shared by the library's source files.
+ *
+ * The same sources build every variant; the compiler flags of the variant
+ * select one instruction set below (OC_ISA_*), and each kernel file has one
+ * implementation per instruction set under #if.
+ */
+#ifndef OCTET_INTERNAL_H
+#define OCTET_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "octet.h"
+
+#if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512VNNI__)
+#define OC_ISA_AVX512 1
+#define OC_ISA_NAME "avx512"
+#elif defined(__AVXVNNI__) && defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define OC_ISA_AVXVNNI 1
+#define OC_ISA_NAME "avxvnni"
+#elif defined(__AVX2__) && defined(__FMA__) && defined(__F16C__)
+#define OC_ISA_AVX2 1
+#define OC_ISA_NAME "avx2"
+#elif defined(__aarch64__) && defined(__ARM_FEATURE_DOTPROD)
+#define OC_ISA_NEON 1
+#define OC_ISA_NAME "neon-dotprod"
+#else
+#define OC_ISA_PORTABLE 1
+#define OC_ISA_NAME "portable"
+#endif
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#endif
+
+#define OC_EXPORT __attribute__((visibility("default")))
+#define OC_INLINE static inline __attribute__((always_inline))
+#define OC_UNUSED __attribute__((unused))
+
+/* Q8_0: blocks of 32 int8 with an fp16 scale in front. */
+#define QK 32
+#define Q8_BLOCK 34
+/* The runner's own type code for a Q8_0 matrix it packed at load. */
+#define OC_Q8_PACKED 1008
+
+/* Rows of a matrix one task of a parallel matrix product covers: a
+ * multiple of every microkernel's row tile and of QK, so a task that owns
+ * rows of the FFN's gate and up can quantize its own blocks of the product. */
+#define OC_CHUNK 64
+
+/* ---- scalar conversions ---- */
+
+OC_INLINE float oc_f16_to_f32(uint16_t h) {
+	uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 0x1f, mant = h & 0x3ff, bits;
+	if (exp == 0x1f) {
+		bits = sign | 0x7f800000u | (mant << 13);
+	} else if (exp != 0) {
+		bits = sign | ((exp + 112) << 23) | (mant << 13);
+	} else if (mant == 0) {
+		bits = sign;
+	} else {
+		float f = (float)mant * (1.0f / 16777216.0f);
+		return sign ? -f : f;
+	}
+	float f;
+	memcpy(&f, &bits, 4);
+	return f;
+}
+
+OC_INLINE float oc_bf16_to_f32(uint16_t h) {
+	uint32_t bits = (uint32_t)h << 16;
+	float f;
+	memcpy(&f, &bits, 4);
+	return f;
+}
+
+OC_INLINE uint16_t oc_load_u16(const void *p) {
+	uint16_t v;
+	memcpy(&v, p, 2);
+	return v;
+}
+
+OC_INLINE int64_t oc_row_bytes(int64_t type, int64_t cols) {
+	switch (type) {
+	case OC_F32: return cols * 4;
+	case OC_F16:
+	case OC_BF16: return cols * 2;
+	case OC_Q8_0: return cols / QK * Q8_BLOCK;
+	}
+	return -1;
+}
+
+/* ---- thread pool (pool.c) ---- */
+
+typedef struct oc_pool oc_pool;
+typedef void (*oc_job)(void *arg, int tid, int nthreads);
+
+oc_pool *oc_pool_new(int threads);
+void oc_pool_free(oc_pool *p);
+int oc_pool_threads(const oc_pool *p);
+/* oc_pool_run runs job on every thread (the caller is thread 0) and returns
+ * when all have returned. */
+void oc_pool_run(oc_pool *p, oc_job job, void *arg);
+/* oc_barrier waits until every thread of the running job reaches it. */
+void oc_barrier(oc_pool *p);
+
+/* ---- per-thread scratch ---- */
+
+typedef struct oc_scratch {
+	uint8_t *pack; /* packed weight panels (q8), OC_CHUNK rows */
+	float *rowf;   /* weight rows decoded to f32 */
+	float *att;    /* attention scores: group × context */
+	size_t pack_bytes, rowf_n, att_n;
+} oc_scratch;
+
+int oc_scratch_init(oc_scratch *s, int64_t kmax, int64_t ctx, int64_t group);
+void oc_scratch_free(oc_scratch *s);
+
+/* ---- memory ---- */
+void *oc_alloc(size_t bytes); /* 64-byte aligned, zeroed; NULL on failure */
+void oc_free(void *p);
+void *oc_map(size_t bytes); /* anonymous mapping; NULL on failure */
+void oc_unmap(void *p, size_t bytes);
+
+/* ---- activations quantized to Q8 blocks (q8.c) ----
+ * Row t of n: q[t*lq + i] int8 values; d[t*lb + b] the block's scale (f32),
+ * c[t*lb + b] = -128 × (sum of the block's values), the correction that the
+ * unsigned×signed dot products of the VNNI kernels need. */
+typedef struct oc_qact {
+	int8_t *q;
+	float *d;
+	int32_t *c;
+	int64_t lq, lb, k;
+	/* AVX-512 only (else NULL): per pair of blocks, 16 lanes holding the
+	 * two scales (8 lanes each) and the two corrections (lanes 0 and 8). */
+	float *de;
+	int32_t *ce;
+	int64_t le;
+} oc_qact;
+
+size_t oc_qact_bytes(int64_t n, int64_t k);
+void oc_qact_bind(oc_qact *a, void *mem, int64_t n, int64_t k);
+/* Quantize rows [t0, t1) of x (row stride ldx), blocks [b0, b1) of each;
+ * b0 must be even and b1 even or the row's last block. */
+void oc_quantize_rows(oc_qact *a, const float *x, int64_t ldx, int64_t t0, int64_t t1, int64_t b0, int64_t b1);
+
+/* y[t*ldy + r] (+)= dot(row r of w, activation t), rows [r0, r1), tokens
+ * [0, n). w is Q8_0 with k columns. */
+void oc_q8_matmul(oc_scratch *s, const uint8_t *w, int64_t k, int64_t r0, int64_t r1,
+		  const oc_qact *a, int64_t n, float *y, int64_t ldy, int acc);
+/* The direct kernel alone (no packing), for tests and measurements. */
+void oc_q8_matmul_direct(const uint8_t *w, int64_t k, int64_t r0, int64_t r1,
+			 const oc_qact *a, int64_t n, float *y, int64_t ldy, int acc);
+/* The packed (GEMM) path alone, for tests and measurements. */
+void oc_q8_matmul_packed(oc_scratch *s, const uint8_t *w, int64_t k, int64_t r0, int64_t r1,
+			 const oc_qact *a, int64_t n, float *y, int64_t ldy, int acc);
+/* Tokens from which oc_q8_matmul packs weight panels. */
+extern const int oc_q8_pack_min;
+/* Rows per packed panel of this variant. */
+extern const int oc_q8_mr;
+/* A matrix packed at load: panels of oc_q8_mr rows (the last one padded),
+ * in the layout of q8.c. oc_q8_prepack packs panels [p0, p1) of w (rows ×
+ * k, Q8_0) into dst (oc_q8_prepacked_bytes). */
+size_t oc_q8_prepacked_bytes(int64_t rows, int64_t k);
+size_t oc_q8_scratch_pack_bytes(int64_t k);
+void oc_q8_prepack(const uint8_t *w, int64_t k, int64_t rows, int64_t p0, int64_t p1, uint8_t *dst);
+/* Same contract as oc_q8_matmul over a prepacked matrix; r0 must be a
+ * multiple of oc_q8_mr. */
+void oc_q8_matmul_prepacked(const uint8_t *pw, int64_t k, int64_t rows, int64_t r0, int64_t r1,
+			    const oc_qact *a, int64_t n, float *y, int64_t ldy, int acc);
+
+/* ---- float weights (fmat.c) ---- */
+/* Same contract, for F32, F16 and BF16 weights and f32 activations x
+ * (row stride ldx). */
+void oc_f_matmul(oc_scratch *s, const void *w, int64_t type, int64_t k, int64_t r0, int64_t r1,
+		 const float *x, int64_t ldx, int64_t n, float *y, int64_t ldy, int acc);
+/* Decode row r of a tensor of any type into dst (k floats). */
+void oc_decode_row(const void *w, int64_t type, int64_t k, int64_t r, float *dst);
+
+/* ---- elementwise and attention (ops.c) ---- */
+float oc_dot(const float *a, const float *b, int64_t n);
+void oc_rmsnorm(float *dst, const float *x, const float *w, int64_t n, float eps);
+void oc_softmax(float *x, int64_t n);
+void oc_silu_gate(float *dst, const float *gate, const float *up, int64_t n);
+/* Rotate heads of x in place by the angles cs (cos) and sn (sin), rope_dims/2 of each. */
+void oc_rope_apply(float *x, int64_t heads, int64_t hd, int64_t rdims, int neox, const float *cs, const float *sn);
+/* cos and sin of θ_i = pos·fs·pw[i] / fr[i] for i < half (ref's formula). */
+void oc_rope_angles(float *cs, float *sn, const double *pw, const double *fr, double fs, int64_t half, int64_t pos);
+/*
+ * Attention of one query token over positions 0…npos-1 of its sequence,
+ * for the query heads h0…h0+nh-1 that share KV head g. slot(j) =
+ * blocks[j / bs] * bs + j % bs; K and V rows are kvw floats wide.
+ */
+void oc_attention_group(float *out, const float *q, const float *kc, const float *vc, int64_t kvw,
+			const int32_t *blocks, int64_t bs, int64_t npos, int64_t g, int64_t nh,
+			int64_t hd, float scale, float *scores);
+
+#endif

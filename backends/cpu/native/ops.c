@@ -1,0 +1,238 @@
+/*
+ * ops.c — f32 vector kernels: dot, RMSNorm, softmax, SiLU gate, RoPE,
+ * attention over the paged KV cache. Each is the loop of its twin in
+ * backends/ref/ops.go, reordered only where SIMD sums in another order.
+ */
+#include <math.h>
+
+#include "internal.h"
+
+/* ------------------------------------------------------------------ dot */
+
+float oc_dot(const float *a, const float *b, int64_t n) {
+#if defined(OC_ISA_AVX512)
+	__m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+	int64_t i = 0;
+	for (; i + 32 <= n; i += 32) {
+		s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+		s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
+	}
+	for (; i < n; i += 16) {
+		__mmask16 m = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+		s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), s0);
+	}
+	return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+#elif defined(OC_ISA_AVX2) || defined(OC_ISA_AVXVNNI)
+	__m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+	int64_t i = 0;
+	for (; i + 16 <= n; i += 16) {
+		s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+		s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+	}
+	for (; i + 8 <= n; i += 8)
+		s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+	s0 = _mm256_add_ps(s0, s1);
+	__m128 s = _mm_add_ps(_mm256_castps256_ps128(s0), _mm256_extractf128_ps(s0, 1));
+	s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+	s = _mm_add_ss(s, _mm_movehdup_ps(s));
+	float r = _mm_cvtss_f32(s);
+	for (; i < n; i++)
+		r += a[i] * b[i];
+	return r;
+#elif defined(OC_ISA_NEON)
+	float32x4_t s0 = vdupq_n_f32(0), s1 = vdupq_n_f32(0);
+	int64_t i = 0;
+	for (; i + 8 <= n; i += 8) {
+		s0 = vfmaq_f32(s0, vld1q_f32(a + i), vld1q_f32(b + i));
+		s1 = vfmaq_f32(s1, vld1q_f32(a + i + 4), vld1q_f32(b + i + 4));
+	}
+	float r = vaddvq_f32(vaddq_f32(s0, s1));
+	for (; i < n; i++)
+		r += a[i] * b[i];
+	return r;
+#else
+	float s[8] = {0};
+	int64_t i = 0;
+	for (; i + 8 <= n; i += 8)
+		for (int j = 0; j < 8; j++)
+			s[j] += a[i + j] * b[i + j];
+	float r = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]));
+	for (; i < n; i++)
+		r += a[i] * b[i];
+	return r;
+#endif
+}
+
+/* y += a·x */
+static void axpy(float *y, float a, const float *x, int64_t n) {
+#if defined(OC_ISA_AVX512)
+	__m512 va = _mm512_set1_ps(a);
+	int64_t i = 0;
+	for (; i + 16 <= n; i += 16)
+		_mm512_storeu_ps(y + i, _mm512_fmadd_ps(va, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
+	if (i < n) {
+		__mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+		_mm512_mask_storeu_ps(y + i, m, _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i)));
+	}
+#elif defined(OC_ISA_AVX2) || defined(OC_ISA_AVXVNNI)
+	__m256 va = _mm256_set1_ps(a);
+	int64_t i = 0;
+	for (; i + 8 <= n; i += 8)
+		_mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+	for (; i < n; i++)
+		y[i] += a * x[i];
+#else
+	for (int64_t i = 0; i < n; i++)
+		y[i] += a * x[i];
+#endif
+}
+
+/* ------------------------------------------------------------------ exp */
+
+/*
+ * e^x in f32 for x in [-87.3, 88.7] (clamped outside): x = n·ln2 + r with
+ * |r| ≤ ln2/2, e^r by a degree-6 polynomial (Cephes' expf coefficients),
+ * 2^n by building the exponent. Relative error about 2 ulp. Written as
+ * straight-line code so that the compiler vectorizes the loops calling it.
+ */
+OC_INLINE float oc_exp(float x) {
+	x = x > 88.7f ? 88.7f : x;
+	x = x < -87.3f ? -87.3f : x;
+	const float magic = 12582912.0f; /* 1.5·2^23: adding it rounds to an integer */
+	float n = (x * 1.44269504088896341f + magic) - magic;
+	float r = x - n * 0.693359375f;
+	r = r - n * -2.12194440e-4f;
+	float p = 1.9875691500e-4f;
+	p = p * r + 1.3981999507e-3f;
+	p = p * r + 8.3334519073e-3f;
+	p = p * r + 4.1665795894e-2f;
+	p = p * r + 1.6666665459e-1f;
+	p = p * r + 5.0000001201e-1f;
+	p = p * r * r + r + 1.0f;
+	int32_t e = ((int32_t)n + 127) << 23;
+	float s;
+	memcpy(&s, &e, 4);
+	return p * s;
+}
+
+/* ---------------------------------------------------------- elementwise */
+
+/* ref.RMSNorm: dst = x / sqrt(mean(x²) + eps) * w. */
+void oc_rmsnorm(float *dst, const float *x, const float *w, int64_t n, float eps) {
+	double ss = 0;
+	float part[16] = {0};
+	int64_t i = 0;
+	for (; i + 16 <= n; i += 16)
+		for (int j = 0; j < 16; j++)
+			part[j] += x[i + j] * x[i + j];
+	for (int j = 0; j < 16; j++)
+		ss += part[j];
+	for (; i < n; i++)
+		ss += (double)x[i] * (double)x[i];
+	float scale = (float)(1.0 / sqrt(ss / (double)n + (double)eps));
+	for (i = 0; i < n; i++)
+		dst[i] = x[i] * scale * w[i];
+}
+
+/* ref.Softmax: x = exp(x - max) / sum. */
+void oc_softmax(float *x, int64_t n) {
+	float m = x[0];
+	for (int64_t i = 1; i < n; i++)
+		m = x[i] > m ? x[i] : m;
+	float part[16] = {0};
+	int64_t i = 0;
+	for (; i + 16 <= n; i += 16)
+		for (int j = 0; j < 16; j++) {
+			float e = oc_exp(x[i + j] - m);
+			x[i + j] = e;
+			part[j] += e;
+		}
+	double sum = 0;
+	for (int j = 0; j < 16; j++)
+		sum += part[j];
+	for (; i < n; i++) {
+		float e = oc_exp(x[i] - m);
+		x[i] = e;
+		sum += e;
+	}
+	float inv = (float)(1.0 / sum);
+	for (i = 0; i < n; i++)
+		x[i] *= inv;
+}
+
+/* ref.SiLUGate: dst = gate / (1 + e^-gate) * up. */
+void oc_silu_gate(float *dst, const float *gate, const float *up, int64_t n) {
+	for (int64_t i = 0; i < n; i++) {
+		float g = gate[i];
+		dst[i] = g / (1.0f + oc_exp(-g)) * up[i];
+	}
+}
+
+/* ----------------------------------------------------------------- rope */
+
+void oc_rope_angles(float *cs, float *sn, const double *pw, const double *fr, double fs, int64_t half, int64_t pos) {
+	double p = (double)pos * fs;
+	for (int64_t i = 0; i < half; i++) {
+		double th = p * pw[i] / fr[i];
+		cs[i] = (float)cos(th);
+		sn[i] = (float)sin(th);
+	}
+}
+
+/* ref.Rope with the angles precomputed: pairs (2i, 2i+1), or (i, i+half)
+ * in NeoX order, of the first rdims dimensions of each head. */
+void oc_rope_apply(float *x, int64_t heads, int64_t hd, int64_t rdims, int neox, const float *cs, const float *sn) {
+	int64_t half = rdims / 2;
+	for (int64_t h = 0; h < heads; h++) {
+		float *v = x + h * hd;
+		if (neox) {
+			for (int64_t i = 0; i < half; i++) {
+				float x0 = v[i], x1 = v[i + half];
+				v[i] = x0 * cs[i] - x1 * sn[i];
+				v[i + half] = x0 * sn[i] + x1 * cs[i];
+			}
+		} else {
+			for (int64_t i = 0; i < half; i++) {
+				float x0 = v[2 * i], x1 = v[2 * i + 1];
+				v[2 * i] = x0 * cs[i] - x1 * sn[i];
+				v[2 * i + 1] = x0 * sn[i] + x1 * cs[i];
+			}
+		}
+	}
+}
+
+/* ------------------------------------------------------------ attention */
+
+/*
+ * ref.Attention for the nh query heads that share KV head g: each cached
+ * key and value row is loaded once for all of them. scores holds nh rows of
+ * npos (rounded up to 16) floats.
+ */
+void oc_attention_group(float *out, const float *q, const float *kc, const float *vc, int64_t kvw,
+			const int32_t *blocks, int64_t bs, int64_t npos, int64_t g, int64_t nh,
+			int64_t hd, float scale, float *scores) {
+	int64_t ld = (npos + 15) / 16 * 16;
+	int64_t off = g * hd;
+	for (int64_t j0 = 0, blk = 0; j0 < npos; j0 += bs, blk++) {
+		int64_t base = (int64_t)blocks[blk] * bs;
+		int64_t cnt = npos - j0 < bs ? npos - j0 : bs;
+		for (int64_t jj = 0; jj < cnt; jj++) {
+			const float *kr = kc + (base + jj) * kvw + off;
+			for (int64_t h = 0; h < nh; h++)
+				scores[h * ld + j0 + jj] = oc_dot(q + h * hd, kr, hd) * scale;
+		}
+	}
+	for (int64_t h = 0; h < nh; h++) {
+		oc_softmax(scores + h * ld, npos);
+		memset(out + h * hd, 0, (size_t)hd * sizeof(float));
+	}
+	for (int64_t j0 = 0, blk = 0; j0 < npos; j0 += bs, blk++) {
+		int64_t base = (int64_t)blocks[blk] * bs;
+		int64_t cnt = npos - j0 < bs ? npos - j0 : bs;
+		for (int64_t jj = 0; jj < cnt; jj++) {
+			const float *vr = vc + (base + jj) * kvw + off;
+			for (int64_t h = 0; h < nh; h++)
+				axpy(out + h * hd, scores[h * ld + j0 + jj], vr, hd);
+		}
+	}
+}

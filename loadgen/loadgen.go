@@ -1,0 +1,342 @@
+// Package loadgen is `octet bench --url/--unix`: a load generator for any
+// OpenAI-compatible server (octet, llama.cpp's server, vLLM), so they can
+// be measured on the same work.
+//
+// Each concurrency level runs Requests streaming completions from that
+// many concurrent clients, each client sending its next request when the
+// previous one ends. A prompt is an array of token ids (the completions
+// API accepts one), so its length in tokens is exact whatever the server's
+// tokenizer; answers are MaxTokens long (ignore_eos). With SharedPrefix,
+// every prompt starts with the same tokens (a system prompt), which a
+// server with a prefix cache computes once.
+//
+// Measured per request: time to first token (from sending the request to
+// the first streamed text), inter-token latency (between successive text
+// chunks), end-to-end latency, and tokens/s from the first token on
+// (completion tokens by the server's usage report when it sends one, else
+// the count of text chunks). Per level: percentiles of those, aggregate
+// completion tokens/s over the level's wall time, and errors by HTTP status
+// (or "transport" and "stream" for connection and in-stream errors).
+package loadgen
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Options describe a load test.
+type Options struct {
+	URL  string // base URL of the server: http://host:port (no /v1)
+	Unix string // or a Unix socket path
+	// Model is the "model" field of each request ("" leaves it out).
+	Model  string
+	APIKey string
+
+	Concurrency  []int // levels, run in order
+	Requests     int   // requests per level
+	PromptTokens int
+	MaxTokens    int
+	SharedPrefix int // leading prompt tokens common to every request
+	Vocab        int // prompt token ids are drawn from [10, Vocab)
+	Timeout      time.Duration
+	Seed         uint64
+
+	// Progress, when set, is called after each request ends.
+	Progress func()
+}
+
+// Validate checks the options.
+func (o *Options) Validate() error {
+	switch {
+	case (o.URL == "") == (o.Unix == ""):
+		return errors.New("loadgen: give exactly one of a URL and a Unix socket")
+	case len(o.Concurrency) == 0:
+		return errors.New("loadgen: no concurrency level")
+	case o.Requests < 1:
+		return errors.New("loadgen: --requests must be at least 1")
+	case o.PromptTokens < 1 || o.MaxTokens < 1:
+		return errors.New("loadgen: --prompt-tokens and --max-tokens must be at least 1")
+	case o.SharedPrefix < 0 || o.SharedPrefix >= o.PromptTokens:
+		return fmt.Errorf("loadgen: --shared-prefix %d must be below --prompt-tokens %d", o.SharedPrefix, o.PromptTokens)
+	case o.Vocab <= 10:
+		return fmt.Errorf("loadgen: --vocab %d must be above 10", o.Vocab)
+	}
+	for _, c := range o.Concurrency {
+		if c < 1 || c > 4096 {
+			return fmt.Errorf("loadgen: concurrency %d: want 1…4096", c)
+		}
+	}
+	if o.URL != "" && !strings.HasPrefix(o.URL, "http://") && !strings.HasPrefix(o.URL, "https://") {
+		return fmt.Errorf("loadgen: URL %q must start with http:// or https://", o.URL)
+	}
+	return nil
+}
+
+// Level is the result of one concurrency level. Times are milliseconds.
+type Level struct {
+	Concurrency int            `json:"concurrency"`
+	Requests    int            `json:"requests"`
+	Errors      int            `json:"errors"`
+	ErrorsBy    map[string]int `json:"errors_by_status,omitempty"`
+	TTFTP50     float64        `json:"ttft_p50_ms"`
+	TTFTP90     float64        `json:"ttft_p90_ms"`
+	TTFTP99     float64        `json:"ttft_p99_ms"`
+	ITLP50      float64        `json:"itl_p50_ms"`
+	ITLP99      float64        `json:"itl_p99_ms"`
+	E2EP50      float64        `json:"e2e_p50_ms"`
+	E2EP99      float64        `json:"e2e_p99_ms"`
+	TokensPerS  float64        `json:"tokens_per_s"`             // completion tokens of the level ÷ its wall time
+	PerReqTokS  float64        `json:"per_request_tokens_per_s"` // median over requests, from the first token on
+	Completion  int            `json:"completion_tokens"`
+	WallSeconds float64        `json:"wall_s"`
+}
+
+// sample is one request's measurements.
+type sample struct {
+	status string // "" for success
+	ttft   time.Duration
+	itls   []time.Duration
+	e2e    time.Duration
+	tokens int
+}
+
+// Run runs every level in order, after one warm-up request.
+func Run(ctx context.Context, o Options) ([]Level, error) {
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = 10 * time.Minute
+	}
+	c := newClient(o)
+	rng := rand.New(rand.NewPCG(o.Seed, 0x6f63746574))
+	prefix := make([]int, o.SharedPrefix)
+	for i := range prefix {
+		prefix[i] = 10 + rng.IntN(o.Vocab-10)
+	}
+	prompt := func() []int {
+		p := slices.Clone(prefix)
+		for len(p) < o.PromptTokens {
+			p = append(p, 10+rng.IntN(o.Vocab-10))
+		}
+		return p
+	}
+	if s := c.do(ctx, prompt()); s.status != "" {
+		return nil, fmt.Errorf("loadgen: the warm-up request failed: %s", s.status)
+	}
+	var levels []Level
+	for _, conc := range o.Concurrency {
+		prompts := make([][]int, o.Requests)
+		for i := range prompts {
+			prompts[i] = prompt()
+		}
+		var mu sync.Mutex
+		var samples []sample
+		next := 0
+		start := time.Now()
+		var wg sync.WaitGroup
+		for range conc {
+			wg.Go(func() {
+				for {
+					mu.Lock()
+					i := next
+					next++
+					mu.Unlock()
+					if i >= len(prompts) || ctx.Err() != nil {
+						return
+					}
+					s := c.do(ctx, prompts[i])
+					mu.Lock()
+					samples = append(samples, s)
+					mu.Unlock()
+					if o.Progress != nil {
+						o.Progress()
+					}
+				}
+			})
+		}
+		wg.Wait()
+		if err := ctx.Err(); err != nil {
+			return levels, err
+		}
+		levels = append(levels, summarize(conc, samples, time.Since(start)))
+	}
+	return levels, nil
+}
+
+func summarize(conc int, samples []sample, wall time.Duration) Level {
+	l := Level{Concurrency: conc, Requests: len(samples), WallSeconds: wall.Seconds()}
+	var ttft, itl, e2e, rate []float64
+	for _, s := range samples {
+		if s.status != "" {
+			l.Errors++
+			if l.ErrorsBy == nil {
+				l.ErrorsBy = map[string]int{}
+			}
+			l.ErrorsBy[s.status]++
+			continue
+		}
+		l.Completion += s.tokens
+		ttft = append(ttft, ms(s.ttft))
+		e2e = append(e2e, ms(s.e2e))
+		for _, d := range s.itls {
+			itl = append(itl, ms(d))
+		}
+		if gen := s.e2e - s.ttft; gen > 0 && s.tokens > 1 {
+			rate = append(rate, float64(s.tokens-1)/gen.Seconds())
+		}
+	}
+	l.TTFTP50, l.TTFTP90, l.TTFTP99 = Percentile(ttft, 50), Percentile(ttft, 90), Percentile(ttft, 99)
+	l.ITLP50, l.ITLP99 = Percentile(itl, 50), Percentile(itl, 99)
+	l.E2EP50, l.E2EP99 = Percentile(e2e, 50), Percentile(e2e, 99)
+	l.PerReqTokS = Percentile(rate, 50)
+	if wall > 0 {
+		l.TokensPerS = float64(l.Completion) / wall.Seconds()
+	}
+	return l
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// Percentile is the nearest-rank p-th percentile of xs (0 when empty).
+func Percentile(xs []float64, p float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Sorted(slices.Values(xs))
+	i := int(float64(len(s))*p/100+0.999999) - 1
+	return s[min(max(i, 0), len(s)-1)]
+}
+
+// client sends streaming completions.
+type client struct {
+	o    Options
+	hc   *http.Client
+	base string
+}
+
+func newClient(o Options) *client {
+	tr := &http.Transport{MaxIdleConnsPerHost: 4096, DisableCompression: true}
+	base := strings.TrimSuffix(o.URL, "/")
+	if o.Unix != "" {
+		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", o.Unix)
+		}
+		base = "http://unix"
+	}
+	return &client{o: o, hc: &http.Client{Transport: tr}, base: base}
+}
+
+// do runs one request and measures it.
+func (c *client) do(ctx context.Context, prompt []int) sample {
+	ctx, cancel := context.WithTimeout(ctx, c.o.Timeout)
+	defer cancel()
+	body := map[string]any{
+		"prompt": prompt, "max_tokens": c.o.MaxTokens, "stream": true, "temperature": 0,
+		"ignore_eos": true, "stream_options": map[string]any{"include_usage": true},
+	}
+	if c.o.Model != "" {
+		body["model"] = c.o.Model
+	}
+	b, _ := json.Marshal(body)
+	req, err := http.NewRequestWithContext(ctx, "POST", c.base+"/v1/completions", bytes.NewReader(b))
+	if err != nil {
+		return sample{status: "transport"}
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if c.o.APIKey != "" {
+		req.Header.Set("Authorization", "Bearer "+c.o.APIKey)
+	}
+	start := time.Now()
+	resp, err := c.hc.Do(req)
+	if err != nil {
+		return sample{status: "transport"}
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		io.Copy(io.Discard, resp.Body)
+		return sample{status: strconv.Itoa(resp.StatusCode)}
+	}
+	return readStream(resp.Body, start)
+}
+
+// chunk is the part of a streamed completion chunk loadgen reads.
+type chunk struct {
+	Choices []struct {
+		Text  string `json:"text"`
+		Delta struct {
+			Content string `json:"content"`
+		} `json:"delta"`
+	} `json:"choices"`
+	Usage *struct {
+		CompletionTokens int `json:"completion_tokens"`
+	} `json:"usage"`
+	Error json.RawMessage `json:"error"`
+}
+
+// readStream reads server-sent events to [DONE], timing the text chunks.
+func readStream(r io.Reader, start time.Time) sample {
+	var s sample
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	var last time.Time
+	chunks, usage := 0, -1
+	for sc.Scan() {
+		data, ok := strings.CutPrefix(sc.Text(), "data:")
+		if !ok {
+			continue
+		}
+		data = strings.TrimSpace(data)
+		if data == "[DONE]" {
+			s.e2e = time.Since(start)
+			s.tokens = chunks
+			if usage >= 0 {
+				s.tokens = usage
+			}
+			if chunks == 0 {
+				s.status = "stream: no text"
+			}
+			return s
+		}
+		var ch chunk
+		if err := json.Unmarshal([]byte(data), &ch); err != nil {
+			return sample{status: "stream: bad chunk"}
+		}
+		if len(ch.Error) > 0 && string(ch.Error) != "null" {
+			return sample{status: "stream: error event"}
+		}
+		if ch.Usage != nil {
+			usage = ch.Usage.CompletionTokens
+		}
+		text := false
+		for _, c := range ch.Choices {
+			text = text || c.Text != "" || c.Delta.Content != ""
+		}
+		if !text {
+			continue
+		}
+		now := time.Now()
+		if chunks == 0 {
+			s.ttft = now.Sub(start)
+		} else {
+			s.itls = append(s.itls, now.Sub(last))
+		}
+		last = now
+		chunks++
+	}
+	return sample{status: "stream: ended without [DONE]"}
+}

@@ -1,0 +1,677 @@
+package scheduler
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/octet-dev/octet/backends"
+	"github.com/octet-dev/octet/model/tokenizer"
+)
+
+// BatchOptions configure a Batcher.
+type BatchOptions struct {
+	Tuning
+	// MaxContext bounds the positions of one sequence (0, or more than the
+	// whole cache: the whole cache).
+	MaxContext int
+	// Idle is how often the idle loop beats (default 1s).
+	Idle   time.Duration
+	Clock  Clock // default: the system clock
+	Logger *slog.Logger
+
+	// beforeStep, when set (by tests), runs at the top of every pass of
+	// the loop, before the step is planned.
+	beforeStep func()
+}
+
+// Batcher is the continuous-batching Engine. One goroutine runs steps: each
+// step drops what was cancelled, admits waiting requests while KV blocks,
+// running slots and the step's token budget allow, and runs one forward
+// pass over every running sequence's next token together with chunks of
+// the prompts being prefilled; then it samples, streams and frees what
+// finished. The runner's KV cache is paged: each sequence has a block table
+// of blocks taken from a shared pool, full blocks of a known prefix are
+// shared through the prefix cache, and when a step needs a block and none
+// is free, the youngest running sequence is preempted: its blocks go back,
+// and it returns to the head of the queue to be recomputed later (its
+// sampler is kept, so its output is the one it would have given).
+type Batcher struct {
+	r     backends.Runner
+	tok   *tokenizer.Tokenizer
+	clock Clock
+	log   *slog.Logger
+	idle  time.Duration
+	gate  func()
+	ctx   int // positions of one sequence at most
+	wake  chan struct{}
+	quit  chan struct{}
+	done  chan struct{}
+	beat  atomic.Int64 // unix ns
+
+	mu       sync.Mutex // guards everything below
+	t        Tuning
+	closed   bool
+	pool     *blockPool
+	waiting  []*seq // arrival order (preempted ones first)
+	running  []*seq // admission order
+	nextID   uint64
+	keys     map[string]*keyCount
+	stats    EngineStats
+	finished []time.Time // end times of the last requests, for the drain rate
+	service  time.Duration
+}
+
+// seq is one request in the engine.
+type seq struct {
+	*job
+	id       uint64
+	admitted time.Time // first admission
+	firstTok time.Time
+	toks     []int32 // prompt, then generated tokens
+	computed int     // positions in the KV cache
+	blocks   []int32
+	hashes   []uint64 // prefix hash of each keyed full block, in order
+	chunk    int
+	g        *gen
+	str      *streamer
+	unwatch  func() bool
+}
+
+type keyCount struct{ queued, running int }
+
+// NewBatcher starts a batching engine on r. The engine does not own r:
+// close the engine before the runner.
+func NewBatcher(r backends.Runner, tok *tokenizer.Tokenizer, o BatchOptions) (*Batcher, error) {
+	if err := o.Tuning.Validate(); err != nil {
+		return nil, err
+	}
+	if o.Idle <= 0 {
+		o.Idle = time.Second
+	}
+	if o.Clock == nil {
+		o.Clock = realClock{}
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	whole := r.KVBlocks() * r.BlockSize()
+	if o.MaxContext <= 0 || o.MaxContext > whole {
+		o.MaxContext = whole
+	}
+	e := &Batcher{
+		r: r, tok: tok, clock: o.Clock, log: o.Logger, idle: o.Idle, gate: o.beforeStep, ctx: o.MaxContext, t: o.Tuning,
+		wake: make(chan struct{}, 1), quit: make(chan struct{}), done: make(chan struct{}),
+		pool: newBlockPool(r.KVBlocks(), r.BlockSize()), keys: map[string]*keyCount{},
+	}
+	e.stats.StepTokens = newHistogram(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+	e.stats.StepSeqs = newHistogram(1, 2, 4, 8, 16, 32, 64, 128, 256)
+	e.stats.StepTime = newHistogram(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5)
+	e.beat.Store(time.Now().UnixNano())
+	go e.loop()
+	return e, nil
+}
+
+// Context is the number of positions a request's prompt and answer share.
+func (e *Batcher) Context() int { return e.ctx }
+
+// Submit implements Engine.
+func (e *Batcher) Submit(ctx context.Context, req Request) (<-chan Event, error) {
+	s := &seq{job: &job{ctx: ctx, req: req, out: make(chan Event, 16), submitted: e.clock.Now()}}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return nil, ErrClosed
+	}
+	k := e.key(req.Key)
+	// The queue holds QueueLength requests beyond those the free running
+	// slots will take at the next step.
+	room := e.t.QueueLength + max(e.t.MaxRunning-len(e.running), 0)
+	if len(e.waiting) >= room || (e.t.MaxQueuedPerKey > 0 && k.queued >= e.t.MaxQueuedPerKey) {
+		return nil, ErrQueueFull
+	}
+	if err := e.check(req); err != nil {
+		go finish(s.job, Result{Err: err})
+		return s.out, nil
+	}
+	e.nextID++
+	s.id = e.nextID
+	s.toks = slices.Clone(req.Prompt)
+	s.chunk = e.t.PrefillChunk
+	if req.PrefillChunk > 0 {
+		s.chunk = min(s.chunk, req.PrefillChunk)
+	}
+	s.g = newGen(e.tok, req)
+	s.str = newStreamer(req.Stop)
+	s.unwatch = context.AfterFunc(ctx, e.signal)
+	k.queued++
+	e.waiting = append(e.waiting, s)
+	e.signal()
+	return s.out, nil
+}
+
+func (e *Batcher) check(req Request) error {
+	switch {
+	case len(req.Prompt) == 0:
+		return fmt.Errorf("scheduler: empty prompt")
+	case len(req.Prompt) >= e.ctx:
+		return fmt.Errorf("scheduler: prompt of %d tokens does not fit the context of %d", len(req.Prompt), e.ctx)
+	}
+	return nil
+}
+
+func (e *Batcher) key(k string) *keyCount {
+	c, ok := e.keys[k]
+	if !ok {
+		c = &keyCount{}
+		e.keys[k] = c
+	}
+	return c
+}
+
+// dropKey forgets a key nobody uses any more, so the map stays bounded.
+func (e *Batcher) dropKey(k string) {
+	if c := e.keys[k]; c != nil && c.queued == 0 && c.running == 0 {
+		delete(e.keys, k)
+	}
+}
+
+func (e *Batcher) signal() {
+	select {
+	case e.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Retune implements Tunable.
+func (e *Batcher) Retune(t Tuning) error {
+	if err := t.Validate(); err != nil {
+		return err
+	}
+	e.mu.Lock()
+	if e.t.PrefixCache && !t.PrefixCache {
+		e.pool.dropCache()
+	}
+	e.t = t
+	e.mu.Unlock()
+	e.signal()
+	return nil
+}
+
+// Stats implements Engine.
+func (e *Batcher) Stats() EngineStats {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	s := e.stats
+	s.Queued, s.Running, s.Capacity = len(e.waiting), len(e.running), e.t.QueueLength
+	s.MeanService = e.service
+	s.KVUsedBlocks, s.KVBlocks, s.KVCachedBlocks = e.pool.used(), e.pool.total(), e.pool.cached()
+	if n := len(e.finished); n >= 2 {
+		if span := e.finished[n-1].Sub(e.finished[0]); span > 0 {
+			s.DrainRate = float64(n-1) / span.Seconds()
+		}
+	}
+	s.StepTokens, s.StepSeqs, s.StepTime = s.StepTokens.clone(), s.StepSeqs.clone(), s.StepTime.clone()
+	s.Beat = time.Unix(0, e.beat.Load())
+	return s
+}
+
+// Close implements Engine: queued requests end with ErrClosed, running
+// ones run to their end (or their context's), then the loop exits.
+func (e *Batcher) Close() error {
+	e.mu.Lock()
+	if !e.closed {
+		e.closed = true
+		close(e.quit)
+		for _, s := range e.waiting {
+			e.end(s, Result{Err: ErrClosed})
+		}
+		e.waiting = nil
+	}
+	e.mu.Unlock()
+	<-e.done
+	return nil
+}
+
+func (e *Batcher) loop() {
+	defer close(e.done)
+	tick := time.NewTicker(e.idle)
+	defer tick.Stop()
+	for {
+		if e.gate != nil {
+			e.gate()
+		}
+		e.mu.Lock()
+		plan := e.schedule()
+		if plan == nil && e.closed && len(e.running) == 0 {
+			e.mu.Unlock()
+			return
+		}
+		e.mu.Unlock()
+		if plan == nil {
+			select {
+			case <-e.wake:
+			case <-tick.C:
+				e.beat.Store(time.Now().UnixNano())
+			case <-e.quit:
+			}
+			continue
+		}
+		start := e.clock.Now()
+		logits, err := e.forward(plan)
+		e.beat.Store(time.Now().UnixNano())
+		e.mu.Lock()
+		e.stats.StepTime.observe(e.clock.Now().Sub(start).Seconds())
+		e.stats.StepSeqs.observe(float64(len(plan)))
+		n := 0
+		for _, p := range plan {
+			n += p.n
+		}
+		e.stats.StepTokens.observe(float64(n))
+		e.commit(plan, logits, err)
+		e.mu.Unlock()
+	}
+}
+
+// step is one sequence's share of a forward step.
+type step struct {
+	s *seq
+	n int // tokens
+}
+
+// schedule drops what ended, admits what fits and returns the next step's
+// work (nil when there is none).
+func (e *Batcher) schedule() []step {
+	now := e.clock.Now()
+	e.waiting = slices.DeleteFunc(e.waiting, func(s *seq) bool {
+		switch {
+		case s.ctx.Err() != nil:
+			e.end(s, Result{Queued: now.Sub(s.submitted), Err: context.Cause(s.ctx)})
+		case !s.req.Deadline.IsZero() && !now.Before(s.req.Deadline) && s.computed == 0 && s.g.st.Generated == 0:
+			e.stats.Deadlines++
+			e.end(s, Result{Queued: now.Sub(s.submitted), Err: ErrDeadline})
+		default:
+			return false
+		}
+		e.keys[s.req.Key].queued--
+		e.dropKey(s.req.Key)
+		return true
+	})
+	e.running = slices.DeleteFunc(e.running, func(s *seq) bool {
+		if s.ctx.Err() == nil {
+			return false
+		}
+		e.retire(s)
+		s.g.st.FinishReason = ""
+		e.end(s, Result{Stats: s.g.st, Queued: s.admitted.Sub(s.submitted), Err: context.Cause(s.ctx)})
+		return true
+	})
+
+	budget := e.t.MaxBatchTokens
+	var plan []step
+	// Running sequences first, oldest first: decode tokens, then prefill
+	// chunks. A sequence that needs a block when none is free preempts the
+	// youngest.
+	for _, decode := range []bool{true, false} {
+		for i := 0; i < len(e.running) && budget > 0; i++ {
+			s := e.running[i]
+			pending := len(s.toks) - s.computed
+			if (pending == 1) != decode {
+				continue
+			}
+			n := min(pending, budget)
+			if !decode {
+				n = min(n, s.chunk)
+			}
+			if !e.grow(s, n, &plan, &budget) {
+				i-- // s itself was preempted: the next one moved into its place
+				continue
+			}
+			plan = append(plan, step{s, n})
+			budget -= n
+		}
+	}
+	// Then newcomers, while they fit.
+	for budget > 0 && len(e.running) < e.t.MaxRunning && !e.closed {
+		i := e.pick(now)
+		if i < 0 {
+			break
+		}
+		s := e.waiting[i]
+		if !e.admit(s) {
+			break // the head of the queue waits for blocks; nobody jumps it
+		}
+		e.waiting = slices.Delete(e.waiting, i, i+1)
+		k := e.keys[s.req.Key]
+		k.queued--
+		k.running++
+		e.running = append(e.running, s)
+		if s.admitted.IsZero() {
+			s.admitted = now
+		}
+		n := min(len(s.toks)-s.computed, budget, s.chunk)
+		if !e.grow(s, n, &plan, &budget) {
+			continue // (admit saw the blocks free: not reached)
+		}
+		plan = append(plan, step{s, n})
+		budget -= n
+	}
+	return plan
+}
+
+// grow gives s the blocks for n more positions, preempting the youngest
+// running sequences while none is free. It reports false when s itself was
+// the youngest and was preempted.
+func (e *Batcher) grow(s *seq, n int, plan *[]step, budget *int) bool {
+	need := (s.computed+n+e.pool.size-1)/e.pool.size - len(s.blocks)
+	for range need {
+		b, ok := e.pool.alloc()
+		for !ok {
+			v := e.victim()
+			victim := e.running[v]
+			if i := slices.IndexFunc(*plan, func(p step) bool { return p.s == victim }); i >= 0 {
+				*budget += (*plan)[i].n
+				*plan = slices.Delete(*plan, i, i+1)
+			}
+			e.preempt(v)
+			if victim == s {
+				return false
+			}
+			b, ok = e.pool.alloc()
+		}
+		s.blocks = append(s.blocks, b)
+	}
+	return true
+}
+
+// victim returns the index of the running sequence to preempt: the
+// youngest by arrival, of the lowest priority class (the highest
+// Request.Priority) under a priority policy. The oldest is never preempted while another runs, so it always
+// finishes.
+func (e *Batcher) victim() int {
+	v := 0
+	for i, s := range e.running {
+		w := e.running[v]
+		lower := e.t.Policy != PolicyFCFS && s.req.Priority > w.req.Priority
+		same := e.t.Policy == PolicyFCFS || s.req.Priority == w.req.Priority
+		if lower || (same && s.id > w.id) {
+			v = i
+		}
+	}
+	return v
+}
+
+// preempt takes running sequence i out of the cache and puts it back in
+// the queue, ahead of the requests that arrived after it.
+func (e *Batcher) preempt(i int) {
+	s := e.running[i]
+	e.running = slices.Delete(e.running, i, i+1)
+	e.pool.release(s.blocks)
+	s.blocks, s.hashes, s.computed = nil, nil, 0
+	k := e.keys[s.req.Key]
+	k.running--
+	k.queued++
+	at, _ := slices.BinarySearchFunc(e.waiting, s.id, func(w *seq, id uint64) int { return cmp.Compare(w.id, id) })
+	e.waiting = slices.Insert(e.waiting, at, s)
+	e.stats.Preemptions++
+	e.log.Debug("sequence preempted", "id", s.id, "tokens", len(s.toks))
+}
+
+// pick returns the index of the waiting request to admit next, or -1.
+func (e *Batcher) pick(now time.Time) int {
+	best := -1
+	var bestClass, bestRunning int
+	for i, s := range e.waiting {
+		k := e.keys[s.req.Key]
+		if e.t.MaxRunningPerKey > 0 && k.running >= e.t.MaxRunningPerKey {
+			continue
+		}
+		class, running := 0, 0
+		if e.t.Policy != PolicyFCFS {
+			class = -s.req.Priority
+			if e.t.PriorityAging > 0 {
+				class += int(now.Sub(s.submitted) / e.t.PriorityAging)
+			}
+		}
+		if e.t.Policy == PolicyFair {
+			running = k.running
+		}
+		// The queue is in arrival order (preempted ones first), so the
+		// first best wins ties.
+		if best < 0 || class > bestClass || (class == bestClass && running < bestRunning) {
+			best, bestClass, bestRunning = i, class, running
+		}
+	}
+	return best
+}
+
+// admit takes s's cached prefix blocks and reports whether the blocks for
+// the rest of its tokens (and the next one) are free.
+func (e *Batcher) admit(s *seq) bool {
+	bs := e.pool.size
+	first := s.admitted.IsZero()
+	if e.t.PrefixCache {
+		// At least one token must be computed, for the logits.
+		var parent uint64
+		for i := 0; (i+1)*bs <= len(s.toks)-1; i++ {
+			b, h, ok := e.pool.lookup(parent, s.toks[i*bs:(i+1)*bs])
+			if !ok {
+				break
+			}
+			s.blocks = append(s.blocks, b)
+			s.hashes = append(s.hashes, h)
+			parent = h
+		}
+	}
+	need := (min(len(s.toks)+1, e.ctx)+bs-1)/bs - len(s.blocks)
+	if need > e.pool.available() {
+		e.pool.release(s.blocks)
+		s.blocks, s.hashes = nil, nil
+		return false
+	}
+	s.computed = len(s.blocks) * bs
+	if first {
+		e.stats.PrefixQueryTokens += uint64(len(s.toks))
+		e.stats.PrefixHitTokens += uint64(s.computed)
+	}
+	return true
+}
+
+// forward runs the plan as one batch. A panic in the backend fails the
+// step, not the daemon.
+func (e *Batcher) forward(plan []step) (l *backends.Logits, err error) {
+	b := &backends.Batch{Runs: make([]backends.Run, len(plan))}
+	for i, p := range plan {
+		mode := backends.LogitsNone
+		if p.s.computed+p.n == len(p.s.toks) {
+			mode = backends.LogitsLast
+		}
+		b.Runs[i] = backends.Run{Tokens: p.s.toks[p.s.computed : p.s.computed+p.n], Pos: p.s.computed, Blocks: p.s.blocks, Logits: mode}
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			e.log.Error("forward step panicked", "panic", p)
+			err = fmt.Errorf("scheduler: forward step failed: %v", p)
+		}
+	}()
+	// The step is cancelled when every sequence in it is.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var left atomic.Int64
+	left.Store(int64(len(plan)))
+	for _, p := range plan {
+		stop := context.AfterFunc(p.s.ctx, func() {
+			if left.Add(-1) == 0 {
+				cancel()
+			}
+		})
+		defer stop()
+	}
+	return e.r.Forward(ctx, b)
+}
+
+// commit takes a step's logits: it advances each sequence, keys its new
+// full blocks, samples and streams, and ends what finished.
+func (e *Batcher) commit(plan []step, logits *backends.Logits, err error) {
+	now := e.clock.Now()
+	if err != nil && slices.ContainsFunc(plan, func(p step) bool { return p.s.ctx.Err() == nil }) {
+		e.log.Error("forward step failed", "err", err, "sequences", len(plan))
+	}
+	ended := map[*seq]bool{}
+	for i, p := range plan {
+		s := p.s
+		if err != nil {
+			e.retire(s)
+			why := err
+			if s.ctx.Err() != nil {
+				why = context.Cause(s.ctx)
+			}
+			e.end(s, Result{Stats: s.g.st, Queued: s.admitted.Sub(s.submitted), Err: why})
+			ended[s] = true
+			continue
+		}
+		s.computed += p.n
+		e.index(s)
+		if s.computed < len(s.toks) {
+			continue // more of the prompt (or of the recompute) to go
+		}
+		if s.g.st.Generated == 0 && s.g.st.PromptTokens == 0 {
+			s.g.st.PromptTokens = len(s.req.Prompt)
+			s.g.st.PromptTime = now.Sub(s.admitted)
+		}
+		if e.sample(s, logits.Last(i), now) {
+			e.retire(s)
+			e.end(s, Result{Stats: s.g.st, Queued: s.admitted.Sub(s.submitted)})
+			ended[s] = true
+			continue
+		}
+		e.send(s)
+	}
+	if len(ended) > 0 {
+		e.running = slices.DeleteFunc(e.running, func(s *seq) bool { return ended[s] })
+	}
+}
+
+// index enters s's newly full blocks into the prefix cache.
+func (e *Batcher) index(s *seq) {
+	if !e.t.PrefixCache {
+		return
+	}
+	bs := e.pool.size
+	for i := len(s.hashes); (i+1)*bs <= s.computed; i++ {
+		var parent uint64
+		if i > 0 {
+			parent = s.hashes[i-1]
+		}
+		s.hashes = append(s.hashes, e.pool.register(s.blocks[i], parent, s.toks[i*bs:(i+1)*bs]))
+	}
+}
+
+// sample draws s's next token from its logits and streams it; it reports
+// whether s is finished.
+func (e *Batcher) sample(s *seq, logits []float32, now time.Time) bool {
+	if s.g.st.Generated >= s.req.MaxTokens {
+		return e.flush(s, now, true)
+	}
+	t, ok := s.g.next(logits)
+	if s.firstTok.IsZero() {
+		s.firstTok = now
+		s.g.st.TimeToFirstTok = now.Sub(s.admitted)
+	}
+	if !ok {
+		return e.flush(s, now, true)
+	}
+	s.toks = append(s.toks, t.ID)
+	if s.str.add(t) {
+		s.g.st.FinishReason = FinishStop
+		return e.flush(s, now, false)
+	}
+	if s.g.st.Generated >= s.req.MaxTokens || s.computed >= e.ctx {
+		return e.flush(s, now, true)
+	}
+	return false
+}
+
+// flush ends s's text: the decoder's rest (unless a stop string ended the
+// text), then what the stop strings held back.
+func (e *Batcher) flush(s *seq, now time.Time, rest bool) bool {
+	if !s.firstTok.IsZero() {
+		s.g.st.GenerateTime = now.Sub(s.firstTok)
+	}
+	if rest {
+		if r := s.g.flush(); r != "" && s.str.add(Token{ID: -1, Text: r}) {
+			s.g.st.FinishReason = FinishStop
+		}
+	}
+	s.str.flush()
+	return true
+}
+
+// send hands s's ready text to its reader without waiting: a slow reader
+// gets the text of several steps in one event, and never holds up the loop.
+func (e *Batcher) send(s *seq) {
+	if !s.str.ready() {
+		return
+	}
+	ev := s.str.take()
+	select {
+	case s.out <- ev:
+	default:
+		s.str.ev = ev // the reader is behind: try again after the next step
+	}
+}
+
+// retire gives a running sequence's blocks back.
+func (e *Batcher) retire(s *seq) {
+	e.pool.release(s.blocks)
+	s.blocks = nil
+	e.keys[s.req.Key].running--
+	e.dropKey(s.req.Key)
+}
+
+// end finishes s: its last text and final event are delivered by a
+// goroutine of their own (the reader may be slow), and the drain rate and
+// mean service time take it into account.
+func (e *Batcher) end(s *seq, res Result) {
+	now := e.clock.Now()
+	if s.unwatch != nil {
+		s.unwatch()
+	}
+	if !s.admitted.IsZero() {
+		d := now.Sub(s.admitted)
+		if e.service == 0 {
+			e.service = d
+		} else {
+			e.service += (d - e.service) / 8
+		}
+		e.stats.Served++
+	}
+	e.finished = append(e.finished, now)
+	if len(e.finished) > 32 {
+		e.finished = slices.Delete(e.finished, 0, len(e.finished)-32)
+	}
+	var last *Event
+	if s.str != nil && s.str.ready() {
+		ev := s.str.take()
+		last = &ev
+	}
+	go func() {
+		if last != nil {
+			select {
+			case s.out <- *last:
+			case <-s.ctx.Done():
+			}
+		}
+		finish(s.job, res)
+	}()
+}
+
+var (
+	_ Engine  = (*Batcher)(nil)
+	_ Tunable = (*Batcher)(nil)
+)

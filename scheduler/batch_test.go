@@ -1,0 +1,543 @@
+package scheduler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/octet-dev/octet/backends"
+	"github.com/octet-dev/octet/backends/ref"
+	"github.com/octet-dev/octet/model"
+	"github.com/octet-dev/octet/model/gguf"
+	"github.com/octet-dev/octet/model/sample"
+	"github.com/octet-dev/octet/model/synth"
+)
+
+// tinyRef loads synth's "tiny" shape with ref and a KV cache of kvBlocks
+// blocks of 16 positions.
+func tinyRef(t *testing.T, kvBlocks int) (*model.Model, backends.Runner) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "tiny.gguf")
+	if err := synth.Run(context.Background(), synth.Options{Shape: "tiny", Type: gguf.Q8_0, Out: path, Seed: 1}); err != nil {
+		t.Fatal(err)
+	}
+	m, err := model.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := ref.Backend{}.Load(m, backends.LoadOptions{MaxContext: 256, KVBlocks: kvBlocks, BlockSize: 16, Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close(); m.Close() })
+	return m, r
+}
+
+func tuning() Tuning {
+	return Tuning{MaxBatchTokens: 256, MaxRunning: 8, PrefillChunk: 64, QueueLength: 64, Policy: PolicyFCFS, PrefixCache: true}
+}
+
+// prompt is a prompt of n tokens, distinct per tag.
+func prompt(tag, n int) []int32 {
+	p := []int32{1}
+	for i := 1; i < n; i++ {
+		p = append(p, int32(3+(tag*7+i*13)%300))
+	}
+	return p
+}
+
+// alone is what Generate gives for req on a fresh sequence: the output a
+// batched run must reproduce.
+func alone(t *testing.T, m *model.Model, req Request) []int32 {
+	t.Helper()
+	r, err := ref.Backend{}.Load(m, backends.LoadOptions{MaxContext: 256, Threads: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	seq, err := backends.NewSequence(r, 256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := Generate(context.Background(), seq, m.Tok, req, func(int32, string) error { return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.CompletionToken
+}
+
+// runAlongside submits n requests at once and checks that each gives the
+// tokens it gives alone.
+func runAlongside(t *testing.T, e Engine, m *model.Model, n int, req func(int) Request) {
+	t.Helper()
+	var chans []<-chan Event
+	for i := range n {
+		chans = append(chans, submit(t, e, context.Background(), req(i)))
+	}
+	for i, ch := range chans {
+		_, res := collect(t, ch)
+		if want := alone(t, m, req(i)); res.Err != nil || !slices.Equal(res.CompletionToken, want) {
+			t.Errorf("request %d: %v\n got %v\nwant %v", i, res.Err, res.CompletionToken, want)
+		}
+	}
+}
+
+// fakeClock is a clock the test moves.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) advance(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+// stepper holds the loop at the top of each pass until the test lets one
+// pass through, so the test decides what each step sees.
+type stepper struct {
+	pass chan struct{}
+	open chan struct{}
+	once sync.Once
+}
+
+// newStepper returns a stepper that lets the loop run free when the test
+// ends (before the engine closes).
+func newStepper(t *testing.T) *stepper {
+	s := &stepper{pass: make(chan struct{}), open: make(chan struct{})}
+	t.Cleanup(s.release)
+	return s
+}
+
+func (s *stepper) wait() {
+	select {
+	case <-s.pass:
+	case <-s.open:
+	}
+}
+
+// step lets one pass of the loop through (and waits until it is taken).
+func (s *stepper) step() { s.pass <- struct{}{} }
+
+// release lets the loop run freely from now on.
+func (s *stepper) release() { s.once.Do(func() { close(s.open) }) }
+
+// recorder notes the order in which prompts start (their position-0 runs).
+type recorder struct {
+	backends.Runner
+	mu     sync.Mutex
+	starts []int32 // the second token of each prompt started, in order
+	steps  int
+}
+
+func (r *recorder) Forward(ctx context.Context, b *backends.Batch) (*backends.Logits, error) {
+	r.mu.Lock()
+	r.steps++
+	for _, run := range b.Runs {
+		if run.Pos == 0 && len(run.Tokens) > 1 {
+			r.starts = append(r.starts, run.Tokens[1])
+		}
+	}
+	r.mu.Unlock()
+	return r.Runner.Forward(ctx, b)
+}
+
+func newBatcher(t *testing.T, r backends.Runner, m *model.Model, o BatchOptions) *Batcher {
+	t.Helper()
+	e, err := NewBatcher(r, m.Tok, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	return e
+}
+
+func submit(t *testing.T, e Engine, ctx context.Context, req Request) <-chan Event {
+	t.Helper()
+	ch, err := e.Submit(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ch
+}
+
+// Requests run together give each the tokens it gives alone (same seed),
+// whatever the chunking and the company; the stop strings and logprobs are
+// those of the serial engine.
+func TestBatcherMatchesAlone(t *testing.T) {
+	m, r := tinyRef(t, 64)
+	o := BatchOptions{Tuning: tuning()}
+	o.PrefillChunk = 7 // prompts prefill over several steps, beside decodes
+	o.MaxBatchTokens = 20
+	e := newBatcher(t, r, m, o)
+	runAlongside(t, e, m, 6, func(i int) Request {
+		return Request{Prompt: prompt(i, 5+i*9), MaxTokens: 10 + i, Sample: sample.Params{Temperature: 0.8, TopP: 0.95, Seed: uint64(i)}, IgnoreEOS: true}
+	})
+	st := e.Stats()
+	if st.KVUsedBlocks != 0 || st.Running != 0 || st.Served != 6 || st.StepSeqs.Count == 0 || st.StepTokens.Sum == 0 {
+		t.Errorf("stats after the run: %+v", st)
+	}
+
+	// Stop strings and logprobs: event for event what Serial sends.
+	sr, err := NewSerial(r, m.Tok, SerialOptions{QueueLength: 1, MaxContext: 128})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sr.Close()
+	req := Request{Prompt: prompt(9, 12), MaxTokens: 30, Sample: sample.Params{Temperature: 1, TopP: 1, Seed: 3}, IgnoreEOS: true, Logprobs: true, TopLogprobs: 2}
+	full, _ := collect(t, submit(t, sr, context.Background(), req))
+	if len(full) < 8 {
+		t.Fatalf("text %q too short to cut", full)
+	}
+	req.Stop = []string{full[len(full)/2 : len(full)/2+3]}
+	events := func(e Engine) (string, []TokenLogprob, Result) {
+		var text strings.Builder
+		var lps []TokenLogprob
+		for ev := range submit(t, e, context.Background(), req) {
+			text.WriteString(ev.Text)
+			lps = append(lps, ev.Logprobs...)
+			if ev.Done {
+				return text.String(), lps, ev.Result
+			}
+		}
+		return "", nil, Result{}
+	}
+	wt, wl, wr := events(sr)
+	gt, gl, gr := events(e)
+	if gt != wt || gr.FinishReason != FinishStop || wr.FinishReason != FinishStop || fmt.Sprint(gl) != fmt.Sprint(wl) {
+		t.Errorf("batcher %q %s %v\nserial  %q %s %v", gt, gr.FinishReason, gl, wt, wr.FinishReason, wl)
+	}
+}
+
+// With too few KV blocks for everyone, sequences are preempted and
+// recomputed, and each still gives exactly the tokens it gives alone.
+func TestBatcherPreemption(t *testing.T) {
+	m, r := tinyRef(t, 10) // 160 positions for 4 sequences of up to 100
+	o := BatchOptions{Tuning: tuning()}
+	o.PrefixCache = false
+	e := newBatcher(t, r, m, o)
+	runAlongside(t, e, m, 4, func(i int) Request {
+		return Request{Prompt: prompt(i, 20), MaxTokens: 80, Sample: sample.Params{Temperature: 0.9, TopP: 1, Seed: uint64(10 + i)}, IgnoreEOS: true}
+	})
+	st := e.Stats()
+	if st.Preemptions == 0 {
+		t.Error("no preemption: the test does not test it")
+	}
+	if st.KVUsedBlocks != 0 {
+		t.Errorf("%d blocks still used", st.KVUsedBlocks)
+	}
+	t.Logf("%d preemptions", st.Preemptions)
+}
+
+// A prompt that starts with another's blocks takes them from the prefix
+// cache, shared with a sequence still running, and gives the same tokens
+// as alone.
+func TestBatcherPrefixSharing(t *testing.T) {
+	m, r := tinyRef(t, 64)
+	rec := &recorder{Runner: r}
+	e := newBatcher(t, rec, m, BatchOptions{Tuning: tuning()})
+	system := prompt(1, 48) // three full blocks
+	a := Request{Prompt: append(slices.Clone(system), 7, 8, 9), MaxTokens: 40, Sample: sample.Greedy(), IgnoreEOS: true}
+	b := Request{Prompt: append(slices.Clone(system), 10, 11), MaxTokens: 20, Sample: sample.Params{Temperature: 0.7, TopP: 1, Seed: 5}, IgnoreEOS: true}
+	chA := submit(t, e, context.Background(), a)
+	<-chA // a's prompt is computed and its blocks keyed; a keeps running
+	chB := submit(t, e, context.Background(), b)
+	_, resB := collect(t, chB)
+	_, resA := collect(t, chA)
+	if want := alone(t, m, a); !slices.Equal(resA.CompletionToken, want) {
+		t.Errorf("a: %v, alone %v", resA.CompletionToken, want)
+	}
+	if want := alone(t, m, b); !slices.Equal(resB.CompletionToken, want) {
+		t.Errorf("b: %v, alone %v", resB.CompletionToken, want)
+	}
+	st := e.Stats()
+	if st.PrefixHitTokens != 48 || st.PrefixQueryTokens != uint64(len(a.Prompt)+len(b.Prompt)) {
+		t.Errorf("prefix hits %d of %d tokens, want 48", st.PrefixHitTokens, st.PrefixQueryTokens)
+	}
+	if st.KVUsedBlocks != 0 || st.KVCachedBlocks == 0 {
+		t.Errorf("after both: %d blocks used, %d cached", st.KVUsedBlocks, st.KVCachedBlocks)
+	}
+	// The cached blocks are evicted, oldest first, when fresh ones run out:
+	// a prompt needing the whole cache still runs.
+	big := Request{Prompt: prompt(2, 64*16-8), MaxTokens: 4, Sample: sample.Greedy(), IgnoreEOS: true}
+	if _, res := collect(t, submit(t, e, context.Background(), big)); res.Err != nil || res.Generated != 4 {
+		t.Errorf("big prompt: %+v", res)
+	}
+	// Without the prefix cache (turned off live), nothing is shared.
+	tu := tuning()
+	tu.PrefixCache = false
+	if err := e.Retune(tu); err != nil {
+		t.Fatal(err)
+	}
+	if st := e.Stats(); st.KVCachedBlocks != 0 {
+		t.Errorf("%d blocks cached after the cache was turned off", st.KVCachedBlocks)
+	}
+	collect(t, submit(t, e, context.Background(), a))
+	if st2 := e.Stats(); st2.PrefixHitTokens != st.PrefixHitTokens {
+		t.Errorf("prefix hits grew with the cache off")
+	}
+}
+
+// A cancelled request ends with its context's error and gives its blocks
+// back, queued or running.
+func TestBatcherCancelFreesBlocks(t *testing.T) {
+	m, r := tinyRef(t, 32)
+	o := BatchOptions{Tuning: tuning()}
+	o.PrefixCache = false
+	o.MaxRunning = 1
+	e := newBatcher(t, r, m, o)
+	req := Request{Prompt: prompt(3, 40), MaxTokens: 200, Sample: sample.Greedy(), IgnoreEOS: true}
+	ctxA, cancelA := context.WithCancel(context.Background())
+	ctxB, cancelB := context.WithCancel(context.Background())
+	a := submit(t, e, ctxA, req)
+	b := submit(t, e, ctxB, req) // waits: one running at most
+	<-a
+	if st := e.Stats(); st.KVUsedBlocks == 0 || st.Running != 1 || st.Queued != 1 {
+		t.Errorf("while running: %+v", st)
+	}
+	cancelB()
+	cancelA()
+	for _, ch := range []<-chan Event{a, b} {
+		for ev := range ch {
+			if ev.Done && !errors.Is(ev.Result.Err, context.Canceled) {
+				t.Errorf("ended with %v", ev.Result.Err)
+			}
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		st := e.Stats()
+		if st.KVUsedBlocks == 0 && st.Running == 0 && st.Queued == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("blocks not freed: %+v", st)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// admissionOrder runs reqs (submitted while the loop is held) and returns
+// the order in which they started, by tag.
+func admissionOrder(t *testing.T, tu Tuning, clock *fakeClock, reqs []Request, between func(step int)) []int32 {
+	t.Helper()
+	m, r := tinyRef(t, 64)
+	rec := &recorder{Runner: r}
+	gate := newStepper(t)
+	e := newBatcher(t, rec, m, BatchOptions{Tuning: tu, Clock: clock, Idle: time.Millisecond, beforeStep: gate.wait})
+	var chans []<-chan Event
+	for _, req := range reqs {
+		chans = append(chans, submit(t, e, context.Background(), req))
+	}
+	for i := 0; i < 200 && e.Stats().Served < uint64(len(reqs)); i++ {
+		if between != nil {
+			between(i)
+		}
+		gate.step()
+	}
+	gate.release()
+	for _, ch := range chans {
+		collect(t, ch)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	return rec.starts
+}
+
+func keyed(key string, tag, prio int) Request {
+	return Request{Prompt: []int32{1, int32(tag), 5, 6}, MaxTokens: 3, Sample: sample.Greedy(), IgnoreEOS: true, Key: key, Priority: prio}
+}
+
+// Under the fair policy, a key with nothing running goes before a key
+// that already runs; under FCFS, arrival order rules.
+func TestBatcherFairShare(t *testing.T) {
+	reqs := []Request{keyed("a", 11, 0), keyed("a", 12, 0), keyed("a", 13, 0), keyed("a", 14, 0), keyed("b", 21, 0), keyed("b", 22, 0)}
+	tu := tuning()
+	tu.MaxRunning = 2
+	if got := admissionOrder(t, tu, &fakeClock{}, reqs, nil); !slices.Equal(got, []int32{11, 12, 13, 14, 21, 22}) {
+		t.Errorf("fcfs order %v", got)
+	}
+	tu.Policy = PolicyFair
+	if got := admissionOrder(t, tu, &fakeClock{}, reqs, nil); !slices.Equal(got, []int32{11, 21, 12, 22, 13, 14}) {
+		t.Errorf("fair order %v", got)
+	}
+	// A per-key bound holds a key back even with slots free.
+	tu.Policy = PolicyFCFS
+	tu.MaxRunningPerKey = 1
+	if got := admissionOrder(t, tu, &fakeClock{}, reqs, nil); !slices.Equal(got, []int32{11, 21, 12, 22, 13, 14}) {
+		t.Errorf("per-key bound order %v", got)
+	}
+}
+
+// Under the priority policy, the lower value goes first (vLLM's sense); a low request
+// under a steady stream of high ones still runs, once it has aged.
+func TestBatcherPriorityNoStarvation(t *testing.T) {
+	tu := tuning()
+	tu.MaxRunning = 1
+	tu.Policy = PolicyPriority
+	reqs := []Request{keyed("", 1, 0), keyed("", 2, -5), keyed("", 3, -9)}
+	if got := admissionOrder(t, tu, &fakeClock{}, reqs, nil); !slices.Equal(got, []int32{3, 2, 1}) {
+		t.Errorf("priority order %v", got)
+	}
+
+	// A stream of priority -5 requests, one more arriving each second (one
+	// step of the fake clock per step of the loop), while a priority-0 one
+	// waits from the start. With aging of one class a second it runs after
+	// about five; without aging it would wait for the stream to end.
+	tu.PriorityAging = time.Second
+	clock := &fakeClock{t: time.Unix(1000, 0)}
+	m, r := tinyRef(t, 64)
+	rec := &recorder{Runner: r}
+	gate := newStepper(t)
+	e := newBatcher(t, rec, m, BatchOptions{Tuning: tu, Clock: clock, Idle: time.Millisecond, beforeStep: gate.wait})
+	low := submit(t, e, context.Background(), keyed("", 1, 0))
+	var highs []<-chan Event
+	for i := range 40 {
+		hi := keyed("", 100+i, -5)
+		hi.MaxTokens = 1
+		highs = append(highs, submit(t, e, context.Background(), hi))
+		clock.advance(time.Second)
+		gate.step()
+	}
+	gate.release()
+	collect(t, low)
+	for _, ch := range highs {
+		collect(t, ch)
+	}
+	rec.mu.Lock()
+	at := slices.Index(rec.starts, 1)
+	rec.mu.Unlock()
+	if at < 0 || at > 10 {
+		t.Errorf("the low-priority request started %dth of %v", at, rec.starts)
+	}
+}
+
+// A request still queued at its deadline leaves the queue with
+// ErrDeadline; a full queue refuses with ErrQueueFull, per key too.
+func TestBatcherDeadlineAndQueueFull(t *testing.T) {
+	m, r := tinyRef(t, 64)
+	clock := &fakeClock{t: time.Unix(1000, 0)}
+	gate := newStepper(t)
+	tu := tuning()
+	tu.MaxRunning, tu.QueueLength, tu.MaxQueuedPerKey = 1, 3, 2
+	e := newBatcher(t, r, m, BatchOptions{Tuning: tu, Clock: clock, Idle: time.Millisecond, beforeStep: gate.wait})
+	long := keyed("a", 1, 0)
+	long.MaxTokens = 20
+	a := submit(t, e, context.Background(), long)
+	late := keyed("b", 2, 0)
+	late.Deadline = clock.Now().Add(time.Second)
+	b := submit(t, e, context.Background(), late)
+	c := submit(t, e, context.Background(), keyed("a", 3, 0))
+	if _, err := e.Submit(context.Background(), keyed("a", 4, 0)); !errors.Is(err, ErrQueueFull) {
+		t.Errorf("third request of key a: %v, want ErrQueueFull", err)
+	}
+	d := submit(t, e, context.Background(), keyed("c", 4, 0))
+	if _, err := e.Submit(context.Background(), keyed("d", 5, 0)); !errors.Is(err, ErrQueueFull) {
+		t.Errorf("fifth request: %v, want ErrQueueFull", err)
+	}
+	gate.step() // a starts
+	clock.advance(2 * time.Second)
+	gate.step() // b's deadline has passed
+	if _, res := collect(t, b); !errors.Is(res.Err, ErrDeadline) {
+		t.Errorf("late request: %v", res.Err)
+	}
+	for i := 0; i < 200 && e.Stats().Served < 3; i++ {
+		clock.advance(100 * time.Millisecond)
+		gate.step()
+	}
+	gate.release()
+	for _, ch := range []<-chan Event{a, c, d} {
+		if _, res := collect(t, ch); res.Err != nil {
+			t.Error(res.Err)
+		}
+	}
+	st := e.Stats()
+	if st.Deadlines != 1 || st.DrainRate <= 0 || st.RetryAfter() < time.Second {
+		t.Errorf("stats %+v", st)
+	}
+}
+
+// Retune applies valid settings live and refuses invalid ones whole.
+func TestBatcherRetune(t *testing.T) {
+	m, r := tinyRef(t, 16)
+	e := newBatcher(t, r, m, BatchOptions{Tuning: tuning()})
+	bad := tuning()
+	bad.Policy = "lottery"
+	if err := e.Retune(bad); err == nil {
+		t.Error("unknown policy accepted")
+	}
+	tu := tuning()
+	tu.QueueLength, tu.MaxRunning = 0, 1
+	if err := e.Retune(tu); err != nil {
+		t.Fatal(err)
+	}
+	long := keyed("", 1, 0)
+	long.MaxTokens = 150
+	a := submit(t, e, context.Background(), long) // the free slot takes it
+	<-a
+	if _, err := e.Submit(context.Background(), keyed("", 1, 0)); !errors.Is(err, ErrQueueFull) {
+		t.Errorf("submit with the slot taken and a queue of 0: %v", err)
+	}
+	collect(t, a)
+	if e.Stats().Capacity != 0 {
+		t.Error("capacity not retuned")
+	}
+	e.Close()
+	if _, err := e.Submit(context.Background(), keyed("", 1, 0)); !errors.Is(err, ErrClosed) {
+		t.Errorf("submit after Close: %v", err)
+	}
+}
+
+// BenchmarkBatcher measures a served batch end to end on ref's tiny model:
+// 8 concurrent requests of 16 prompt and 32 generated tokens (the model is
+// so small that the scheduler's own work is a visible part of the time).
+func BenchmarkBatcher(b *testing.B) {
+	path := filepath.Join(b.TempDir(), "tiny.gguf")
+	if err := synth.Run(context.Background(), synth.Options{Shape: "tiny", Type: gguf.Q8_0, Out: path, Seed: 1}); err != nil {
+		b.Fatal(err)
+	}
+	m, err := model.Load(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer m.Close()
+	r, err := ref.Backend{}.Load(m, backends.LoadOptions{MaxContext: 256, KVBlocks: 64, Threads: 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	e, err := NewBatcher(r, m.Tok, BatchOptions{Tuning: tuning()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer e.Close()
+	b.ResetTimer()
+	for range b.N {
+		var chans []<-chan Event
+		for i := range 8 {
+			ch, err := e.Submit(context.Background(), Request{Prompt: prompt(i, 16), MaxTokens: 32, Sample: sample.Greedy(), IgnoreEOS: true})
+			if err != nil {
+				b.Fatal(err)
+			}
+			chans = append(chans, ch)
+		}
+		for _, ch := range chans {
+			for range ch {
+			}
+		}
+	}
+	b.ReportMetric(float64(8*32*b.N)/b.Elapsed().Seconds(), "tokens/s")
+}
