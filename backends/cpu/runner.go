@@ -24,6 +24,14 @@ type runner struct {
 
 	mu sync.Mutex // Forward calls must not overlap; Close waits for them
 	nh *handle
+
+	// step holds the arrays of the step in flight, reused from step to
+	// step. They live in the runner (on the heap, never on a goroutine's
+	// stack) because the library's threads read them during the call.
+	step struct {
+		tokens, pos, table, blocks, outRows []int32
+		bd                                  ocBatch
+	}
 }
 
 // handle owns the C runner. Its mutex orders a cancellation arriving from
@@ -176,10 +184,15 @@ func (r *runner) Forward(ctx context.Context, b *backends.Batch) (*backends.Logi
 		return nil, err
 	}
 	n := b.Tokens()
-	tokens := make([]int32, 0, n)
-	pos := make([]int32, 0, n)
-	table := make([]int32, 0, n)
-	var blocks, outRows []int32
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	h := r.nh.h
+	if h == 0 {
+		return nil, ErrClosed
+	}
+	st := &r.step
+	tokens, pos, table := st.tokens[:0], st.pos[:0], st.table[:0]
+	blocks, outRows := st.blocks[:0], st.outRows[:0]
 	slots := r.o.KVBlocks * r.o.BlockSize
 	for ri, run := range b.Runs {
 		if end := run.Pos + len(run.Tokens); end > slots {
@@ -197,17 +210,11 @@ func (r *runner) Forward(ctx context.Context, b *backends.Batch) (*backends.Logi
 			table = append(table, off)
 		}
 	}
+	st.tokens, st.pos, st.table, st.blocks, st.outRows = tokens, pos, table, blocks, outRows
 	logits := backends.NewLogits(b, c.VocabSize)
-	bd := ocBatch{
+	st.bd = ocBatch{
 		n: int64(n), tokens: uptr(tokens), pos: uptr(pos), table: uptr(table), blocks: uptr(blocks),
 		nOut: int64(len(outRows)), outRows: uptr(outRows), logits: uptr(logits.Data),
-	}
-
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	h := r.nh.h
-	if h == 0 {
-		return nil, ErrClosed
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, err
@@ -216,12 +223,8 @@ func (r *runner) Forward(ctx context.Context, b *backends.Batch) (*backends.Logi
 		stop := context.AfterFunc(ctx, r.nh.cancel)
 		defer stop()
 	}
-	rc := r.lib.call(r.lib.fn.forward, h, uintptr(unsafe.Pointer(&bd)))
-	runtime.KeepAlive(tokens)
-	runtime.KeepAlive(pos)
-	runtime.KeepAlive(table)
-	runtime.KeepAlive(blocks)
-	runtime.KeepAlive(outRows)
+	rc := r.lib.call(r.lib.fn.forward, h, uintptr(unsafe.Pointer(&st.bd)))
+	st.bd = ocBatch{}
 	runtime.KeepAlive(logits.Data)
 	switch rc {
 	case 0:
