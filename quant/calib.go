@@ -183,9 +183,9 @@ func (f *forward) run(tokens []int32) []float32 {
 		ref.MatMul(q, layer.Wq, xn, n, th)
 		ref.MatMul(k, layer.Wk, xn, n, th)
 		ref.MatMul(v, layer.Wv, xn, n, th)
-		addBias(q, layer.Bq, n)
-		addBias(k, layer.Bk, n)
-		addBias(v, layer.Bv, n)
+		ref.AddBias(q, layer.Bq, n)
+		ref.AddBias(k, layer.Bk, n)
+		ref.AddBias(v, layer.Bv, n)
 		for i := 0; i < n; i++ {
 			ref.Rope(q[i*qw:(i+1)*qw], layer.Heads, hd, i, c.Rope, m.RopeFreqs)
 			ref.Rope(k[i*kvw:(i+1)*kvw], layer.KVHeads, hd, i, c.Rope, m.RopeFreqs)
@@ -257,18 +257,5 @@ func (f *forward) headOut(l int, att []float32, n int) {
 	})
 	for h, s := range sums {
 		f.stats.HeadOut[l][h] += s
-	}
-}
-
-func addBias(x []float32, b *model.Tensor, n int) {
-	if b == nil {
-		return
-	}
-	bias := b.Float32s()
-	w := len(bias)
-	for t := 0; t < n; t++ {
-		for i, v := range bias {
-			x[t*w+i] += v
-		}
 	}
 }

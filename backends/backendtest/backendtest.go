@@ -8,12 +8,15 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/octet-dev/octet/backends"
 	"github.com/octet-dev/octet/model"
 	"github.com/octet-dev/octet/model/gguf"
+	"github.com/octet-dev/octet/model/sample"
 	"github.com/octet-dev/octet/model/synth"
+	"github.com/octet-dev/octet/scheduler"
 )
 
 // StoriesDir is ../shared/models/stories260K beside the repository,
@@ -64,4 +67,24 @@ func LoadRunner(t testing.TB, b backends.Backend, m *model.Model, o backends.Loa
 	}
 	t.Cleanup(func() { r.Close() })
 	return r
+}
+
+// Greedy generates n tokens after prompt on r with greedy sampling and
+// returns prompt + text.
+func Greedy(t testing.TB, r backends.Runner, m *model.Model, prompt string, n int) string {
+	t.Helper()
+	seq, err := backends.NewSequence(r, 512)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sb strings.Builder
+	sb.WriteString(prompt)
+	req := scheduler.Request{Prompt: m.Tok.Encode(prompt, true, false), MaxTokens: n, Sample: sample.Greedy()}
+	if _, err := scheduler.Generate(context.Background(), seq, m.Tok, req, func(_ int32, s string) error {
+		sb.WriteString(s)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return sb.String()
 }

@@ -19,8 +19,6 @@ import (
 	"github.com/octet-dev/octet/backends/ref"
 	"github.com/octet-dev/octet/model"
 	"github.com/octet-dev/octet/model/gguf"
-	"github.com/octet-dev/octet/model/sample"
-	"github.com/octet-dev/octet/scheduler"
 )
 
 var storiesDir = backendtest.StoriesDir
@@ -218,21 +216,7 @@ func TestForwardMatchesRef(t *testing.T) {
 // greedy generates n tokens after prompt and returns prompt + text.
 func greedy(t testing.TB, b backends.Backend, m *model.Model, prompt string, n int) string {
 	t.Helper()
-	r := loadRunner(t, b, m, backends.LoadOptions{MaxContext: 512, Threads: 2})
-	seq, err := backends.NewSequence(r, 512)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sb strings.Builder
-	sb.WriteString(prompt)
-	req := scheduler.Request{Prompt: m.Tok.Encode(prompt, true, false), MaxTokens: n, Sample: sample.Greedy()}
-	if _, err := scheduler.Generate(context.Background(), seq, m.Tok, req, func(_ int32, s string) error {
-		sb.WriteString(s)
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	return sb.String()
+	return backendtest.Greedy(t, loadRunner(t, b, m, backends.LoadOptions{MaxContext: 512, Threads: 2}), m, prompt, n)
 }
 
 // TestStoriesGreedy: on the f32 stories260K model every variant's greedy

@@ -161,9 +161,9 @@ func (r *runner) attention(l int, rows []row, x, xn []float32) {
 	MatMul(q, layer.Wq, xn, n, th)
 	MatMul(k, layer.Wk, xn, n, th)
 	MatMul(v, layer.Wv, xn, n, th)
-	addBias(q, layer.Bq, n)
-	addBias(k, layer.Bk, n)
-	addBias(v, layer.Bv, n)
+	AddBias(q, layer.Bq, n)
+	AddBias(k, layer.Bk, n)
+	AddBias(v, layer.Bv, n)
 	for i, rw := range rows {
 		Rope(q[i*qw:(i+1)*qw], layer.Heads, hd, rw.pos, c.Rope, r.m.RopeFreqs)
 		Rope(k[i*kvw:(i+1)*kvw], layer.KVHeads, hd, rw.pos, c.Rope, r.m.RopeFreqs)
@@ -204,7 +204,8 @@ func (r *runner) feedForward(l, n int, x, xn []float32) {
 	}
 }
 
-func addBias(x []float32, b *model.Tensor, n int) {
+// AddBias adds bias b (nil: none) to each of the n rows of x.
+func AddBias(x []float32, b *model.Tensor, n int) {
 	if b == nil {
 		return
 	}

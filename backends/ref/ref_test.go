@@ -13,8 +13,6 @@ import (
 	"github.com/octet-dev/octet/backends"
 	"github.com/octet-dev/octet/model"
 	"github.com/octet-dev/octet/model/gguf"
-	"github.com/octet-dev/octet/model/sample"
-	"github.com/octet-dev/octet/scheduler"
 )
 
 var storiesDir = backendtest.StoriesDir
@@ -37,21 +35,7 @@ func load(t testing.TB, m *model.Model, o backends.LoadOptions) backends.Runner 
 // greedy generates n tokens after prompt and returns prompt + text.
 func greedy(t testing.TB, m *model.Model, prompt string, n int) string {
 	t.Helper()
-	r := load(t, m, backends.LoadOptions{MaxContext: 512})
-	seq, err := backends.NewSequence(r, 512)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sb strings.Builder
-	sb.WriteString(prompt)
-	req := scheduler.Request{Prompt: m.Tok.Encode(prompt, true, false), MaxTokens: n, Sample: sample.Greedy()}
-	if _, err := scheduler.Generate(context.Background(), seq, m.Tok, req, func(_ int32, s string) error {
-		sb.WriteString(s)
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	return sb.String()
+	return backendtest.Greedy(t, load(t, m, backends.LoadOptions{MaxContext: 512}), m, prompt, n)
 }
 
 // TestStoriesGreedyMatchesLlama2c: greedy decoding of the f32 model
