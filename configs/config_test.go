@@ -11,11 +11,15 @@ import (
 
 // badFiles says, for each testdata/*.bad.toml, the line and key its error
 // must name.
-var badFiles = map[string]struct {
+// badFile is what loading a bad file must say: the error starts with
+// "configs: PATH:LINE: KEY: " and contains msg.
+type badFile struct {
 	line int
 	key  string
 	msg  string
-}{
+}
+
+var badFiles = map[string]badFile{
 	"unknown-key.bad.toml":           {3, "listen.tcp_port", "unknown key"},
 	"unknown-table.bad.toml":         {4, "model", "unknown key"},
 	"syntax.bad.toml":                {2, "listen.tcp", "newlines"},
@@ -55,13 +59,18 @@ func load(path string) error {
 	return err
 }
 
-func TestBadFiles(t *testing.T) {
-	files, _ := filepath.Glob("testdata/*.bad.toml")
-	if len(files) != len(badFiles) {
-		t.Errorf("%d bad files in testdata, %d in the table", len(files), len(badFiles))
+func TestBadFiles(t *testing.T) { checkBadFiles(t, "testdata/*.bad.toml", badFiles, load) }
+
+// checkBadFiles loads every file matching glob, each of which must be in
+// table, and checks that it fails as the table says.
+func checkBadFiles(t *testing.T, glob string, table map[string]badFile, load func(string) error) {
+	t.Helper()
+	files, _ := filepath.Glob(glob)
+	if len(files) != len(table) {
+		t.Errorf("%d files match %s, %d in the table", len(files), glob, len(table))
 	}
 	for _, path := range files {
-		want, ok := badFiles[filepath.Base(path)]
+		want, ok := table[filepath.Base(path)]
 		if !ok {
 			t.Errorf("%s: not in the table", path)
 			continue

@@ -1,7 +1,6 @@
 package configs
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -11,11 +10,7 @@ import (
 
 // badSidecars says, for each testdata/sidecar/*.bad.toml, the line and key
 // its error must name.
-var badSidecars = map[string]struct {
-	line int
-	key  string
-	msg  string
-}{
+var badSidecars = map[string]badFile{
 	"unknown-key.bad.toml":   {2, "alias", "unknown key"},
 	"bad-alias.bad.toml":     {1, "aliases", `entry 2: "has space" is not a model name`},
 	"twice.bad.toml":         {1, "aliases", "listed twice"},
@@ -28,26 +23,10 @@ var badSidecars = map[string]struct {
 }
 
 func TestSidecarBadFiles(t *testing.T) {
-	files, _ := filepath.Glob("testdata/sidecar/*.bad.toml")
-	if len(files) != len(badSidecars) {
-		t.Errorf("%d bad sidecars in testdata, %d in the table", len(files), len(badSidecars))
-	}
-	for _, path := range files {
-		want, ok := badSidecars[filepath.Base(path)]
-		if !ok {
-			t.Errorf("%s: not in the table", path)
-			continue
-		}
+	checkBadFiles(t, "testdata/sidecar/*.bad.toml", badSidecars, func(path string) error {
 		_, err := LoadSidecar(path)
-		if err == nil {
-			t.Errorf("%s: loaded", path)
-			continue
-		}
-		prefix := fmt.Sprintf("configs: %s:%d: %s: ", path, want.line, want.key)
-		if msg := err.Error(); !strings.HasPrefix(msg, prefix) || !strings.Contains(msg, want.msg) {
-			t.Errorf("%s:\n got %q\nwant %q…%q", path, msg, prefix, want.msg)
-		}
-	}
+		return err
+	})
 }
 
 func TestSidecarGoodFiles(t *testing.T) {
