@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	"github.com/octet-dev/octet/backends"
+	"github.com/octet-dev/octet/backends/ref"
 	"github.com/octet-dev/octet/model"
 	"github.com/octet-dev/octet/model/gguf"
 )
@@ -190,13 +191,8 @@ func ropeTable(rc model.RopeConfig, freqs []float32, n int) []float32 {
 	half := rc.Dims / 2
 	cs := make([]float32, 0, 2*n*half)
 	for pos := 0; pos < n; pos++ {
-		p := float64(pos) * float64(rc.FreqScale)
 		for i := 0; i < half; i++ {
-			theta := p * math.Pow(float64(rc.Base), -2*float64(i)/float64(rc.Dims))
-			if freqs != nil {
-				theta /= float64(freqs[i])
-			}
-			sin, cos := math.Sincos(theta)
+			sin, cos := math.Sincos(ref.RopeAngle(rc, freqs, pos, i))
 			cs = append(cs, float32(cos), float32(sin))
 		}
 	}

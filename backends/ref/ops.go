@@ -50,18 +50,22 @@ func Dot(a, b []float32) float32 {
 	return s
 }
 
+// RopeAngle is the angle by which RoPE turns pair i at position pos.
+func RopeAngle(rc model.RopeConfig, freqs []float32, pos, i int) float64 {
+	theta := float64(pos) * float64(rc.FreqScale) * math.Pow(float64(rc.Base), -2*float64(i)/float64(rc.Dims))
+	if freqs != nil {
+		theta /= float64(freqs[i])
+	}
+	return theta
+}
+
 // Rope rotates the first rc.Dims dimensions of each of heads heads of width
 // headDim in x, for position pos. freqs, if not nil, holds llama3 per-pair
 // frequency divisors.
 func Rope(x []float32, heads, headDim, pos int, rc model.RopeConfig, freqs []float32) {
 	half := rc.Dims / 2
-	p := float64(pos) * float64(rc.FreqScale)
 	for i := 0; i < half; i++ {
-		theta := p * math.Pow(float64(rc.Base), -2*float64(i)/float64(rc.Dims))
-		if freqs != nil {
-			theta /= float64(freqs[i])
-		}
-		sin, cos := math.Sincos(theta)
+		sin, cos := math.Sincos(RopeAngle(rc, freqs, pos, i))
 		c, s := float32(cos), float32(sin)
 		for h := 0; h < heads; h++ {
 			v := x[h*headDim : (h+1)*headDim]
