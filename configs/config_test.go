@@ -211,7 +211,7 @@ func TestTuningKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Tuning{QueueLength: 0, PrefillChunk: 64, KVBlockSize: 32, KVCacheMB: 256, MaxBatchTokens: 512, MaxRunning: 8,
+	want := Tuning{QueueLength: 0, PrefillChunk: 64, KVBlockSize: 32, KVCacheMB: 256, MaxBatchTokens: 300, MaxRunning: 8,
 		Policy: "fair", PriorityAging: Duration(2 * time.Second), PrefixCache: false, MaxRunningPerKey: 2, MaxQueuedPerKey: 8}
 	if *tn != want {
 		t.Errorf("got %+v\nwant %+v", *tn, want)

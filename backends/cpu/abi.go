@@ -12,7 +12,7 @@ import (
 // offsets before any other call.
 //
 // Pointer fields are unsafe.Pointer, never uintptr: a struct passed to C is
-// itself passed through purego.SyscallN's uintptr-escaping arguments, which
+// itself passed through library.call's uintptr-escaping arguments, which
 // moves it, and everything its pointers reach, to the heap and keeps it
 // alive for the call.
 
@@ -85,7 +85,7 @@ func goLayout() []int64 {
 func (l *library) checkLayout() error {
 	want := goLayout()
 	got := make([]int64, len(want)+8)
-	n := int(l.call(l.fn.abiLayout, ptr(got), uintptr(len(got))))
+	n := int(l.call(l.fn.abiLayout, uintptr(uptr(got)), uintptr(len(got))))
 	if n != len(want) || !slices.Equal(got[:n], want) {
 		return fmt.Errorf("struct layout differs from the Go side (library %v, Go %v)", got[:min(n, len(got))], want)
 	}

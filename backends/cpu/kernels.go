@@ -194,7 +194,7 @@ func (k *kernels) attention(out, q, kc, vc []float32, blocks []int32, blockSize,
 // the best read rate in bytes per second.
 func (k *kernels) bandwidth(bytes int64, passes int) (float64, error) {
 	out := make([]float64, 1)
-	rc := k.lib.call(k.lib.fn.bandwidth, k.h, uintptr(bytes), uintptr(passes), ptr(out))
+	rc := k.lib.call(k.lib.fn.bandwidth, k.h, uintptr(bytes), uintptr(passes), uintptr(uptr(out)))
 	runtime.KeepAlive(out)
 	return out[0], k.status("bandwidth probe", rc)
 }

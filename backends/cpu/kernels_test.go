@@ -377,6 +377,7 @@ func TestAttention(t *testing.T) {
 		rng := rand.New(rand.NewPCG(7, 7))
 		for _, c := range []struct{ heads, kv, hd, bs, pos int }{
 			{1, 1, 8, 4, 0}, {8, 4, 8, 4, 37}, {4, 1, 64, 16, 100}, {6, 3, 12, 5, 23}, {32, 4, 64, 16, 300},
+			{8, 2, 128, 32, 70}, {2, 1, 80, 8, 40}, {3, 1, 100, 64, 130},
 		} {
 			nblk := c.pos/c.bs + 1
 			total := nblk + 3

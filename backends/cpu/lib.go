@@ -47,21 +47,24 @@ type library struct {
 	}
 }
 
-// call invokes a C function with integer and pointer arguments.
+// call invokes a C function with integer and pointer arguments. Callers
+// convert pointers with uintptr(unsafe.Pointer(p)) in the argument list; the
+// directive below makes that conversion move what p points to onto the heap
+// and keep it alive for the call, as purego.SyscallN's own directive does
+// for its callers (a directive covers only conversions written in a call
+// to the function that carries it, so this wrapper needs its own). Without
+// it a struct or array could stay on the goroutine's stack, which may be
+// copied elsewhere before the library reads it.
+//
+//go:uintptrescapes
 func (l *library) call(fn uintptr, args ...uintptr) int64 {
 	r1, _, _ := purego.SyscallN(fn, args...)
 	return int64(r1)
 }
 
-// ptr passes the first element of a slice to C (nil for an empty slice).
-// The caller keeps the slice alive across the call.
-func ptr[T any](s []T) uintptr {
-	if len(s) == 0 {
-		return 0
-	}
-	return uintptr(unsafe.Pointer(&s[0]))
-}
-
+// uptr is the address of a slice's first element (nil for an empty slice).
+// Passed to C as uintptr(uptr(s)) in a call to library.call, or stored in a
+// struct passed so, it makes s live on the heap and stay alive for the call.
 func uptr[T any](s []T) unsafe.Pointer {
 	if len(s) == 0 {
 		return nil
@@ -209,7 +212,7 @@ func openFile(variant, path, from string) (*library, error) {
 		return nil, fmt.Errorf("%s: %w", from, err)
 	}
 	buf := make([]byte, 64)
-	n := l.call(l.fn.variant, ptr(buf), uintptr(len(buf)))
+	n := l.call(l.fn.variant, uintptr(uptr(buf)), uintptr(len(buf)))
 	if got := string(buf[:min(int(n), len(buf)-1)]); got != variant {
 		return nil, fmt.Errorf("%s: library is variant %q, want %q", from, got, variant)
 	}

@@ -162,7 +162,7 @@ func TestForwardMatchesRef(t *testing.T) {
 			}
 			m := tm.load(t)
 			const bs, kvBlocks = 4, 40
-			o := backends.LoadOptions{BlockSize: bs, KVBlocks: kvBlocks, MaxContext: 64, Threads: 2}
+			o := backends.LoadOptions{BlockSize: bs, KVBlocks: kvBlocks, MaxContext: 64, Threads: 3} // 3 threads on 2 cores: uneven shares, and work taken from a preempted thread
 			steps := batchSteps(rand.New(rand.NewPCG(3, 4)), m.Config.VocabSize, bs, kvBlocks)
 			rr := loadRunner(t, ref.Backend{}, m, o)
 			var want []*backends.Logits

@@ -143,7 +143,7 @@ func newRunner(l *library, m *model.Model, o backends.LoadOptions) (*runner, err
 	}
 	d.layers = uptr(layers)
 	msg := make([]byte, 256)
-	h := uintptr(l.call(l.fn.runnerNew, uintptr(unsafe.Pointer(&d)), ptr(msg), uintptr(len(msg))))
+	h := uintptr(l.call(l.fn.runnerNew, uintptr(unsafe.Pointer(&d)), uintptr(uptr(msg)), uintptr(len(msg))))
 	runtime.KeepAlive(keep)
 	runtime.KeepAlive(layers)
 	runtime.KeepAlive(m.RopeFreqs)

@@ -134,7 +134,12 @@ func openDriver() (*driver, error) {
 	return d, nil
 }
 
-// call runs the driver function fn and maps its CUresult to an error.
+// call runs the driver function fn and maps its CUresult to an error. The
+// directive makes a uintptr(unsafe.Pointer(p)) written in a call to it move
+// what p points to onto the heap and keep it alive for the call (purego's
+// own directive covers only conversions written in calls to SyscallN).
+//
+//go:uintptrescapes
 func (d *driver) call(op string, fn uintptr, args ...uintptr) error {
 	if fn == 0 {
 		return fmt.Errorf("cuda: %s: not in this driver", op)

@@ -63,18 +63,10 @@ float oc_dot(const float *a, const float *b, int64_t n) {
 #endif
 }
 
-/* y += a·x */
+/* y += a·x (the AVX-512 attention keeps its sums in registers instead) */
+#if !defined(OC_ISA_AVX512)
 static void axpy(float *y, float a, const float *x, int64_t n) {
-#if defined(OC_ISA_AVX512)
-	__m512 va = _mm512_set1_ps(a);
-	int64_t i = 0;
-	for (; i + 16 <= n; i += 16)
-		_mm512_storeu_ps(y + i, _mm512_fmadd_ps(va, _mm512_loadu_ps(x + i), _mm512_loadu_ps(y + i)));
-	if (i < n) {
-		__mmask16 m = (__mmask16)((1u << (n - i)) - 1);
-		_mm512_mask_storeu_ps(y + i, m, _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i)));
-	}
-#elif defined(OC_ISA_AVX2) || defined(OC_ISA_AVXVNNI)
+#if defined(OC_ISA_AVX2) || defined(OC_ISA_AVXVNNI)
 	__m256 va = _mm256_set1_ps(a);
 	int64_t i = 0;
 	for (; i + 8 <= n; i += 8)
@@ -86,6 +78,7 @@ static void axpy(float *y, float a, const float *x, int64_t n) {
 		y[i] += a * x[i];
 #endif
 }
+#endif
 
 /* ------------------------------------------------------------------ exp */
 
@@ -203,6 +196,37 @@ void oc_rope_apply(float *x, int64_t heads, int64_t hd, int64_t rdims, int neox,
 
 /* ------------------------------------------------------------ attention */
 
+#if defined(OC_ISA_AVX512)
+/* r[j] = the sum of the 16 lanes of v[j]: a transpose-and-add tree, 45
+ * shuffles and adds for 16 sums instead of 16 separate horizontal sums. */
+static inline __m512 hsum16(const __m512 v[16]) {
+	__m512 t[8], u[4];
+	for (int i = 0; i < 8; i++) /* per 128-bit lane: v2i 0+2, v2i+1 0+2, v2i 1+3, v2i+1 1+3 */
+		t[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+	for (int i = 0; i < 4; i++) /* per 128-bit lane: the lane's sums of v4i … v4i+3 */
+		u[i] = _mm512_add_ps(_mm512_shuffle_ps(t[2 * i], t[2 * i + 1], 0x44), _mm512_shuffle_ps(t[2 * i], t[2 * i + 1], 0xee));
+	__m512 s01 = _mm512_add_ps(_mm512_shuffle_f32x4(u[0], u[1], 0x44), _mm512_shuffle_f32x4(u[0], u[1], 0xee));
+	__m512 s23 = _mm512_add_ps(_mm512_shuffle_f32x4(u[2], u[3], 0x44), _mm512_shuffle_f32x4(u[2], u[3], 0xee));
+	return _mm512_add_ps(_mm512_shuffle_f32x4(s01, s23, 0x88), _mm512_shuffle_f32x4(s01, s23, 0xdd));
+}
+
+/* Scores of head row q against cnt ≤ 16 consecutive key rows k (stride
+ * kvw), times scale, into s[0…cnt). */
+static inline void scores16(float *s, const float *q, const float *k, int64_t kvw, int64_t cnt, int64_t hd, float scale) {
+	__m512 acc[16];
+	for (int j = 0; j < 16; j++)
+		acc[j] = _mm512_setzero_ps();
+	for (int64_t d = 0; d < hd; d += 16) {
+		__mmask16 m = hd - d >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (hd - d)) - 1);
+		__m512 qv = _mm512_maskz_loadu_ps(m, q + d);
+#pragma GCC unroll 16
+		for (int j = 0; j < 16; j++) /* rows past cnt repeat the last one; their sums are not stored */
+			acc[j] = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(m, k + (j < cnt ? j : cnt - 1) * kvw + d), acc[j]);
+	}
+	_mm512_mask_storeu_ps(s, (__mmask16)((1u << cnt) - 1), _mm512_mul_ps(hsum16(acc), _mm512_set1_ps(scale)));
+}
+#endif
+
 /*
  * ref.Attention for the nh query heads that share KV head g: each cached
  * key and value row is loaded once for all of them. scores holds nh rows of
@@ -216,16 +240,53 @@ void oc_attention_group(float *out, const float *q, const float *kc, const float
 	for (int64_t j0 = 0, blk = 0; j0 < npos; j0 += bs, blk++) {
 		int64_t base = (int64_t)blocks[blk] * bs;
 		int64_t cnt = npos - j0 < bs ? npos - j0 : bs;
+#if defined(OC_ISA_AVX512)
+		for (int64_t jj = 0; jj < cnt; jj += 16) {
+			const float *kr = kc + (base + jj) * kvw + off;
+			int64_t c = cnt - jj < 16 ? cnt - jj : 16;
+			for (int64_t h = 0; h < nh; h++)
+				scores16(scores + h * ld + j0 + jj, q + h * hd, kr, kvw, c, hd, scale);
+		}
+#else
 		for (int64_t jj = 0; jj < cnt; jj++) {
 			const float *kr = kc + (base + jj) * kvw + off;
 			for (int64_t h = 0; h < nh; h++)
 				scores[h * ld + j0 + jj] = oc_dot(q + h * hd, kr, hd) * scale;
 		}
+#endif
 	}
-	for (int64_t h = 0; h < nh; h++) {
+	for (int64_t h = 0; h < nh; h++)
 		oc_softmax(scores + h * ld, npos);
-		memset(out + h * hd, 0, (size_t)hd * sizeof(float));
+#if defined(OC_ISA_AVX512)
+	/* out = Σ p·v with each head's 64-wide slice of out held in registers
+	 * over all positions. */
+	for (int64_t h = 0; h < nh; h++) {
+		const float *p = scores + h * ld;
+		for (int64_t d = 0; d < hd; d += 64) {
+			__mmask16 m[4];
+			for (int i = 0; i < 4; i++) {
+				int64_t left = hd - d - 16 * i;
+				m[i] = left >= 16 ? (__mmask16)0xffff : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1);
+			}
+			__m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+			for (int64_t j0 = 0, blk = 0; j0 < npos; j0 += bs, blk++) {
+				int64_t cnt = npos - j0 < bs ? npos - j0 : bs;
+				const float *vb = vc + (int64_t)blocks[blk] * bs * kvw + off + d;
+				for (int64_t jj = 0; jj < cnt; jj++) {
+					__m512 pv = _mm512_set1_ps(p[j0 + jj]);
+					const float *vr = vb + jj * kvw;
+#pragma GCC unroll 4
+					for (int i = 0; i < 4; i++)
+						acc[i] = _mm512_fmadd_ps(pv, _mm512_maskz_loadu_ps(m[i], vr + 16 * i), acc[i]);
+				}
+			}
+			for (int i = 0; i < 4; i++)
+				_mm512_mask_storeu_ps(out + h * hd + d + 16 * i, m[i], acc[i]);
+		}
 	}
+#else
+	for (int64_t h = 0; h < nh; h++)
+		memset(out + h * hd, 0, (size_t)hd * sizeof(float));
 	for (int64_t j0 = 0, blk = 0; j0 < npos; j0 += bs, blk++) {
 		int64_t base = (int64_t)blocks[blk] * bs;
 		int64_t cnt = npos - j0 < bs ? npos - j0 : bs;
@@ -235,4 +296,5 @@ void oc_attention_group(float *out, const float *q, const float *kc, const float
 				axpy(out + h * hd, scores[h * ld + j0 + jj], vr, hd);
 		}
 	}
+#endif
 }

@@ -21,6 +21,9 @@
 
 #include "internal.h"
 
+/* int64 counters per cache line: one line per thread in a region's counters */
+#define CTR_STRIDE 8
+
 typedef struct {
 	int64_t heads, kv_heads, ffn;
 	oc_tensor wq, wk, wv, wo, gate, up, down;
@@ -295,7 +298,7 @@ oc_runner *oc_runner_new_impl(const oc_model_desc *d, char *err, int64_t errlen)
 	for (int i = 0; i < r->nthreads; i++)
 		if (oc_scratch_init(&r->scr[i], r->kmax, r->max_pos, r->group_max) != OC_OK)
 			FAIL("out of memory for thread scratch");
-	r->nctr = r->n_layers * 8 + 8;
+	r->nctr = (r->n_layers * 8 + 8) * r->nthreads * CTR_STRIDE;
 	r->ctr = oc_alloc((size_t)r->nctr * sizeof(int64_t));
 	if (!r->ctr)
 		FAIL("out of memory");
@@ -385,6 +388,33 @@ static void split(int64_t n, int tid, int nt, int64_t *lo, int64_t *hi) {
 	*hi = n * (tid + 1) / nt;
 }
 
+/*
+ * Work sharing for one parallel region of total items: thread t owns the
+ * contiguous range split(total, t) and takes its items in order, then takes
+ * what is left of the others' ranges. A thread thus streams through one
+ * contiguous stretch of a matrix (what the hardware prefetcher follows
+ * best), and a thread that fell behind (preempted on a busy host) has its
+ * work finished by the others. The region's counters (one per thread, each
+ * on its own cache line, zeroed before the step) count the items taken
+ * from each range.
+ */
+static _Atomic int64_t *region(oc_runner *r, int i) { return r->ctr + (int64_t)i * r->nthreads * CTR_STRIDE; }
+
+static int64_t take(_Atomic int64_t *ctr, int tid, int nt, int64_t total) {
+	for (int i = 0; i < nt; i++) {
+		int o = (tid + i) % nt;
+		int64_t lo, hi;
+		split(total, o, nt, &lo, &hi);
+		_Atomic int64_t *c = ctr + o * CTR_STRIDE;
+		if (atomic_load_explicit(c, memory_order_relaxed) >= hi - lo)
+			continue;
+		int64_t k = atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
+		if (k < hi - lo)
+			return lo + k;
+	}
+	return -1;
+}
+
 typedef struct {
 	const oc_tensor *w;
 	float *y;
@@ -399,15 +429,15 @@ typedef struct {
  */
 static void matmuls(oc_runner *r, int tid, _Atomic int64_t *ctr, const mmjob *jobs, int nj,
 		    const float *xf, int64_t ldx, const oc_qact *qa, int64_t n) {
-	int64_t chunks[4], total = 0;
+	int64_t chunks[4] = {0}, total = 0;
 	for (int j = 0; j < nj; j++) {
 		chunks[j] = (jobs[j].w->rows + OC_CHUNK - 1) / OC_CHUNK;
 		total += chunks[j];
 	}
 	oc_scratch *s = &r->scr[tid];
 	for (;;) {
-		int64_t c = atomic_fetch_add_explicit(ctr, 1, memory_order_relaxed);
-		if (c >= total)
+		int64_t c = take(ctr, tid, r->nthreads, total);
+		if (c < 0)
 			return;
 		int j = 0;
 		while (c >= chunks[j])
@@ -435,8 +465,8 @@ static void gate_up(oc_runner *r, int tid, _Atomic int64_t *ctr, const layer_t *
 	int64_t ffn = L->ffn, total = (ffn + OC_CHUNK - 1) / OC_CHUNK;
 	oc_scratch *s = &r->scr[tid];
 	for (;;) {
-		int64_t c = atomic_fetch_add_explicit(ctr, 1, memory_order_relaxed);
-		if (c >= total)
+		int64_t c = take(ctr, tid, r->nthreads, total);
+		if (c < 0)
 			return;
 		int64_t r0 = c * OC_CHUNK, r1 = r0 + OC_CHUNK < ffn ? r0 + OC_CHUNK : ffn;
 		const oc_tensor *ws[2] = {&L->gate, &L->up};
@@ -491,7 +521,7 @@ static void forward_job(void *arg, int tid, int nt) {
 			{&L->wk, r->k, kvw, 0, L->bk},
 			{&L->wv, r->v, kvw, 0, L->bv},
 		};
-		matmuls(r, tid, &r->ctr[ci++], qkv, 3, r->xn, dim, &qa, n);
+		matmuls(r, tid, region(r, ci++), qkv, 3, r->xn, dim, &qa, n);
 		oc_barrier(r->pool);
 
 		/* rotate q and k; store k and v in the cache */
@@ -508,12 +538,12 @@ static void forward_job(void *arg, int tid, int nt) {
 
 		/* attention: (token, kv head) tasks */
 		{
-			_Atomic int64_t *ctr = &r->ctr[ci++];
+			_Atomic int64_t *ctr = region(r, ci++);
 			int64_t tasks = n * L->kv_heads;
 			float scale = (float)(1.0 / sqrt((double)hd));
 			for (;;) {
-				int64_t task = atomic_fetch_add_explicit(ctr, 1, memory_order_relaxed);
-				if (task >= tasks)
+				int64_t task = take(ctr, tid, nt, tasks);
+				if (task < 0)
 					break;
 				int64_t i = task / L->kv_heads, g = task % L->kv_heads;
 				int64_t h0 = g * group;
@@ -531,7 +561,7 @@ static void forward_job(void *arg, int tid, int nt) {
 			oc_barrier(r->pool);
 		}
 		mmjob wo = {&L->wo, r->x, dim, 1, NULL};
-		matmuls(r, tid, &r->ctr[ci++], &wo, 1, r->att, qw, &qa, n);
+		matmuls(r, tid, region(r, ci++), &wo, 1, r->att, qw, &qa, n);
 		oc_barrier(r->pool);
 
 		/* feed-forward norm */
@@ -544,11 +574,11 @@ static void forward_job(void *arg, int tid, int nt) {
 		oc_barrier(r->pool);
 
 		oc_qact_bind(&qh, r->qa_mem[1], n, L->ffn);
-		gate_up(r, tid, &r->ctr[ci++], L, &qa, &qh, n);
+		gate_up(r, tid, region(r, ci++), L, &qa, &qh, n);
 		oc_barrier(r->pool);
 
 		mmjob down = {&L->down, r->x, dim, 1, NULL};
-		matmuls(r, tid, &r->ctr[ci++], &down, 1, r->gate, L->ffn, &qh, n);
+		matmuls(r, tid, region(r, ci++), &down, 1, r->gate, L->ffn, &qh, n);
 		if (tid == 0)
 			r->stop = atomic_load_explicit(&r->cancel, memory_order_relaxed);
 		oc_barrier(r->pool);
@@ -570,7 +600,7 @@ static void forward_job(void *arg, int tid, int nt) {
 	}
 	oc_barrier(r->pool);
 	mmjob out = {&r->output, b->logits, r->vocab, 0, NULL};
-	matmuls(r, tid, &r->ctr[ci++], &out, 1, r->xn, dim, &qa, b->n_out);
+	matmuls(r, tid, region(r, ci++), &out, 1, r->xn, dim, &qa, b->n_out);
 	oc_barrier(r->pool);
 }
 
