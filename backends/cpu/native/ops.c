@@ -63,23 +63,6 @@ float oc_dot(const float *a, const float *b, int64_t n) {
 #endif
 }
 
-/* y += a·x (the AVX-512 attention keeps its sums in registers instead) */
-#if !defined(OC_ISA_AVX512)
-static void axpy(float *y, float a, const float *x, int64_t n) {
-#if defined(OC_ISA_AVX2) || defined(OC_ISA_AVXVNNI)
-	__m256 va = _mm256_set1_ps(a);
-	int64_t i = 0;
-	for (; i + 8 <= n; i += 8)
-		_mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
-	for (; i < n; i++)
-		y[i] += a * x[i];
-#else
-	for (int64_t i = 0; i < n; i++)
-		y[i] += a * x[i];
-#endif
-}
-#endif
-
 /* ------------------------------------------------------------------ exp */
 
 /*
@@ -196,10 +179,18 @@ void oc_rope_apply(float *x, int64_t heads, int64_t hd, int64_t rdims, int neox,
 
 /* ------------------------------------------------------------ attention */
 
+/*
+ * The SIMD variants compute a head's scores for a tile of consecutive
+ * cached keys at once (VW of them: 16 with AVX-512, 8 with AVX2): one
+ * vector of partial products per key, summed across lanes for all keys
+ * together by a transpose-and-add tree, instead of one horizontal sum per
+ * key; and they keep each head's output slice in registers over all
+ * positions instead of loading and storing it per position.
+ */
 #if defined(OC_ISA_AVX512)
-/* r[j] = the sum of the 16 lanes of v[j]: a transpose-and-add tree, 45
- * shuffles and adds for 16 sums instead of 16 separate horizontal sums. */
-static inline __m512 hsum16(const __m512 v[16]) {
+#define VW 16
+/* r[j] = the sum of the 16 lanes of v[j]: 45 shuffles and adds. */
+static inline __m512 hsum_tile(const __m512 v[16]) {
 	__m512 t[8], u[4];
 	for (int i = 0; i < 8; i++) /* per 128-bit lane: v2i 0+2, v2i+1 0+2, v2i 1+3, v2i+1 1+3 */
 		t[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
@@ -212,7 +203,7 @@ static inline __m512 hsum16(const __m512 v[16]) {
 
 /* Scores of head row q against cnt ≤ 16 consecutive key rows k (stride
  * kvw), times scale, into s[0…cnt). */
-static inline void scores16(float *s, const float *q, const float *k, int64_t kvw, int64_t cnt, int64_t hd, float scale) {
+static inline void scores_tile(float *s, const float *q, const float *k, int64_t kvw, int64_t cnt, int64_t hd, float scale) {
 	__m512 acc[16];
 	for (int j = 0; j < 16; j++)
 		acc[j] = _mm512_setzero_ps();
@@ -223,9 +214,95 @@ static inline void scores16(float *s, const float *q, const float *k, int64_t kv
 		for (int j = 0; j < 16; j++) /* rows past cnt repeat the last one; their sums are not stored */
 			acc[j] = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(m, k + (j < cnt ? j : cnt - 1) * kvw + d), acc[j]);
 	}
-	_mm512_mask_storeu_ps(s, (__mmask16)((1u << cnt) - 1), _mm512_mul_ps(hsum16(acc), _mm512_set1_ps(scale)));
+	_mm512_mask_storeu_ps(s, (__mmask16)((1u << cnt) - 1), _mm512_mul_ps(hsum_tile(acc), _mm512_set1_ps(scale)));
 }
+
+/* out[0…hd) = Σ_j p[j]·v_j over the npos positions of the block table. */
+static void pv_head(float *out, const float *p, const float *vc, int64_t kvw, int64_t off,
+		    const int32_t *blocks, int64_t bs, int64_t npos, int64_t hd) {
+	for (int64_t d = 0; d < hd; d += 64) {
+		__mmask16 m[4];
+		for (int i = 0; i < 4; i++) {
+			int64_t left = hd - d - 16 * i;
+			m[i] = left >= 16 ? (__mmask16)0xffff : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1);
+		}
+		__m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+		for (int64_t j0 = 0, blk = 0; j0 < npos; j0 += bs, blk++) {
+			int64_t cnt = npos - j0 < bs ? npos - j0 : bs;
+			const float *vb = vc + (int64_t)blocks[blk] * bs * kvw + off + d;
+			for (int64_t jj = 0; jj < cnt; jj++) {
+				__m512 pv = _mm512_set1_ps(p[j0 + jj]);
+#pragma GCC unroll 4
+				for (int i = 0; i < 4; i++)
+					acc[i] = _mm512_fmadd_ps(pv, _mm512_maskz_loadu_ps(m[i], vb + jj * kvw + 16 * i), acc[i]);
+			}
+		}
+		for (int i = 0; i < 4; i++)
+			_mm512_mask_storeu_ps(out + d + 16 * i, m[i], acc[i]);
+	}
+}
+#define TILE_OK(hd) 1
+
+#elif defined(OC_ISA_AVX2) || defined(OC_ISA_AVXVNNI)
+#define VW 8
+/* r[j] = the sum of the 8 lanes of v[j]. */
+static inline __m256 hsum_tile(const __m256 v[8]) {
+	__m256 u0 = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
+	__m256 u1 = _mm256_hadd_ps(_mm256_hadd_ps(v[4], v[5]), _mm256_hadd_ps(v[6], v[7]));
+	return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+}
+
+/* As the AVX-512 one, for cnt ≤ 8 keys and hd a multiple of 8. */
+static inline void scores_tile(float *s, const float *q, const float *k, int64_t kvw, int64_t cnt, int64_t hd, float scale) {
+	__m256 acc[8];
+	for (int j = 0; j < 8; j++)
+		acc[j] = _mm256_setzero_ps();
+	for (int64_t d = 0; d < hd; d += 8) {
+		__m256 qv = _mm256_loadu_ps(q + d);
+#pragma GCC unroll 8
+		for (int j = 0; j < 8; j++)
+			acc[j] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k + (j < cnt ? j : cnt - 1) * kvw + d), acc[j]);
+	}
+	__m256 r = _mm256_mul_ps(hsum_tile(acc), _mm256_set1_ps(scale));
+	if (cnt == 8) {
+		_mm256_storeu_ps(s, r);
+	} else {
+		float tmp[8];
+		_mm256_storeu_ps(tmp, r);
+		for (int64_t j = 0; j < cnt; j++)
+			s[j] = tmp[j];
+	}
+}
+
+/* As the AVX-512 one, for hd a multiple of 8. */
+static void pv_head(float *out, const float *p, const float *vc, int64_t kvw, int64_t off,
+		    const int32_t *blocks, int64_t bs, int64_t npos, int64_t hd) {
+	for (int64_t d = 0; d < hd; d += 32) {
+		int nv = hd - d >= 32 ? 4 : (int)((hd - d) / 8);
+		__m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+		for (int64_t j0 = 0, blk = 0; j0 < npos; j0 += bs, blk++) {
+			int64_t cnt = npos - j0 < bs ? npos - j0 : bs;
+			const float *vb = vc + (int64_t)blocks[blk] * bs * kvw + off + d;
+			for (int64_t jj = 0; jj < cnt; jj++) {
+				__m256 pv = _mm256_set1_ps(p[j0 + jj]);
+#pragma GCC unroll 4
+				for (int i = 0; i < 4; i++)
+					if (i < nv)
+						acc[i] = _mm256_fmadd_ps(pv, _mm256_loadu_ps(vb + jj * kvw + 8 * i), acc[i]);
+			}
+		}
+		for (int i = 0; i < nv; i++)
+			_mm256_storeu_ps(out + d + 8 * i, acc[i]);
+	}
+}
+#define TILE_OK(hd) ((hd) % 8 == 0)
 #endif
+
+/* y += a·x */
+static void axpy(float *y, float a, const float *x, int64_t n) {
+	for (int64_t i = 0; i < n; i++)
+		y[i] += a * x[i];
+}
 
 /*
  * ref.Attention for the nh query heads that share KV head g: each cached
@@ -237,56 +314,37 @@ void oc_attention_group(float *out, const float *q, const float *kc, const float
 			int64_t hd, float scale, float *scores) {
 	int64_t ld = (npos + 15) / 16 * 16;
 	int64_t off = g * hd;
+#if defined(VW)
+	if (TILE_OK(hd)) {
+		for (int64_t j0 = 0, blk = 0; j0 < npos; j0 += bs, blk++) {
+			int64_t base = (int64_t)blocks[blk] * bs;
+			int64_t cnt = npos - j0 < bs ? npos - j0 : bs;
+			for (int64_t jj = 0; jj < cnt; jj += VW) {
+				int64_t c = cnt - jj < VW ? cnt - jj : VW;
+				for (int64_t h = 0; h < nh; h++)
+					scores_tile(scores + h * ld + j0 + jj, q + h * hd, kc + (base + jj) * kvw + off, kvw, c, hd, scale);
+			}
+		}
+		for (int64_t h = 0; h < nh; h++) {
+			oc_softmax(scores + h * ld, npos);
+			pv_head(out + h * hd, scores + h * ld, vc, kvw, off, blocks, bs, npos, hd);
+		}
+		return;
+	}
+#endif
 	for (int64_t j0 = 0, blk = 0; j0 < npos; j0 += bs, blk++) {
 		int64_t base = (int64_t)blocks[blk] * bs;
 		int64_t cnt = npos - j0 < bs ? npos - j0 : bs;
-#if defined(OC_ISA_AVX512)
-		for (int64_t jj = 0; jj < cnt; jj += 16) {
-			const float *kr = kc + (base + jj) * kvw + off;
-			int64_t c = cnt - jj < 16 ? cnt - jj : 16;
-			for (int64_t h = 0; h < nh; h++)
-				scores16(scores + h * ld + j0 + jj, q + h * hd, kr, kvw, c, hd, scale);
-		}
-#else
 		for (int64_t jj = 0; jj < cnt; jj++) {
 			const float *kr = kc + (base + jj) * kvw + off;
 			for (int64_t h = 0; h < nh; h++)
 				scores[h * ld + j0 + jj] = oc_dot(q + h * hd, kr, hd) * scale;
 		}
-#endif
 	}
-	for (int64_t h = 0; h < nh; h++)
-		oc_softmax(scores + h * ld, npos);
-#if defined(OC_ISA_AVX512)
-	/* out = Σ p·v with each head's 64-wide slice of out held in registers
-	 * over all positions. */
 	for (int64_t h = 0; h < nh; h++) {
-		const float *p = scores + h * ld;
-		for (int64_t d = 0; d < hd; d += 64) {
-			__mmask16 m[4];
-			for (int i = 0; i < 4; i++) {
-				int64_t left = hd - d - 16 * i;
-				m[i] = left >= 16 ? (__mmask16)0xffff : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1);
-			}
-			__m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-			for (int64_t j0 = 0, blk = 0; j0 < npos; j0 += bs, blk++) {
-				int64_t cnt = npos - j0 < bs ? npos - j0 : bs;
-				const float *vb = vc + (int64_t)blocks[blk] * bs * kvw + off + d;
-				for (int64_t jj = 0; jj < cnt; jj++) {
-					__m512 pv = _mm512_set1_ps(p[j0 + jj]);
-					const float *vr = vb + jj * kvw;
-#pragma GCC unroll 4
-					for (int i = 0; i < 4; i++)
-						acc[i] = _mm512_fmadd_ps(pv, _mm512_maskz_loadu_ps(m[i], vr + 16 * i), acc[i]);
-				}
-			}
-			for (int i = 0; i < 4; i++)
-				_mm512_mask_storeu_ps(out + h * hd + d + 16 * i, m[i], acc[i]);
-		}
-	}
-#else
-	for (int64_t h = 0; h < nh; h++)
+		oc_softmax(scores + h * ld, npos);
 		memset(out + h * hd, 0, (size_t)hd * sizeof(float));
+	}
 	for (int64_t j0 = 0, blk = 0; j0 < npos; j0 += bs, blk++) {
 		int64_t base = (int64_t)blocks[blk] * bs;
 		int64_t cnt = npos - j0 < bs ? npos - j0 : bs;
@@ -296,5 +354,4 @@ void oc_attention_group(float *out, const float *q, const float *kc, const float
 				axpy(out + h * hd, scores[h * ld + j0 + jj], vr, hd);
 		}
 	}
-#endif
 }
