@@ -37,6 +37,12 @@ func BenchmarkMatMulQ8(b *testing.B) {
 		ws[i] = randTensor(rng, gguf.Q8_0, 5632, 2048)
 	}
 	k := benchKernels(b, 0)
+	// The memory read rate of the same threads, for the one-token products'
+	// roofline fraction (their bytes read ÷ this rate).
+	bw, err := k.bandwidth(256<<20, 3)
+	if err != nil {
+		b.Fatal(err)
+	}
 	paths := map[int]string{pathDirect: "direct", pathPacked: "packed", pathPrepack: "prepacked"}
 	for _, c := range []struct{ n, path int }{
 		{1, pathDirect}, {1, pathPrepack}, {8, pathPacked}, {8, pathPrepack}, {16, pathPrepack}, {64, pathPrepack}, {512, pathPrepack},
@@ -70,6 +76,9 @@ func BenchmarkMatMulQ8(b *testing.B) {
 			}
 			s := b.Elapsed().Seconds() / float64(b.N)
 			b.ReportMetric(float64(len(ws[0].Data))/s/1e9, "GB/s")
+			if c.n == 1 {
+				b.ReportMetric(float64(len(ws[0].Data))/s/bw, "roofline")
+			}
 			b.ReportMetric(2*float64(5632*2048*c.n)/s/1e9, "GOPS")
 		})
 	}

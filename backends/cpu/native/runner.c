@@ -274,11 +274,22 @@ oc_runner *oc_runner_new_impl(const oc_model_desc *d, char *err, int64_t errlen)
 		kv_total += 2 * (size_t)r->kv_blocks * (size_t)r->bs * (size_t)kvw * sizeof(float);
 	}
 	r->kmax = max64(r->kmax, max64(r->qw_max, r->ffn_max));
-	/* The KV cache: one anonymous mapping, committed as it is written. */
+	/*
+	 * The KV cache: one anonymous mapping, written once here so that its
+	 * memory is taken at load, not by a request. Faulted in lazily, its
+	 * first use stalled a request now and then: serving 32 requests one at
+	 * a time on the 2-core dev VM, one of them waited 300-400 ms for its
+	 * first token (median 33 ms), and never again once every block had
+	 * been used (a huge-page fault can compact memory first). Taking it
+	 * at load also means a host without the memory refuses the model
+	 * instead of failing under load.
+	 */
 	r->kv_bytes = kv_total;
 	r->kv = oc_map(kv_total);
 	if (!r->kv)
 		FAIL("cannot map a KV cache of %zu bytes", kv_total);
+	for (size_t i = 0; i < kv_total; i += 4096)
+		((volatile uint8_t *)r->kv)[i] = 0;
 	uint8_t *p = r->kv;
 	for (int64_t l = 0; l < r->n_layers; l++) {
 		layer_t *L = &r->layers[l];
