@@ -400,6 +400,9 @@ static void split(int64_t n, int tid, int nt, int64_t *lo, int64_t *hi) {
 	*hi = n * (tid + 1) / nt;
 }
 
+/* The counters of the step's i-th parallel region, for take. */
+static _Atomic int64_t *region(oc_runner *r, int i) { return r->ctr + (int64_t)i * r->nthreads * CTR_STRIDE; }
+
 /*
  * Work sharing for one parallel region of total items: thread t owns the
  * contiguous range split(total, t) and takes its items in order, then takes
@@ -410,8 +413,6 @@ static void split(int64_t n, int tid, int nt, int64_t *lo, int64_t *hi) {
  * on its own cache line, zeroed before the step) count the items taken
  * from each range.
  */
-static _Atomic int64_t *region(oc_runner *r, int i) { return r->ctr + (int64_t)i * r->nthreads * CTR_STRIDE; }
-
 static int64_t take(_Atomic int64_t *ctr, int tid, int nt, int64_t total) {
 	for (int i = 0; i < nt; i++) {
 		int o = (tid + i) % nt;
