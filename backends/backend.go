@@ -94,7 +94,9 @@ type Run struct {
 	Logits LogitsMode
 }
 
-// Batch is the work of one forward step.
+// Batch is the work of one forward step. Its runs belong to different
+// sequences: no run may reference a KV block another run of the batch
+// writes (backends compute a step's runs in parallel).
 type Batch struct {
 	Runs []Run
 }
@@ -174,6 +176,25 @@ func (b *Batch) Validate(vocab, blockSize, kvBlocks int) error {
 		for _, t := range r.Tokens {
 			if t < 0 || int(t) >= vocab {
 				return fmt.Errorf("backends: %w: run %d: token %d outside the vocabulary of %d", ErrBadBatch, i, t, vocab)
+			}
+		}
+	}
+	if len(b.Runs) == 1 {
+		return nil
+	}
+	writer := make(map[int32]int) // block → the run that writes it
+	for i, r := range b.Runs {
+		for _, blk := range r.Blocks[r.Pos/blockSize : (r.Pos+len(r.Tokens)+blockSize-1)/blockSize] {
+			if w, ok := writer[blk]; ok && w != i {
+				return fmt.Errorf("backends: %w: runs %d and %d both write block %d", ErrBadBatch, w, i, blk)
+			}
+			writer[blk] = i
+		}
+	}
+	for i, r := range b.Runs {
+		for _, blk := range r.Blocks[:(r.Pos+len(r.Tokens)+blockSize-1)/blockSize] {
+			if w, ok := writer[blk]; ok && w != i {
+				return fmt.Errorf("backends: %w: run %d reads block %d, which run %d writes", ErrBadBatch, i, blk, w)
 			}
 		}
 	}

@@ -278,6 +278,24 @@ func commonPrefix(a, b string) int {
 	return n
 }
 
+// A KV cache larger than the memory left is refused at load with a clear
+// error, before any of it is written (writing it would wake the OOM killer).
+func TestLoadRefusesCacheBeyondMemory(t *testing.T) {
+	m := synthModel(t, "tiny", gguf.Q8_0)
+	eachVariant(t, func(t *testing.T, b *Backend) {
+		// 2 layers × K and V × 16 positions × 32 floats: 8 KiB a block, 512 GiB in all.
+		r, err := b.Load(m, backends.LoadOptions{BlockSize: 16, KVBlocks: 1 << 26, MaxContext: 256, Threads: 2})
+		if err == nil {
+			r.Close()
+			t.Fatal("a 512 GiB KV cache loaded")
+		}
+		if !strings.Contains(err.Error(), "does not fit in the") {
+			t.Errorf("error %q does not say the cache does not fit", err)
+		}
+		t.Log(err)
+	})
+}
+
 func TestForwardRejectsBadBatches(t *testing.T) {
 	m := synthModel(t, "tiny", gguf.Q8_0)
 	eachVariant(t, func(t *testing.T, b *Backend) {
@@ -292,6 +310,10 @@ func TestForwardRejectsBadBatches(t *testing.T) {
 			"bad block":      {Runs: []backends.Run{{Tokens: []int32{1}, Blocks: []int32{4}}}},
 			"negative pos":   {Runs: []backends.Run{{Tokens: []int32{1}, Pos: -1, Blocks: []int32{0}}}},
 			"logits mode":    {Runs: []backends.Run{{Tokens: []int32{1}, Blocks: []int32{0}, Logits: 9}}},
+			// Two runs of one sequence in one step: the second reads the
+			// position the first writes.
+			"same sequence twice": {Runs: []backends.Run{{Tokens: []int32{1}, Pos: 1, Blocks: []int32{0}}, {Tokens: []int32{2}, Pos: 2, Blocks: []int32{0}}}},
+			"shared write":        {Runs: []backends.Run{{Tokens: []int32{1}, Pos: 4, Blocks: []int32{0, 2}}, {Tokens: []int32{2}, Pos: 4, Blocks: []int32{1, 2}}}},
 		}
 		for name, bt := range cases {
 			if _, err := r.Forward(context.Background(), &bt); !errors.Is(err, backends.ErrBadBatch) {

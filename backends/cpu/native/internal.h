@@ -125,6 +125,9 @@ void oc_scratch_free(oc_scratch *s);
 void *oc_alloc(size_t bytes); /* 64-byte aligned, zeroed; NULL on failure */
 void oc_free(void *p);
 void *oc_map(size_t bytes); /* anonymous mapping; NULL on failure */
+/* Bytes of memory this process can still take: the host's MemAvailable, or
+ * less under a cgroup v2 memory limit; -1 when neither can be read. */
+int64_t oc_memory_left(void);
 void oc_unmap(void *p, size_t bytes);
 
 /* ---- activations quantized to Q8 blocks (q8.c) ----

@@ -305,9 +305,10 @@ static void axpy(float *y, float a, const float *x, int64_t n) {
 }
 
 /*
- * ref.Attention for the nh query heads that share KV head g: each cached
- * key and value row is loaded once for all of them. scores holds nh rows of
- * npos (rounded up to 16) floats.
+ * ref.Attention for the nh query heads that share KV head g, in one task:
+ * the group's cached rows are read from memory once and stay in cache for
+ * its other heads (the portable path loads each row once for all of them).
+ * scores holds nh rows of npos (rounded up to 16) floats.
  */
 void oc_attention_group(float *out, const float *q, const float *kc, const float *vc, int64_t kvw,
 			const int32_t *blocks, int64_t bs, int64_t npos, int64_t g, int64_t nh,

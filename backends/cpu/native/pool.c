@@ -25,7 +25,9 @@
 #include <sched.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -225,6 +227,53 @@ void *oc_map(size_t bytes) {
 	if (bytes >= (2u << 20))
 		madvise(p, bytes, MADV_HUGEPAGE); /* advice: fewer TLB misses on the KV cache */
 	return p;
+}
+
+/* The first number in file path, or -1. */
+static int64_t read_number(const char *path) {
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return -1;
+	long long v;
+	int ok = fscanf(f, "%lld", &v) == 1;
+	fclose(f);
+	return ok ? (int64_t)v : -1;
+}
+
+int64_t oc_memory_left(void) {
+	int64_t left = -1;
+	FILE *f = fopen("/proc/meminfo", "r");
+	if (f) {
+		char line[256];
+		long long kb;
+		while (fgets(line, sizeof line, f))
+			if (sscanf(line, "MemAvailable: %lld kB", &kb) == 1) {
+				left = (int64_t)kb * 1024;
+				break;
+			}
+		fclose(f);
+	}
+	/* cgroup v2: this process's group is the "0::" line of /proc/self/cgroup */
+	f = fopen("/proc/self/cgroup", "r");
+	if (f) {
+		char line[4096], path[4200];
+		while (fgets(line, sizeof line, f)) {
+			if (strncmp(line, "0::", 3) != 0)
+				continue;
+			line[strcspn(line, "\n")] = 0;
+			snprintf(path, sizeof path, "/sys/fs/cgroup%s/memory.max", line + 3);
+			int64_t max = read_number(path); /* "max" (no limit) reads as -1 */
+			snprintf(path, sizeof path, "/sys/fs/cgroup%s/memory.current", line + 3);
+			int64_t cur = read_number(path);
+			if (max >= 0 && cur >= 0) {
+				int64_t room = max > cur ? max - cur : 0;
+				left = left < 0 || room < left ? room : left;
+			}
+			break;
+		}
+		fclose(f);
+	}
+	return left;
 }
 
 void oc_unmap(void *p, size_t bytes) {

@@ -281,10 +281,15 @@ oc_runner *oc_runner_new_impl(const oc_model_desc *d, char *err, int64_t errlen)
 	 * first use stalled a request now and then: serving 32 requests one at
 	 * a time on the 2-core dev VM, one of them waited 300-400 ms for its
 	 * first token (median 33 ms), and never again once every block had
-	 * been used (a huge-page fault can compact memory first). Taking it
-	 * at load also means a host without the memory refuses the model
-	 * instead of failing under load.
+	 * been used (a huge-page fault can compact memory first). Writing
+	 * memory the host does not have would wake the OOM killer, not fail
+	 * here, so a cache larger than what is left is refused first (while a
+	 * model reloads, the old one's cache still holds its memory).
 	 */
+	int64_t left = oc_memory_left();
+	if (left >= 0 && (int64_t)kv_total > left)
+		FAIL("a KV cache of %zu MiB does not fit in the %lld MiB of memory left (lower kv_cache_mb, max_running or the context)",
+		     kv_total >> 20, (long long)(left >> 20));
 	r->kv_bytes = kv_total;
 	r->kv = oc_map(kv_total);
 	if (!r->kv)
