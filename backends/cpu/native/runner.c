@@ -315,7 +315,10 @@ oc_runner *oc_runner_new_impl(const oc_model_desc *d, char *err, int64_t errlen)
 	for (int i = 0; i < r->nthreads; i++)
 		if (oc_scratch_init(&r->scr[i], r->kmax, r->max_pos, r->group_max) != OC_OK)
 			FAIL("out of memory for thread scratch");
-	r->nctr = (r->n_layers * 8 + 8) * r->nthreads * CTR_STRIDE;
+	/* Counters of the parallel regions (5 per layer: qkv, attention, wo,
+	 * gate and up, down; 1 for the output head; one spare per layer),
+	 * zeroed before every step. */
+	r->nctr = (r->n_layers * 6 + 2) * r->nthreads * CTR_STRIDE;
 	r->ctr = oc_alloc((size_t)r->nctr * sizeof(int64_t));
 	if (!r->ctr)
 		FAIL("out of memory");
