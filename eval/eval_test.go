@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/octet-dev/octet/backends/backendtest"
 	"github.com/octet-dev/octet/backends/ref"
 	"github.com/octet-dev/octet/eval/evaltest"
 	"github.com/octet-dev/octet/model"
@@ -17,7 +18,7 @@ import (
 
 const text = "Once upon a time there was a little fox who lived in a big forest. Every morning she ran to the river to drink and to look at the fish. "
 
-func load(t *testing.T, path string) *model.Model { return evaltest.Load(t, path) }
+func load(t *testing.T, path string) *model.Model { return backendtest.Load(t, path) }
 
 // uniform is a model whose output projection is zero: every logit is 0, so
 // every next-token distribution is uniform over the vocabulary.
@@ -32,7 +33,7 @@ func uniform(t *testing.T, base string) *model.Model {
 // sharp is a synthesized model with its output projection scaled up, so
 // that its distributions are far from uniform.
 func sharp(t *testing.T, seed uint64) string {
-	return evaltest.Rewrite(t, evaltest.Synth(t, "tiny", gguf.F32, seed), func(name string, _ int, v []float32) {
+	return evaltest.Rewrite(t, backendtest.Synth(t, "tiny", gguf.F32, seed), func(name string, _ int, v []float32) {
 		if name == "output.weight" {
 			for i := range v {
 				v[i] *= 200
@@ -86,7 +87,7 @@ func TestChunks(t *testing.T) {
 // perplexity of exactly the vocabulary size, and scores ctx-1-ctx/2 tokens
 // per chunk.
 func TestPerplexityUniform(t *testing.T) {
-	m := uniform(t, evaltest.Synth(t, "tiny", gguf.F32, 1))
+	m := uniform(t, backendtest.Synth(t, "tiny", gguf.F32, 1))
 	toks := Tokenize(m, strings.Repeat(text, 3))
 	const ctx = 32
 	res, err := Perplexity(context.Background(), m, toks, refOptions(ctx))
@@ -161,7 +162,7 @@ func TestCompareClosedForm(t *testing.T) {
 // TestChoiceUniform: under a uniform model every ending scores −log V per
 // token, so every task picks its first ending (the first on ties).
 func TestChoiceUniform(t *testing.T) {
-	m := uniform(t, evaltest.Synth(t, "tiny", gguf.F32, 3))
+	m := uniform(t, backendtest.Synth(t, "tiny", gguf.F32, 3))
 	tasks := []Task{
 		{Context: "The cat", Endings: []string{"sat on the mat.", "flew to the moon", "ate", "slept all day long"}, Label: 0},
 		{Context: "She opened the door", Endings: []string{"and smiled.", "and cried."}, Label: 1},

@@ -10,13 +10,14 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/octet-dev/octet/backends/backendtest"
 	"github.com/octet-dev/octet/eval/evaltest"
 	"github.com/octet-dev/octet/model"
 	"github.com/octet-dev/octet/model/gguf"
 	"github.com/octet-dev/octet/quant"
 )
 
-func loadModel(t *testing.T, path string) *model.Model { return evaltest.Load(t, path) }
+func loadModel(t *testing.T, path string) *model.Model { return backendtest.Load(t, path) }
 
 func prune(t *testing.T, m *model.Model, o Options) (*model.Model, Info) {
 	t.Helper()
@@ -60,7 +61,7 @@ func TestKeptWidths(t *testing.T) {
 func TestStructuredShapes(t *testing.T) {
 	for _, shape := range []string{"tiny", "tiny-qwen2"} {
 		for _, typ := range []gguf.TensorType{gguf.F32, gguf.Q8_0} {
-			src := loadModel(t, evaltest.Synth(t, shape, typ, 11))
+			src := loadModel(t, backendtest.Synth(t, shape, typ, 11))
 			p, info := prune(t, src, Options{FFNKeep: 0.5, HeadsKeep: 0.5})
 			c, sc := p.Config, src.Config
 			wantFFN := keptFFN(sc.FFN, 0.5)
@@ -93,7 +94,7 @@ func TestStructuredShapes(t *testing.T) {
 // whose output columns are zero contribute nothing, score lowest, and are
 // the ones removed: the pruned model computes the same logits.
 func TestStructuredRemovesDeadUnits(t *testing.T) {
-	base := evaltest.Synth(t, "tiny", gguf.F32, 12)
+	base := backendtest.Synth(t, "tiny", gguf.F32, 12)
 	ref0 := loadModel(t, base)
 	dim, hd, ffn := ref0.Config.Dim, ref0.Config.HeadDim, ref0.Config.FFN
 	heads := ref0.Config.Heads
@@ -124,7 +125,7 @@ func TestStructuredRemovesDeadUnits(t *testing.T) {
 // TestUnstructured: every row of every layer matrix has its share of zeros
 // (N:M: at most N nonzero of every M), other tensors are untouched.
 func TestUnstructured(t *testing.T) {
-	src := loadModel(t, evaltest.Synth(t, "tiny", gguf.F32, 13))
+	src := loadModel(t, backendtest.Synth(t, "tiny", gguf.F32, 13))
 	toks := src.Tok.Encode(strings.Repeat("a small test of the wanda scores ", 10), true, false)
 	st, err := quant.Calibrate(context.Background(), src, toks, quant.CalibOptions{Ctx: 32, Chunks: 2})
 	if err != nil {

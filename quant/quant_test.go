@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/octet-dev/octet/backends/backendtest"
 	"github.com/octet-dev/octet/eval/evaltest"
 	"github.com/octet-dev/octet/model"
 	"github.com/octet-dev/octet/model/gguf"
@@ -66,7 +67,7 @@ func TestEncodeRowRoundTrip(t *testing.T) {
 	}
 }
 
-func loadModel(t *testing.T, path string) *model.Model { return evaltest.Load(t, path) }
+func loadModel(t *testing.T, path string) *model.Model { return backendtest.Load(t, path) }
 
 func build(t *testing.T, m *model.Model, o Options) (*model.Model, Info) {
 	t.Helper()
@@ -81,7 +82,7 @@ func build(t *testing.T, m *model.Model, o Options) (*model.Model, Info) {
 // Q8_0, norms stay F32, and every weight is within the round-trip bound.
 func TestBuildBounds(t *testing.T) {
 	for _, typ := range []gguf.TensorType{gguf.F32, gguf.F16, gguf.BF16} {
-		testBuildBounds(t, loadModel(t, evaltest.Synth(t, "tiny", typ, 7)))
+		testBuildBounds(t, loadModel(t, backendtest.Synth(t, "tiny", typ, 7)))
 	}
 }
 
@@ -164,7 +165,7 @@ func TestPadFFN(t *testing.T) {
 // TestSmoothingKeepsFunction: dividing a norm by s and multiplying the
 // columns that read it by s leaves every layer's input unchanged.
 func TestSmoothingKeepsFunction(t *testing.T) {
-	m := loadModel(t, evaltest.Synth(t, "tiny", gguf.F32, 9))
+	m := loadModel(t, backendtest.Synth(t, "tiny", gguf.F32, 9))
 	toks := m.Tok.Encode(strings.Repeat("the quick brown fox jumps over the lazy dog ", 8), true, false)
 	st, err := Calibrate(context.Background(), m, toks, CalibOptions{Ctx: 32, Chunks: 2})
 	if err != nil {

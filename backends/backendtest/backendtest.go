@@ -19,9 +19,13 @@ import (
 	"github.com/octet-dev/octet/scheduler"
 )
 
-// StoriesDir is ../shared/models/stories260K beside the repository,
-// wherever the test runs from.
+// StoriesDir is the stories260K folder of ../shared beside the repository,
+// wherever the test runs from, or of $OCTET_SHARED when it is set (a test
+// binary copied to another machine).
 var StoriesDir = func() string {
+	if d := os.Getenv("OCTET_SHARED"); d != "" {
+		return filepath.Join(d, "models", "stories260K")
+	}
 	_, file, _, _ := runtime.Caller(0)
 	return filepath.Join(filepath.Dir(file), "..", "..", "..", "shared", "models", "stories260K")
 }()
@@ -34,21 +38,29 @@ func LoadShared(t testing.TB, name string) *model.Model {
 	if _, err := os.Stat(path); err != nil {
 		t.Skipf("%s is absent (../shared not here): %v", path, err)
 	}
-	return load(t, path)
+	return Load(t, path)
+}
+
+// Synth writes a model of the named synth shape with matrices of type typ
+// into a temporary directory and returns its path.
+func Synth(t testing.TB, shape string, typ gguf.TensorType, seed uint64) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), shape+".gguf")
+	if err := synth.Run(context.Background(), synth.Options{Shape: shape, Type: typ, Out: path, Seed: seed}); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
 
 // SynthModel writes a random model of the given shape and type (seed 7)
 // and loads it.
 func SynthModel(t testing.TB, shape string, typ gguf.TensorType) *model.Model {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), shape+".gguf")
-	if err := synth.Run(context.Background(), synth.Options{Shape: shape, Type: typ, Out: path, Seed: 7}); err != nil {
-		t.Fatal(err)
-	}
-	return load(t, path)
+	return Load(t, Synth(t, shape, typ, 7))
 }
 
-func load(t testing.TB, path string) *model.Model {
+// Load loads a model and closes it when the test ends.
+func Load(t testing.TB, path string) *model.Model {
 	t.Helper()
 	m, err := model.Load(path)
 	if err != nil {
@@ -56,6 +68,17 @@ func load(t testing.TB, path string) *model.Model {
 	}
 	t.Cleanup(func() { m.Close() })
 	return m
+}
+
+// Argmax is the index of the largest value (the first of equals).
+func Argmax(x []float32) int {
+	best := 0
+	for i, v := range x {
+		if v > x[best] {
+			best = i
+		}
+	}
+	return best
 }
 
 // LoadRunner loads m on b and closes the runner at the end of the test.

@@ -146,16 +146,6 @@ func rmsRel(got, want []float32) float64 {
 	return math.Sqrt(d / w)
 }
 
-func argmax(x []float32) int {
-	best := 0
-	for i, v := range x {
-		if v > x[best] {
-			best = i
-		}
-	}
-	return best
-}
-
 // TestForwardMatchesRef runs the same batches on ref and on every variant.
 func TestForwardMatchesRef(t *testing.T) {
 	for _, tm := range testModels() {
@@ -202,7 +192,7 @@ func TestForwardMatchesRef(t *testing.T) {
 							t.Fatalf("step %d row %d: rms(cpu−ref)/rms(ref) = %.3g > %.3g", si, row, rel, tm.tol)
 						}
 						rows++
-						if argmax(g) == argmax(e) {
+						if backendtest.Argmax(g) == backendtest.Argmax(e) {
 							agree++
 						}
 					}

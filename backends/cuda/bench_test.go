@@ -13,7 +13,7 @@ import (
 	"testing"
 
 	"github.com/octet-dev/octet/backends"
-	"github.com/octet-dev/octet/eval/evaltest"
+	"github.com/octet-dev/octet/backends/backendtest"
 	"github.com/octet-dev/octet/model"
 	"github.com/octet-dev/octet/model/gguf"
 )
@@ -52,11 +52,11 @@ func BenchmarkCopyBandwidth(b *testing.B) {
 func benchModels(b *testing.B) []*model.Model {
 	env := os.Getenv("OCTET_BENCH_MODELS")
 	if env == "" {
-		return []*model.Model{synthModel(b, "tiny", gguf.Q8_0)}
+		return []*model.Model{backendtest.SynthModel(b, "tiny", gguf.Q8_0)}
 	}
 	var ms []*model.Model
 	for _, p := range strings.Split(env, ",") {
-		ms = append(ms, evaltest.Load(b, p))
+		ms = append(ms, backendtest.Load(b, p))
 	}
 	return ms
 }

@@ -8,15 +8,12 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"slices"
 	"testing"
 
 	"github.com/octet-dev/octet/backends"
 	"github.com/octet-dev/octet/backends/backendtest"
 	"github.com/octet-dev/octet/backends/ref"
-	"github.com/octet-dev/octet/eval/evaltest"
 	"github.com/octet-dev/octet/model"
 	"github.com/octet-dev/octet/model/gguf"
 )
@@ -36,24 +33,6 @@ func openOrSkip(t testing.TB) *Backend {
 		t.Fatal(err)
 	}
 	return b
-}
-
-// sharedDir is ../shared, or $OCTET_SHARED where the tests run from a
-// prebuilt binary (make gpu-check).
-func sharedDir() string {
-	if d := os.Getenv("OCTET_SHARED"); d != "" {
-		return d
-	}
-	return "../../../shared"
-}
-
-func loadStories(t testing.TB, name string) *model.Model {
-	t.Helper()
-	path := filepath.Join(sharedDir(), "models/stories260K", name)
-	if _, err := os.Stat(path); err != nil {
-		t.Skipf("%s is absent (../shared not here): %v", path, err)
-	}
-	return evaltest.Load(t, path)
 }
 
 func randVec(rng *rand.Rand, n int, scale float32) []float32 {
@@ -401,11 +380,11 @@ func compareLogits(t *testing.T, what string, got, want []float32, vocab int, to
 func TestForwardMatchesRef(t *testing.T) {
 	b := openOrSkip(t)
 	models := map[string]func(t *testing.T) *model.Model{
-		"tiny-q8_0":       func(t *testing.T) *model.Model { return synthModel(t, "tiny", gguf.Q8_0) },
-		"tiny-f32":        func(t *testing.T) *model.Model { return synthModel(t, "tiny", gguf.F32) },
-		"tiny-qwen2-q8_0": func(t *testing.T) *model.Model { return synthModel(t, "tiny-qwen2", gguf.Q8_0) },
-		"stories260K-q8":  func(t *testing.T) *model.Model { return loadStories(t, "stories260K-q8_0-f16mix.gguf") },
-		"stories260K-f32": func(t *testing.T) *model.Model { return loadStories(t, "stories260K-f32.gguf") },
+		"tiny-q8_0":       func(t *testing.T) *model.Model { return backendtest.SynthModel(t, "tiny", gguf.Q8_0) },
+		"tiny-f32":        func(t *testing.T) *model.Model { return backendtest.SynthModel(t, "tiny", gguf.F32) },
+		"tiny-qwen2-q8_0": func(t *testing.T) *model.Model { return backendtest.SynthModel(t, "tiny-qwen2", gguf.Q8_0) },
+		"stories260K-q8":  func(t *testing.T) *model.Model { return backendtest.LoadShared(t, "stories260K-q8_0-f16mix.gguf") },
+		"stories260K-f32": func(t *testing.T) *model.Model { return backendtest.LoadShared(t, "stories260K-f32.gguf") },
 	}
 	for name, open := range models {
 		t.Run(name, func(t *testing.T) {
@@ -450,7 +429,7 @@ func TestForwardMatchesRef(t *testing.T) {
 // while the others decode, at different positions.
 func TestBatchedPagedMatchesRef(t *testing.T) {
 	b := openOrSkip(t)
-	m := synthModel(t, "tiny-qwen2", gguf.Q8_0)
+	m := backendtest.SynthModel(t, "tiny-qwen2", gguf.Q8_0)
 	const bs, nblocks = 4, 24
 	o := backends.LoadOptions{BlockSize: bs, KVBlocks: nblocks, MaxContext: 64}
 	rg := loadRunner(t, b, m, o)
@@ -544,7 +523,7 @@ func TestGreedyStoriesMatchesRef(t *testing.T) {
 	b := openOrSkip(t)
 	for _, name := range []string{"stories260K-q8_0-f16mix.gguf", "stories260K-f32.gguf"} {
 		t.Run(name, func(t *testing.T) {
-			m := loadStories(t, name)
+			m := backendtest.LoadShared(t, name)
 			o := backends.LoadOptions{MaxContext: 256}
 			prompt := m.Tok.Encode("Once upon a time, there was a little girl", true, false)
 			want := greedyIDs(t, loadRunner(t, ref.Backend{}, m, o), prompt, 100)
@@ -559,7 +538,7 @@ func TestGreedyStoriesMatchesRef(t *testing.T) {
 
 func TestForwardRejects(t *testing.T) {
 	b := openOrSkip(t)
-	m := synthModel(t, "tiny", gguf.Q8_0)
+	m := backendtest.SynthModel(t, "tiny", gguf.Q8_0)
 	r, err := b.Load(m, backends.LoadOptions{BlockSize: 4, KVBlocks: 8, MaxContext: 16})
 	if err != nil {
 		t.Fatal(err)
@@ -583,9 +562,4 @@ func TestForwardRejects(t *testing.T) {
 	if _, err := r.Forward(ctx, &backends.Batch{Runs: []backends.Run{{Tokens: []int32{1}, Blocks: []int32{0}}}}); err == nil {
 		t.Error("Forward after Close: no error")
 	}
-}
-
-func synthModel(t testing.TB, shape string, typ gguf.TensorType) *model.Model {
-	t.Helper()
-	return evaltest.Load(t, evaltest.Synth(t, shape, typ, 7))
 }

@@ -89,7 +89,7 @@ func TestStoriesQ8Fluent(t *testing.T) {
 	var maxDiff float64
 	for i := 0; i < len(ids)-1; i++ {
 		a, b := lf[i*f32.Config.VocabSize:(i+1)*f32.Config.VocabSize], lq[i*q8.Config.VocabSize:(i+1)*q8.Config.VocabSize]
-		if argmax(a) == argmax(b) {
+		if backendtest.Argmax(a) == backendtest.Argmax(b) {
 			agree++
 		}
 		for j := range a {
@@ -119,16 +119,6 @@ func allLogits(t testing.TB, m *model.Model, ids []int32) []float32 {
 		t.Fatal(err)
 	}
 	return l.Data
-}
-
-func argmax(x []float32) int {
-	best := 0
-	for i, v := range x {
-		if v > x[best] {
-			best = i
-		}
-	}
-	return best
 }
 
 // TestBatchEqualsSingle: sequences run together in one batch, at different

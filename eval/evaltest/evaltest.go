@@ -1,6 +1,6 @@
 // Package evaltest makes small real GGUF models for the tests of eval,
-// quant and pruning: a synthesized model of a given shape, and a copy of a
-// model file with some tensors rewritten.
+// quant and pruning: a copy of a model file with some tensors rewritten, and
+// models written from scratch (backendtest synthesizes and loads them).
 package evaltest
 
 import (
@@ -9,22 +9,11 @@ import (
 	"testing"
 
 	"github.com/octet-dev/octet/backends"
+	"github.com/octet-dev/octet/backends/backendtest"
 	"github.com/octet-dev/octet/backends/ref"
 	"github.com/octet-dev/octet/model"
 	"github.com/octet-dev/octet/model/gguf"
-	"github.com/octet-dev/octet/model/synth"
 )
-
-// Synth writes a model of the named synth shape with matrices of type typ
-// into a temporary directory and returns its path.
-func Synth(t testing.TB, shape string, typ gguf.TensorType, seed uint64) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), shape+".gguf")
-	if err := synth.Run(context.Background(), synth.Options{Shape: shape, Type: typ, Out: path, Seed: seed}); err != nil {
-		t.Fatal(err)
-	}
-	return path
-}
 
 // Rewrite copies the model at src to a new temporary file, passing every
 // tensor's values to edit (rows of cols, ggml order) before it is written
@@ -58,17 +47,6 @@ func Rewrite(t testing.TB, src string, edit func(name string, cols int, values [
 	return out
 }
 
-// Load loads a model and closes it when the test ends.
-func Load(t testing.TB, path string) *model.Model {
-	t.Helper()
-	m, err := model.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { m.Close() })
-	return m
-}
-
 // WriteLoad writes w to a temporary file and loads it (model.Load checks
 // every tensor's shape against the metadata).
 func WriteLoad(t testing.TB, w *gguf.Writer) *model.Model {
@@ -77,7 +55,7 @@ func WriteLoad(t testing.TB, w *gguf.Writer) *model.Model {
 	if err := w.WriteFile(out); err != nil {
 		t.Fatal(err)
 	}
-	return Load(t, out)
+	return backendtest.Load(t, out)
 }
 
 // Logits runs tokens through m from position 0 on the reference backend
