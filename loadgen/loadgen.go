@@ -54,7 +54,8 @@ type Options struct {
 	Timeout      time.Duration
 	Seed         uint64
 
-	// Progress, when set, is called after each request ends.
+	// Progress, when set, is called after each request ends, one call at a
+	// time.
 	Progress func()
 }
 
@@ -161,10 +162,10 @@ func Run(ctx context.Context, o Options) ([]Level, error) {
 					s := c.do(ctx, prompts[i])
 					mu.Lock()
 					samples = append(samples, s)
-					mu.Unlock()
 					if o.Progress != nil {
 						o.Progress()
 					}
+					mu.Unlock()
 				}
 			})
 		}
@@ -296,13 +297,14 @@ func readStream(r io.Reader, start time.Time) sample {
 	var last time.Time
 	chunks, usage := 0, -1
 	for sc.Scan() {
-		data, ok := strings.CutPrefix(sc.Text(), "data:")
+		now := time.Now() // when the chunk arrived, before decoding it
+		data, ok := bytes.CutPrefix(sc.Bytes(), []byte("data:"))
 		if !ok {
 			continue
 		}
-		data = strings.TrimSpace(data)
-		if data == "[DONE]" {
-			s.e2e = time.Since(start)
+		data = bytes.TrimSpace(data)
+		if string(data) == "[DONE]" {
+			s.e2e = now.Sub(start)
 			s.tokens = chunks
 			if usage >= 0 {
 				s.tokens = usage
@@ -313,7 +315,7 @@ func readStream(r io.Reader, start time.Time) sample {
 			return s
 		}
 		var ch chunk
-		if err := json.Unmarshal([]byte(data), &ch); err != nil {
+		if err := json.Unmarshal(data, &ch); err != nil {
 			return sample{status: "stream: bad chunk"}
 		}
 		if len(ch.Error) > 0 && string(ch.Error) != "null" {
@@ -329,7 +331,6 @@ func readStream(r io.Reader, start time.Time) sample {
 		if !text {
 			continue
 		}
-		now := time.Now()
 		if chunks == 0 {
 			s.ttft = now.Sub(start)
 		} else {

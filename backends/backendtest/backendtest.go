@@ -5,6 +5,7 @@ package backendtest
 
 import (
 	"context"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -68,6 +69,25 @@ func Load(t testing.TB, path string) *model.Model {
 	}
 	t.Cleanup(func() { m.Close() })
 	return m
+}
+
+// RandTokens is n token ids drawn from [3, vocab) (past the usual special
+// tokens).
+func RandTokens(rng *rand.Rand, vocab, n int) []int32 {
+	out := make([]int32, n)
+	for i := range out {
+		out[i] = int32(3 + rng.IntN(vocab-3))
+	}
+	return out
+}
+
+// CommonPrefix is the length of the longest common prefix of a and b, in bytes.
+func CommonPrefix(a, b string) int {
+	n := 0
+	for n < len(a) && n < len(b) && a[n] == b[n] {
+		n++
+	}
+	return n
 }
 
 // Argmax is the index of the largest value (the first of equals).

@@ -76,14 +76,6 @@ func testModels() []testModel {
 	}
 }
 
-func randTokens(rng *rand.Rand, vocab, n int) []int32 {
-	out := make([]int32, n)
-	for i := range out {
-		out[i] = int32(3 + rng.IntN(vocab-3))
-	}
-	return out
-}
-
 // batchSteps is a schedule of batches over a shared, shuffled KV cache:
 // the first step prefills a chunk of each sequence (with every logits
 // mode), later steps decode one token of each running sequence, and one
@@ -92,7 +84,7 @@ func batchSteps(rng *rand.Rand, vocab, bs, kvBlocks int) [][]backends.Run {
 	lens := []int{37, 5, 19, 23}
 	seqs := make([][]int32, len(lens))
 	for i, n := range lens {
-		seqs[i] = randTokens(rng, vocab, n)
+		seqs[i] = backendtest.RandTokens(rng, vocab, n)
 	}
 	perm := rng.Perm(kvBlocks)
 	tables := make([][]int32, len(seqs))
@@ -235,7 +227,7 @@ func TestStoriesGreedy(t *testing.T) {
 			eachVariant(t, func(t *testing.T, b *Backend) {
 				for i, c := range cases {
 					got := greedy(t, b, m, c.prompt, 200)
-					n := commonPrefix(got, want[i])
+					n := backendtest.CommonPrefix(got, want[i])
 					switch {
 					case exact && got != want[i]:
 						t.Errorf("prompt %q: cpu text differs from ref's after %d characters:\n cpu: %q\n ref: %q", c.prompt, n, got, want[i])
@@ -252,20 +244,12 @@ func TestStoriesGreedy(t *testing.T) {
 						t.Fatal(err)
 					}
 					if r := strings.TrimRight(string(llama2c), "\n"); !strings.HasPrefix(got, r[:min(len(r), len(got))]) {
-						t.Errorf("prompt %q: cpu text differs from llama2.c's after %d characters", c.prompt, commonPrefix(got, r))
+						t.Errorf("prompt %q: cpu text differs from llama2.c's after %d characters", c.prompt, backendtest.CommonPrefix(got, r))
 					}
 				}
 			})
 		})
 	}
-}
-
-func commonPrefix(a, b string) int {
-	n := 0
-	for n < len(a) && n < len(b) && a[n] == b[n] {
-		n++
-	}
-	return n
 }
 
 // A KV cache larger than the memory left is refused at load with a clear
@@ -340,7 +324,7 @@ func TestCancelMidStep(t *testing.T) {
 		for i := range blocks {
 			blocks[i] = int32(i)
 		}
-		long := randTokens(rand.New(rand.NewPCG(1, 1)), m.Config.VocabSize, 4096)
+		long := backendtest.RandTokens(rand.New(rand.NewPCG(1, 1)), m.Config.VocabSize, 4096)
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
 		// Already cancelled: refused before the step starts.

@@ -183,7 +183,9 @@ func (r *runner) Forward(ctx context.Context, b *backends.Batch) (*backends.Logi
 	if err := b.Validate(c.VocabSize, r.o.BlockSize, r.o.KVBlocks); err != nil {
 		return nil, err
 	}
-	n := b.Tokens()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	h := r.nh.h
@@ -213,11 +215,8 @@ func (r *runner) Forward(ctx context.Context, b *backends.Batch) (*backends.Logi
 	st.tokens, st.pos, st.table, st.blocks, st.outRows = tokens, pos, table, blocks, outRows
 	logits := backends.NewLogits(b, c.VocabSize)
 	st.bd = ocBatch{
-		n: int64(n), tokens: uptr(tokens), pos: uptr(pos), table: uptr(table), blocks: uptr(blocks),
+		n: int64(len(tokens)), tokens: uptr(tokens), pos: uptr(pos), table: uptr(table), blocks: uptr(blocks),
 		nOut: int64(len(outRows)), outRows: uptr(outRows), logits: uptr(logits.Data),
-	}
-	if err := ctx.Err(); err != nil {
-		return nil, err
 	}
 	if ctx.Done() != nil {
 		stop := context.AfterFunc(ctx, r.nh.cancel)
@@ -235,7 +234,7 @@ func (r *runner) Forward(ctx context.Context, b *backends.Batch) (*backends.Logi
 		}
 		return nil, context.Canceled
 	case errNoMem:
-		return nil, fmt.Errorf("cpu: out of memory for a step of %d tokens", n)
+		return nil, fmt.Errorf("cpu: out of memory for a step of %d tokens", len(st.tokens))
 	default:
 		return nil, fmt.Errorf("cpu: forward step failed (status %d)", rc)
 	}

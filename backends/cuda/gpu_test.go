@@ -504,14 +504,7 @@ func greedyIDs(t *testing.T, r backends.Runner, prompt []int32, n int) []int32 {
 		if err != nil {
 			t.Fatal(err)
 		}
-		row := l.Last(0)
-		best := 0
-		for j, v := range row {
-			if v > row[best] {
-				best = j
-			}
-		}
-		next = []int32{int32(best)}
+		next = []int32{int32(backendtest.Argmax(l.Last(0)))}
 		out = append(out, next...)
 	}
 	return out

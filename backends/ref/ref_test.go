@@ -20,22 +20,13 @@ var storiesDir = backendtest.StoriesDir
 var (
 	loadShared = backendtest.LoadShared
 	synthModel = backendtest.SynthModel
+	loadRunner = backendtest.LoadRunner
 )
-
-func load(t testing.TB, m *model.Model, o backends.LoadOptions) backends.Runner {
-	t.Helper()
-	r, err := Backend{}.Load(m, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close() })
-	return r
-}
 
 // greedy generates n tokens after prompt and returns prompt + text.
 func greedy(t testing.TB, m *model.Model, prompt string, n int) string {
 	t.Helper()
-	return backendtest.Greedy(t, load(t, m, backends.LoadOptions{MaxContext: 512}), m, prompt, n)
+	return backendtest.Greedy(t, loadRunner(t, Backend{}, m, backends.LoadOptions{MaxContext: 512}), m, prompt, n)
 }
 
 // TestStoriesGreedyMatchesLlama2c: greedy decoding of the f32 model
@@ -59,18 +50,10 @@ func TestStoriesGreedyMatchesLlama2c(t *testing.T) {
 			got := greedy(t, m, c.prompt, 256)
 			if !strings.HasPrefix(got, ref) {
 				t.Errorf("greedy text differs from llama2.c after %d of %d characters:\n got: %q\nwant: %q",
-					commonPrefix(got, ref), len(ref), clip(got, len(ref)), ref)
+					backendtest.CommonPrefix(got, ref), len(ref), clip(got, len(ref)), ref)
 			}
 		})
 	}
-}
-
-func commonPrefix(a, b string) int {
-	n := 0
-	for n < len(a) && n < len(b) && a[n] == b[n] {
-		n++
-	}
-	return n
 }
 
 func clip(s string, n int) string { return s[:min(n, len(s))] }
@@ -103,13 +86,13 @@ func TestStoriesQ8Fluent(t *testing.T) {
 	}
 	q8text := greedy(t, q8, "Once upon a time", 100)
 	t.Logf("q8_0 greedy: %q", q8text)
-	if n := commonPrefix(q8text, text); n < 40 {
+	if n := backendtest.CommonPrefix(q8text, text); n < 40 {
 		t.Errorf("q8_0 greedy text diverges from f32 after %d characters: %q", n, q8text)
 	}
 }
 
 func allLogits(t testing.TB, m *model.Model, ids []int32) []float32 {
-	r := load(t, m, backends.LoadOptions{MaxContext: 512})
+	r := loadRunner(t, Backend{}, m, backends.LoadOptions{MaxContext: 512})
 	seq, err := backends.NewSequence(r, 512)
 	if err != nil {
 		t.Fatal(err)
@@ -142,12 +125,12 @@ func testBatchEqualsSingle(t *testing.T, m *model.Model) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	const bs = 4
 	vocab := m.Config.VocabSize
-	seqs := [][]int32{randTokens(rng, vocab, 13), randTokens(rng, vocab, 5), randTokens(rng, vocab, 9)}
+	seqs := [][]int32{backendtest.RandTokens(rng, vocab, 13), backendtest.RandTokens(rng, vocab, 5), backendtest.RandTokens(rng, vocab, 9)}
 
 	// Alone: one token per step, logits of every step.
 	alone := make([][]float32, len(seqs))
 	for i, s := range seqs {
-		r := load(t, m, backends.LoadOptions{BlockSize: bs, MaxContext: 64})
+		r := loadRunner(t, Backend{}, m, backends.LoadOptions{BlockSize: bs, MaxContext: 64})
 		seq, _ := backends.NewSequence(r, 64)
 		for _, tok := range s {
 			l, err := seq.Forward(ctx, []int32{tok}, backends.LogitsLast)
@@ -160,7 +143,7 @@ func testBatchEqualsSingle(t *testing.T, m *model.Model) {
 
 	// Together: a shared cache with shuffled blocks; each step prefills a
 	// chunk of one sequence while the others decode.
-	r := load(t, m, backends.LoadOptions{BlockSize: bs, KVBlocks: 16})
+	r := loadRunner(t, Backend{}, m, backends.LoadOptions{BlockSize: bs, KVBlocks: 16})
 	perm := rng.Perm(16)
 	tables := [][]int32{}
 	for i := range seqs {
@@ -208,17 +191,9 @@ func testBatchEqualsSingle(t *testing.T, m *model.Model) {
 	}
 }
 
-func randTokens(rng *rand.Rand, vocab, n int) []int32 {
-	out := make([]int32, n)
-	for i := range out {
-		out[i] = int32(3 + rng.IntN(vocab-3))
-	}
-	return out
-}
-
 func TestForwardRejectsBadBatches(t *testing.T) {
 	m := synthModel(t, "tiny", gguf.Q8_0)
-	r := load(t, m, backends.LoadOptions{BlockSize: 4, KVBlocks: 4})
+	r := loadRunner(t, Backend{}, m, backends.LoadOptions{BlockSize: 4, KVBlocks: 4})
 	v := int32(m.Config.VocabSize)
 	cases := map[string]backends.Batch{
 		"empty":          {},
@@ -249,7 +224,7 @@ func BenchmarkDecode(b *testing.B) {
 				b.Skip("short")
 			}
 			m := synthModel(b, shape, gguf.Q8_0)
-			r := load(b, m, backends.LoadOptions{MaxContext: 256})
+			r := loadRunner(b, Backend{}, m, backends.LoadOptions{MaxContext: 256})
 			seq, _ := backends.NewSequence(r, 256)
 			ctx := context.Background()
 			b.ResetTimer()

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -49,18 +48,13 @@ does not depend on them.`,
 			if o.path == "" {
 				return errors.New("bench: --model PATH is required")
 			}
-			o.log = slog.New(slog.DiscardHandler)
-			if verbose {
-				o.log = slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), nil))
-			}
+			o.log = verboseLogger(verbose)
 			res, err := o.run(cmd.Context())
 			if err != nil {
 				return err
 			}
 			if asJSON {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(res)
+				return printJSON(cmd.OutOrStdout(), res)
 			}
 			res.print(cmd.OutOrStdout())
 			return nil

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 
@@ -38,13 +37,9 @@ func (e *evalFlags) register(f *pflag.FlagSet, ctxDefault int) {
 }
 
 func (e *evalFlags) options(desc string) eval.Options {
-	log := slog.New(slog.DiscardHandler)
-	if e.verbose {
-		log = slog.New(slog.NewTextHandler(os.Stderr, nil))
-	}
 	return eval.Options{
 		Ctx: e.ctx, Chunks: e.chunks, Parallel: e.parallel,
-		Prefer: []string{e.backend}, Threads: e.threads, Logger: log,
+		Prefer: []string{e.backend}, Threads: e.threads, Logger: verboseLogger(e.verbose),
 		Progress: progress(desc),
 	}
 }

@@ -3,9 +3,7 @@ package main
 import (
 	"bufio"
 	"fmt"
-	"log/slog"
 	"math/rand/v2"
-	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -40,10 +38,7 @@ A timing line goes to stderr. --temperature 0 decodes greedily.`,
 			if err := sp.Validate(); err != nil {
 				return err
 			}
-			log := slog.New(slog.DiscardHandler)
-			if verbose {
-				log = slog.New(slog.NewTextHandler(os.Stderr, nil))
-			}
+			log := verboseLogger(verbose)
 			m, err := model.Load(path)
 			if err != nil {
 				return err

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -65,7 +64,7 @@ func (s *serverBench) run(cmd *cobra.Command, model string, prompt int, asJSON b
 	if err := o.Validate(); err != nil {
 		return err
 	}
-	if fi, err := os.Stderr.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 && !s.noProgress {
+	if isTerminal(os.Stderr) && !s.noProgress {
 		bar := progressbar.NewOptions(len(levels)*s.requests, progressbar.OptionSetWriter(os.Stderr),
 			progressbar.OptionSetDescription("requests"), progressbar.OptionShowCount(), progressbar.OptionClearOnFinish())
 		defer bar.Finish()
@@ -85,9 +84,7 @@ func (s *serverBench) run(cmd *cobra.Command, model string, prompt int, asJSON b
 		}
 	}
 	if asJSON {
-		enc := json.NewEncoder(cmd.OutOrStdout())
-		enc.SetIndent("", "  ")
-		return enc.Encode(res)
+		return printJSON(cmd.OutOrStdout(), res)
 	}
 	return loadgen.WriteTable(cmd.OutOrStdout(), res)
 }

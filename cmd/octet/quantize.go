@@ -53,12 +53,7 @@ func (t *toolFlags) register(f *pflag.FlagSet) {
 	f.BoolVarP(&t.verbose, "verbose", "v", false, "log backend selection")
 }
 
-func (t *toolFlags) logger() *slog.Logger {
-	if t.verbose {
-		return slog.New(slog.NewTextHandler(os.Stderr, nil))
-	}
-	return slog.New(slog.DiscardHandler)
-}
+func (t *toolFlags) logger() *slog.Logger { return verboseLogger(t.verbose) }
 
 func (t *toolFlags) chunkLen(m *model.Model) int {
 	if t.ctx > 0 {

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 
@@ -106,6 +107,14 @@ func synthCmd() *cobra.Command {
 	cmd.MarkFlagRequired("shape")
 	cmd.MarkFlagRequired("out")
 	return cmd
+}
+
+// verboseLogger logs to stderr when verbose is set, and nowhere otherwise.
+func verboseLogger(verbose bool) *slog.Logger {
+	if verbose {
+		return slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	return slog.New(slog.DiscardHandler)
 }
 
 func isTerminal(f *os.File) bool {

@@ -507,6 +507,17 @@ static void gate_up(oc_runner *r, int tid, _Atomic int64_t *ctr, const layer_t *
 	}
 }
 
+/* xn = RMSNorm(x)·w for the rows [lo, hi) of n, and their quantized copy in
+ * qa (bound to qa_mem[0]) when a Q8_0 product reads them. */
+static void norm_rows(oc_runner *r, oc_qact *qa, const float *w, int64_t n, int64_t lo, int64_t hi) {
+	oc_qact_bind(qa, r->qa_mem[0], n, r->dim);
+	for (int64_t i = lo; i < hi; i++) {
+		oc_rmsnorm(r->xn + i * r->dim, r->x + i * r->dim, w, r->dim, r->eps);
+		if (r->any_q8)
+			oc_quantize_rows(qa, r->xn, r->dim, i, i + 1, 0, r->dim / QK);
+	}
+}
+
 static void forward_job(void *arg, int tid, int nt) {
 	oc_runner *r = arg;
 	const oc_batch *b = r->b;
@@ -528,12 +539,7 @@ static void forward_job(void *arg, int tid, int nt) {
 		const int64_t qw = L->heads * hd, kvw = L->kv_heads * hd, group = L->heads / L->kv_heads;
 
 		/* attention norm */
-		oc_qact_bind(&qa, r->qa_mem[0], n, dim);
-		for (int64_t i = lo; i < hi; i++) {
-			oc_rmsnorm(r->xn + i * dim, r->x + i * dim, L->attn_norm, dim, r->eps);
-			if (r->any_q8)
-				oc_quantize_rows(&qa, r->xn, dim, i, i + 1, 0, dim / QK);
-		}
+		norm_rows(r, &qa, L->attn_norm, n, lo, hi);
 		oc_barrier(r->pool);
 
 		/* q, k, v */
@@ -611,12 +617,7 @@ static void forward_job(void *arg, int tid, int nt) {
 		oc_barrier(r->pool);
 
 		/* feed-forward norm */
-		oc_qact_bind(&qa, r->qa_mem[0], n, dim);
-		for (int64_t i = lo; i < hi; i++) {
-			oc_rmsnorm(r->xn + i * dim, r->x + i * dim, L->ffn_norm, dim, r->eps);
-			if (r->any_q8)
-				oc_quantize_rows(&qa, r->xn, dim, i, i + 1, 0, dim / QK);
-		}
+		norm_rows(r, &qa, L->ffn_norm, n, lo, hi);
 		oc_barrier(r->pool);
 
 		oc_qact_bind(&qh, r->qa_mem[1], n, L->ffn);
