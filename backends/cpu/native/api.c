@@ -63,9 +63,10 @@ typedef struct {
 	uint8_t *pw; /* a matrix packed by oc_k_prepack */
 	size_t pw_bytes;
 	int64_t pw_rows, pw_cols;
-	/* the current pool job */
+	/* the current pool job, and its work-sharing counters (the pool has at
+	 * most 256 threads) */
 	const void *job;
-	_Atomic int64_t ctr;
+	_Alignas(64) _Atomic int64_t ctr[256 * OC_CTR_STRIDE];
 } kctx;
 
 OC_EXPORT void *oc_ctx_new(int64_t threads, int64_t kmax, int64_t maxpos, int64_t group) {
@@ -209,29 +210,24 @@ OC_EXPORT int64_t oc_k_matmul_range(void *h, const oc_kargs *a) {
 }
 
 static void matmul_job(void *arg, int tid, int nt) {
-	(void)nt;
 	kctx *c = arg;
 	oc_kargs a = *(const oc_kargs *)c->job;
 	a.tid = tid;
-	for (;;) {
-		int64_t ch = atomic_fetch_add_explicit(&c->ctr, 1, memory_order_relaxed);
+	for (int64_t ch; (ch = oc_take(c->ctr, tid, nt, (a.rows + OC_CHUNK - 1) / OC_CHUNK)) >= 0;) {
 		a.r0 = ch * OC_CHUNK;
-		if (a.r0 >= a.rows)
-			break;
 		a.r1 = a.r0 + OC_CHUNK < a.rows ? a.r0 + OC_CHUNK : a.rows;
 		oc_k_matmul_range(c, &a);
 	}
-	oc_barrier(c->pool);
 }
 
-/* The whole product on the context's pool, rows handed out in chunks as in
- * a forward step. */
+/* The whole product on the context's pool, rows handed out in chunks by
+ * oc_take, as in a forward step. */
 OC_EXPORT int64_t oc_k_matmul_pool(void *h, const oc_kargs *a) {
 	kctx *c = h;
 	if (a->cols > c->kmax || (a->type == OC_Q8_0 && (a->n != c->qa_n || a->cols != c->qa.k)))
 		return OC_ERR_ARG;
 	c->job = a;
-	atomic_store(&c->ctr, 0);
+	memset((void *)c->ctr, 0, (size_t)c->n * OC_CTR_STRIDE * sizeof(int64_t));
 	oc_pool_run(c->pool, matmul_job, c);
 	return OC_OK;
 }

@@ -40,7 +40,6 @@
 
 #define OC_EXPORT __attribute__((visibility("default")))
 #define OC_INLINE static inline __attribute__((always_inline))
-#define OC_UNUSED __attribute__((unused))
 
 /* Q8_0: blocks of 32 int8 with an fp16 scale in front. */
 #define QK 32
@@ -108,6 +107,12 @@ int oc_pool_threads(const oc_pool *p);
 void oc_pool_run(oc_pool *p, oc_job job, void *arg);
 /* oc_barrier waits until every thread of the running job reaches it. */
 void oc_barrier(oc_pool *p);
+/* Work sharing of a parallel region's total items among nt threads (see
+ * pool.c): the next item for thread tid, or -1 when none is left. ctr holds
+ * nt counters, OC_CTR_STRIDE apart (one cache line each), zeroed before
+ * the region. */
+#define OC_CTR_STRIDE 8
+int64_t oc_take(_Atomic int64_t *ctr, int tid, int nt, int64_t total);
 
 /* ---- per-thread scratch ---- */
 

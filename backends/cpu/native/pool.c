@@ -74,6 +74,30 @@ static void futex_wake(_Atomic uint32_t *w) {
 	syscall(SYS_futex, (uint32_t *)w, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
 }
 
+/*
+ * Work sharing for one parallel region of total items: thread t owns the
+ * contiguous range [total·t/nt, total·(t+1)/nt) and takes its items in order, then takes
+ * what is left of the others' ranges. A thread thus streams through one
+ * contiguous stretch of a matrix (what the hardware prefetcher follows
+ * best), and a thread that fell behind (preempted on a busy host) has its
+ * work finished by the others. The region's counters (one per thread, each
+ * on its own cache line, zeroed before the step) count the items taken
+ * from each range.
+ */
+int64_t oc_take(_Atomic int64_t *ctr, int tid, int nt, int64_t total) {
+	for (int i = 0; i < nt; i++) {
+		int o = (tid + i) % nt;
+		int64_t lo = total * o / nt, hi = total * (o + 1) / nt;
+		_Atomic int64_t *c = ctr + o * OC_CTR_STRIDE;
+		if (atomic_load_explicit(c, memory_order_relaxed) >= hi - lo)
+			continue;
+		int64_t k = atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
+		if (k < hi - lo)
+			return lo + k;
+	}
+	return -1;
+}
+
 void oc_barrier(oc_pool *p) {
 	if (p->n <= 1)
 		return;

@@ -21,9 +21,6 @@
 
 #include "internal.h"
 
-/* int64 counters per cache line: one line per thread in a region's counters */
-#define CTR_STRIDE 8
-
 typedef struct {
 	int64_t heads, kv_heads, ffn;
 	oc_tensor wq, wk, wv, wo, gate, up, down;
@@ -316,9 +313,8 @@ oc_runner *oc_runner_new_impl(const oc_model_desc *d, char *err, int64_t errlen)
 		if (oc_scratch_init(&r->scr[i], r->kmax, r->max_pos, r->group_max) != OC_OK)
 			FAIL("out of memory for thread scratch");
 	/* Counters of the parallel regions (5 per layer: qkv, attention, wo,
-	 * gate and up, down; 1 for the output head; one spare per layer),
-	 * zeroed before every step. */
-	r->nctr = (r->n_layers * 6 + 2) * r->nthreads * CTR_STRIDE;
+	 * gate and up, down; 1 for the output head), zeroed before every step. */
+	r->nctr = (r->n_layers * 5 + 1) * r->nthreads * OC_CTR_STRIDE;
 	r->ctr = oc_alloc((size_t)r->nctr * sizeof(int64_t));
 	if (!r->ctr)
 		FAIL("out of memory");
@@ -409,31 +405,20 @@ static void split(int64_t n, int tid, int nt, int64_t *lo, int64_t *hi) {
 }
 
 /* The counters of the step's i-th parallel region, for take. */
-static _Atomic int64_t *region(oc_runner *r, int i) { return r->ctr + (int64_t)i * r->nthreads * CTR_STRIDE; }
+static _Atomic int64_t *region(oc_runner *r, int i) { return r->ctr + (int64_t)i * r->nthreads * OC_CTR_STRIDE; }
 
-/*
- * Work sharing for one parallel region of total items: thread t owns the
- * contiguous range split(total, t) and takes its items in order, then takes
- * what is left of the others' ranges. A thread thus streams through one
- * contiguous stretch of a matrix (what the hardware prefetcher follows
- * best), and a thread that fell behind (preempted on a busy host) has its
- * work finished by the others. The region's counters (one per thread, each
- * on its own cache line, zeroed before the step) count the items taken
- * from each range.
- */
-static int64_t take(_Atomic int64_t *ctr, int tid, int nt, int64_t total) {
-	for (int i = 0; i < nt; i++) {
-		int o = (tid + i) % nt;
-		int64_t lo, hi;
-		split(total, o, nt, &lo, &hi);
-		_Atomic int64_t *c = ctr + o * CTR_STRIDE;
-		if (atomic_load_explicit(c, memory_order_relaxed) >= hi - lo)
-			continue;
-		int64_t k = atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
-		if (k < hi - lo)
-			return lo + k;
-	}
-	return -1;
+
+/* y[t][r0…r1) (+)= rows r0…r1 of w times token t's input, for n tokens:
+ * the quantized copy qa for Q8_0 matrices (packed at load or not), the
+ * f32 rows xf (stride ldx) for the others. */
+static void mm_rows(oc_scratch *s, const oc_tensor *w, int64_t r0, int64_t r1, const float *xf, int64_t ldx,
+		    const oc_qact *qa, int64_t n, float *y, int64_t ldy, int acc) {
+	if (w->type == OC_Q8_PACKED)
+		oc_q8_matmul_prepacked(w->data, w->cols, w->rows, r0, r1, qa, n, y, ldy, acc);
+	else if (w->type == OC_Q8_0)
+		oc_q8_matmul(s, w->data, w->cols, r0, r1, qa, n, y, ldy, acc);
+	else
+		oc_f_matmul(s, w->data, w->type, w->cols, r0, r1, xf, ldx, n, y, ldy, acc);
 }
 
 typedef struct {
@@ -457,7 +442,7 @@ static void matmuls(oc_runner *r, int tid, _Atomic int64_t *ctr, const mmjob *jo
 	}
 	oc_scratch *s = &r->scr[tid];
 	for (;;) {
-		int64_t c = take(ctr, tid, r->nthreads, total);
+		int64_t c = oc_take(ctr, tid, r->nthreads, total);
 		if (c < 0)
 			return;
 		int j = 0;
@@ -466,12 +451,7 @@ static void matmuls(oc_runner *r, int tid, _Atomic int64_t *ctr, const mmjob *jo
 		const mmjob *jb = &jobs[j];
 		const oc_tensor *w = jb->w;
 		int64_t r0 = c * OC_CHUNK, r1 = r0 + OC_CHUNK < w->rows ? r0 + OC_CHUNK : w->rows;
-		if (w->type == OC_Q8_PACKED)
-			oc_q8_matmul_prepacked(w->data, w->cols, w->rows, r0, r1, qa, n, jb->y, jb->ldy, jb->acc);
-		else if (w->type == OC_Q8_0)
-			oc_q8_matmul(s, w->data, w->cols, r0, r1, qa, n, jb->y, jb->ldy, jb->acc);
-		else
-			oc_f_matmul(s, w->data, w->type, w->cols, r0, r1, xf, ldx, n, jb->y, jb->ldy, jb->acc);
+		mm_rows(s, w, r0, r1, xf, ldx, qa, n, jb->y, jb->ldy, jb->acc);
 		if (jb->bias)
 			for (int64_t t = 0; t < n; t++)
 				for (int64_t i = r0; i < r1; i++)
@@ -486,25 +466,35 @@ static void gate_up(oc_runner *r, int tid, _Atomic int64_t *ctr, const layer_t *
 	int64_t ffn = L->ffn, total = (ffn + OC_CHUNK - 1) / OC_CHUNK;
 	oc_scratch *s = &r->scr[tid];
 	for (;;) {
-		int64_t c = take(ctr, tid, r->nthreads, total);
+		int64_t c = oc_take(ctr, tid, r->nthreads, total);
 		if (c < 0)
 			return;
 		int64_t r0 = c * OC_CHUNK, r1 = r0 + OC_CHUNK < ffn ? r0 + OC_CHUNK : ffn;
 		const oc_tensor *ws[2] = {&L->gate, &L->up};
 		float *ys[2] = {r->gate, r->up};
-		for (int i = 0; i < 2; i++) {
-			if (ws[i]->type == OC_Q8_PACKED)
-				oc_q8_matmul_prepacked(ws[i]->data, r->dim, ffn, r0, r1, qa, n, ys[i], ffn, 0);
-			else if (ws[i]->type == OC_Q8_0)
-				oc_q8_matmul(s, ws[i]->data, r->dim, r0, r1, qa, n, ys[i], ffn, 0);
-			else
-				oc_f_matmul(s, ws[i]->data, ws[i]->type, r->dim, r0, r1, r->xn, r->dim, n, ys[i], ffn, 0);
-		}
+		for (int i = 0; i < 2; i++)
+			mm_rows(s, ws[i], r0, r1, r->xn, r->dim, qa, n, ys[i], ffn, 0);
 		for (int64_t t = 0; t < n; t++)
 			oc_silu_gate(r->gate + t * ffn + r0, r->gate + t * ffn + r0, r->up + t * ffn + r0, r1 - r0);
 		if (is_q8(L->down.type))
 			oc_quantize_rows(qh, r->gate, ffn, 0, n, r0 / QK, (r1 + QK - 1) / QK);
 	}
+}
+
+/* Rotates token i's query heads of KV heads [g0, g0+ng) and those KV heads'
+ * keys, and stores their keys and values at the token's cache slot. */
+static void rope_store(oc_runner *r, const layer_t *L, int64_t i, int64_t g0, int64_t ng) {
+	const oc_batch *b = r->b;
+	const int64_t hd = r->hd, half = r->rope_dims / 2, group = L->heads / L->kv_heads;
+	const int64_t qw = L->heads * hd, kvw = L->kv_heads * hd;
+	const float *cs = r->cs + i * half, *sn = r->sn + i * half;
+	float *k = r->k + i * kvw + g0 * hd;
+	oc_rope_apply(r->q + i * qw + g0 * group * hd, ng * group, hd, r->rope_dims, (int)r->neox, cs, sn);
+	oc_rope_apply(k, ng, hd, r->rope_dims, (int)r->neox, cs, sn);
+	int64_t p = b->pos[i];
+	int64_t slot = (int64_t)b->blocks[b->table[i] + p / r->bs] * r->bs + p % r->bs;
+	memcpy(L->kc + slot * kvw + g0 * hd, k, (size_t)(ng * hd) * 4);
+	memcpy(L->vc + slot * kvw + g0 * hd, r->v + i * kvw + g0 * hd, (size_t)(ng * hd) * 4);
 }
 
 /* xn = RMSNorm(x)·w for the rows [lo, hi) of n, and their quantized copy in
@@ -564,15 +554,8 @@ static void forward_job(void *arg, int tid, int nt) {
 		const int fused_rope = r->one_per_seq;
 		const int fused_quant = is_q8(L->wo.type) && (group * hd) % (2 * QK) == 0;
 		if (!fused_rope) {
-			for (int64_t i = lo; i < hi; i++) {
-				const float *cs = r->cs + i * half, *sn = r->sn + i * half;
-				oc_rope_apply(r->q + i * qw, L->heads, hd, r->rope_dims, (int)r->neox, cs, sn);
-				oc_rope_apply(r->k + i * kvw, L->kv_heads, hd, r->rope_dims, (int)r->neox, cs, sn);
-				int64_t p = b->pos[i];
-				int64_t slot = (int64_t)b->blocks[b->table[i] + p / r->bs] * r->bs + p % r->bs;
-				memcpy(L->kc + slot * kvw, r->k + i * kvw, (size_t)kvw * 4);
-				memcpy(L->vc + slot * kvw, r->v + i * kvw, (size_t)kvw * 4);
-			}
+			for (int64_t i = lo; i < hi; i++)
+				rope_store(r, L, i, 0, L->kv_heads);
 			oc_barrier(r->pool);
 		}
 		if (fused_quant)
@@ -582,21 +565,13 @@ static void forward_job(void *arg, int tid, int nt) {
 			int64_t tasks = n * L->kv_heads;
 			float scale = (float)(1.0 / sqrt((double)hd));
 			for (;;) {
-				int64_t task = take(ctr, tid, nt, tasks);
+				int64_t task = oc_take(ctr, tid, nt, tasks);
 				if (task < 0)
 					break;
 				int64_t i = task / L->kv_heads, g = task % L->kv_heads;
 				int64_t h0 = g * group;
-				if (fused_rope) {
-					const float *cs = r->cs + i * half, *sn = r->sn + i * half;
-					float *kh = r->k + i * kvw + g * hd;
-					oc_rope_apply(r->q + i * qw + h0 * hd, group, hd, r->rope_dims, (int)r->neox, cs, sn);
-					oc_rope_apply(kh, 1, hd, r->rope_dims, (int)r->neox, cs, sn);
-					int64_t p = b->pos[i];
-					int64_t slot = (int64_t)b->blocks[b->table[i] + p / r->bs] * r->bs + p % r->bs;
-					memcpy(L->kc + slot * kvw + g * hd, kh, (size_t)hd * 4);
-					memcpy(L->vc + slot * kvw + g * hd, r->v + i * kvw + g * hd, (size_t)hd * 4);
-				}
+				if (fused_rope)
+					rope_store(r, L, i, g, 1);
 				oc_attention_group(r->att + i * qw + h0 * hd, r->q + i * qw + h0 * hd, L->kc, L->vc, kvw,
 						   b->blocks + b->table[i], r->bs, b->pos[i] + 1, g, group, hd, scale,
 						   r->scr[tid].att);
@@ -648,23 +623,23 @@ static void forward_job(void *arg, int tid, int nt) {
 	oc_barrier(r->pool);
 	mmjob out = {&r->output, b->logits, r->vocab, 0, NULL};
 	matmuls(r, tid, region(r, ci++), &out, 1, r->xn, dim, &qa, b->n_out);
-	oc_barrier(r->pool);
+	/* no barrier: oc_pool_run returns once every thread has */
 }
 
 int64_t oc_forward_impl(oc_runner *r, const oc_batch *b) {
 	if (!r || !b || b->n <= 0 || b->n_out < 0 || b->n_out > b->n)
 		return OC_ERR_ARG;
-	for (int64_t i = 0; i < b->n; i++)
+	/* A run's tokens are consecutive and share their block-table offset. */
+	r->one_per_seq = 1;
+	for (int64_t i = 0; i < b->n; i++) {
 		if (b->pos[i] < 0 || b->pos[i] >= r->max_pos || b->tokens[i] < 0 || b->tokens[i] >= r->vocab)
 			return OC_ERR_ARG;
+		if (i > 0 && b->table[i] == b->table[i - 1])
+			r->one_per_seq = 0;
+	}
 	if (reserve(r, b->n) != OC_OK)
 		return OC_ERR_NOMEM;
 	memset((void *)r->ctr, 0, (size_t)r->nctr * sizeof(int64_t));
-	/* A run's tokens are consecutive and share their block-table offset. */
-	r->one_per_seq = 1;
-	for (int64_t i = 1; i < b->n; i++)
-		if (b->table[i] == b->table[i - 1])
-			r->one_per_seq = 0;
 	r->b = b;
 	r->stop = 0;
 	atomic_store(&r->cancel, 0);
@@ -678,4 +653,3 @@ void oc_cancel_impl(oc_runner *r) {
 		atomic_store(&r->cancel, 1);
 }
 
-oc_pool *oc_runner_pool(oc_runner *r) { return r->pool; }
