@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"crypto/sha256"
 	"encoding/hex"
 	"strings"
 
@@ -48,10 +49,28 @@ func kvBlocks(m *model.Model, t configs.Tuning, ctxLen int) int {
 // limits: a prefix of the hash of its bearer key ("" without one, as on
 // the Unix socket).
 func clientKey(ctx *fasthttp.RequestCtx) string {
-	key, ok := strings.CutPrefix(string(ctx.Request.Header.Peek("Authorization")), "Bearer ")
-	if !ok || key == "" {
+	_, sum, ok := bearer(ctx)
+	if !ok {
 		return ""
 	}
-	h := configs.HashKey(key)
-	return hex.EncodeToString(h[:8])
+	return hex.EncodeToString(sum[:8])
 }
+
+// bearer is the request's bearer key and its hash (ok false without one);
+// the hash is computed once per request (authorize and clientKey both
+// want it).
+func bearer(ctx *fasthttp.RequestCtx) (key string, sum [sha256.Size]byte, ok bool) {
+	key, ok = strings.CutPrefix(string(ctx.Request.Header.Peek("Authorization")), "Bearer ")
+	if !ok || key == "" {
+		return "", sum, false
+	}
+	if v, cached := ctx.UserValue(keyHashValue).([sha256.Size]byte); cached {
+		return key, v, true
+	}
+	sum = configs.HashKey(key)
+	ctx.SetUserValue(keyHashValue, sum)
+	return key, sum, true
+}
+
+// keyHashValue is the request's user value holding its bearer key's hash.
+const keyHashValue = "octet.keyhash"

@@ -44,7 +44,6 @@ var errChanging = errors.New("the file changed while it was read")
 // truncated mapping would fault them), and so that SHA256 names exactly the
 // bytes served.
 type snapshot struct {
-	stat   fileStat
 	sha256 string
 	data   []byte
 }
@@ -75,7 +74,7 @@ func readSnapshot(path string) (*snapshot, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: cannot allocate %d bytes: %w", path, st.Size, err)
 	}
-	s := &snapshot{stat: st, data: data}
+	s := &snapshot{data: data}
 	h := sha256.New()
 	if _, err := io.ReadFull(io.TeeReader(f, h), data); err != nil {
 		s.free()

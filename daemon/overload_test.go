@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"encoding/json"
-	"fmt"
 	"io"
 	"net/http"
 	"runtime"
@@ -27,7 +26,7 @@ func TestOverload(t *testing.T) {
 		c.Tuning.MaxRunning = running
 		c.Tuning.QueueLength = queue
 	})
-	name := servedModel(t, d)
+	name := d.model()
 	var before runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
@@ -158,19 +157,4 @@ func TestOverload(t *testing.T) {
 			t.Errorf("metrics lack %s", m)
 		}
 	}
-}
-
-// servedModel asks the daemon's socket for the one model it serves.
-func servedModel(t *testing.T, d *inproc) string {
-	t.Helper()
-	resp, err := client(d.sock).Get("http://octet/v1/models")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var ms struct{ Data []struct{ ID string } }
-	if err := json.NewDecoder(resp.Body).Decode(&ms); err != nil || len(ms.Data) != 1 {
-		t.Fatal(fmt.Sprint("models: ", ms, err))
-	}
-	return ms.Data[0].ID
 }

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -116,13 +115,11 @@ func (s *server) authorize(ctx *fasthttp.RequestCtx) *apiError {
 	if len(hashes) == 0 {
 		return nil
 	}
-	h := string(ctx.Request.Header.Peek("Authorization"))
-	key, ok := strings.CutPrefix(h, "Bearer ")
-	if !ok || key == "" {
+	key, sum, ok := bearer(ctx)
+	if !ok {
 		return &apiError{Status: 401, Type: "invalid_request_error", Code: "invalid_api_key",
 			Msg: "no API key: send it as the header \"Authorization: Bearer KEY\""}
 	}
-	sum := configs.HashKey(key)
 	match := 0
 	for _, want := range hashes {
 		match |= subtle.ConstantTimeCompare(sum[:], want[:])

@@ -292,7 +292,7 @@ func (e *Batcher) schedule() []step {
 		switch {
 		case s.ctx.Err() != nil:
 			e.end(s, Result{Queued: now.Sub(s.submitted), Err: context.Cause(s.ctx)})
-		case !s.req.Deadline.IsZero() && !now.Before(s.req.Deadline) && s.computed == 0 && s.g.st.Generated == 0:
+		case !s.req.Deadline.IsZero() && !now.Before(s.req.Deadline) && s.admitted.IsZero():
 			e.stats.Deadlines++
 			e.end(s, Result{Queued: now.Sub(s.submitted), Err: ErrDeadline})
 		default:
@@ -328,7 +328,7 @@ func (e *Batcher) schedule() []step {
 			if !decode {
 				n = min(n, s.chunk)
 			}
-			if !e.grow(s, n, &plan, &budget) {
+			if !e.grow(s, n, &plan, &budget, &i) {
 				i-- // s itself was preempted: the next one moved into its place
 				continue
 			}
@@ -355,7 +355,8 @@ func (e *Batcher) schedule() []step {
 			s.admitted = now
 		}
 		n := min(len(s.toks)-s.computed, budget, s.chunk)
-		if !e.grow(s, n, &plan, &budget) {
+		at := len(e.running) - 1
+		if !e.grow(s, n, &plan, &budget, &at) {
 			continue // (admit saw the blocks free: not reached)
 		}
 		plan = append(plan, step{s, n})
@@ -364,10 +365,11 @@ func (e *Batcher) schedule() []step {
 	return plan
 }
 
-// grow gives s the blocks for n more positions, preempting the youngest
-// running sequences while none is free. It reports false when s itself was
-// the youngest and was preempted.
-func (e *Batcher) grow(s *seq, n int, plan *[]step, budget *int) bool {
+// grow gives s (at index *at of running) the blocks for n more positions,
+// preempting the youngest running sequences while none is free, and keeps
+// *at on s when a victim before it leaves running. It reports false when s
+// itself was the youngest and was preempted.
+func (e *Batcher) grow(s *seq, n int, plan *[]step, budget *int, at *int) bool {
 	need := (s.computed+n+e.pool.size-1)/e.pool.size - len(s.blocks)
 	for range need {
 		b, ok := e.pool.alloc()
@@ -381,6 +383,9 @@ func (e *Batcher) grow(s *seq, n int, plan *[]step, budget *int) bool {
 			e.preempt(v)
 			if victim == s {
 				return false
+			}
+			if v < *at {
+				(*at)--
 			}
 			b, ok = e.pool.alloc()
 		}
@@ -522,17 +527,23 @@ func (e *Batcher) commit(plan []step, logits *backends.Logits, err error) {
 	if err != nil && slices.ContainsFunc(plan, func(p step) bool { return p.s.ctx.Err() == nil }) {
 		e.log.Error("forward step failed", "err", err, "sequences", len(plan))
 	}
-	ended := map[*seq]bool{}
+	var ended map[*seq]bool // made at the first end: most steps end nothing
+	end := func(s *seq, res Result) {
+		e.retire(s)
+		e.end(s, res)
+		if ended == nil {
+			ended = map[*seq]bool{}
+		}
+		ended[s] = true
+	}
 	for i, p := range plan {
 		s := p.s
 		if err != nil {
-			e.retire(s)
 			why := err
 			if s.ctx.Err() != nil {
 				why = context.Cause(s.ctx)
 			}
-			e.end(s, Result{Stats: s.g.st, Queued: s.admitted.Sub(s.submitted), Err: why})
-			ended[s] = true
+			end(s, Result{Stats: s.g.st, Queued: s.admitted.Sub(s.submitted), Err: why})
 			continue
 		}
 		s.computed += p.n
@@ -545,9 +556,7 @@ func (e *Batcher) commit(plan []step, logits *backends.Logits, err error) {
 			s.g.st.PromptTime = now.Sub(s.admitted)
 		}
 		if e.sample(s, logits.Last(i), now) {
-			e.retire(s)
-			e.end(s, Result{Stats: s.g.st, Queued: s.admitted.Sub(s.submitted)})
-			ended[s] = true
+			end(s, Result{Stats: s.g.st, Queued: s.admitted.Sub(s.submitted)})
 			continue
 		}
 		e.send(s)

@@ -189,18 +189,18 @@ func (o *modelBench) run(ctx context.Context) (*benchResult, error) {
 		return nil, err
 	}
 	// Prefill writes the shared prompt blocks, and the first sequence's
-	// tail, on every repetition.
-	if res.PrefillTokS, err = median(o.reps, func() (float64, error) {
-		t := time.Now()
-		if err := step([]backends.Run{{Tokens: prompt, Blocks: tables[0]}}); err != nil {
-			return 0, err
+	// tail, on every repetition. (Without a prompt, the warm-up has
+	// written the one token the decode starts after.)
+	if o.prompt > 0 {
+		if res.PrefillTokS, err = median(o.reps, func() (float64, error) {
+			t := time.Now()
+			if err := step([]backends.Run{{Tokens: prompt, Blocks: tables[0]}}); err != nil {
+				return 0, err
+			}
+			return float64(len(prompt)) / time.Since(t).Seconds(), nil
+		}); err != nil {
+			return nil, err
 		}
-		return float64(len(prompt)) / time.Since(t).Seconds(), nil
-	}); err != nil {
-		return nil, err
-	}
-	if o.prompt == 0 {
-		res.PrefillTokS = 0
 	}
 	// decode runs G steps of n sequences, each after the prompt, and
 	// returns tokens/s. The prompt's tail past its last whole block is
