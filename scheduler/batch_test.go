@@ -140,6 +140,7 @@ type recorder struct {
 	backends.Runner
 	mu     sync.Mutex
 	starts []int32 // the second token of each prompt started, in order
+	first  []int   // the tokens of each prompt's first run, in that order
 	steps  int
 }
 
@@ -149,6 +150,7 @@ func (r *recorder) Forward(ctx context.Context, b *backends.Batch) (*backends.Lo
 	for _, run := range b.Runs {
 		if run.Pos == 0 && len(run.Tokens) > 1 {
 			r.starts = append(r.starts, run.Tokens[1])
+			r.first = append(r.first, len(run.Tokens))
 		}
 	}
 	r.mu.Unlock()
@@ -219,6 +221,42 @@ func TestBatcherMatchesAlone(t *testing.T) {
 	gt, gl, gr := events(e)
 	if gt != wt || gr.FinishReason != FinishStop || wr.FinishReason != FinishStop || fmt.Sprint(gl) != fmt.Sprint(wl) {
 		t.Errorf("batcher %q %s %v\nserial  %q %s %v", gt, gr.FinishReason, gl, wt, wr.FinishReason, wl)
+	}
+}
+
+// A prompt whose last chunk would leave no more tokens than the step
+// decodes is read whole, over the step's budget by at most that; a longer
+// one is cut at the budget. Either way each gives the tokens it gives alone.
+func TestBatcherLastChunk(t *testing.T) {
+	m, r := tinyRef(t, 64)
+	rec := &recorder{Runner: r}
+	gate := newStepper(t)
+	o := BatchOptions{Tuning: tuning(), Idle: time.Millisecond, beforeStep: gate.wait}
+	o.MaxBatchTokens = 20
+	e := newBatcher(t, rec, m, o)
+	req := func(tag, n int) Request {
+		return Request{Prompt: prompt(tag, n), MaxTokens: 12, Sample: sample.Params{Temperature: 0.8, TopP: 1, Seed: uint64(tag)}, IgnoreEOS: true}
+	}
+	reqs := []Request{req(1, 4), req(2, 20), req(3, 23)}
+	var chans []<-chan Event
+	for _, rq := range reqs {
+		// each arrives after the previous ones' prompts are read: the
+		// second beside one decode (budget 19 left, 1 over: read whole),
+		// the third beside two (budget 18 left, 5 over: cut)
+		chans = append(chans, submit(t, e, context.Background(), rq))
+		gate.step()
+	}
+	gate.release()
+	for i, ch := range chans {
+		if _, res := collect(t, ch); res.Err != nil || !slices.Equal(res.CompletionToken, alone(t, m, reqs[i])) {
+			t.Errorf("request %d: %v, tokens differ from alone", i, res.Err)
+		}
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	want := []int32{reqs[0].Prompt[1], reqs[1].Prompt[1], reqs[2].Prompt[1]}
+	if !slices.Equal(rec.starts, want) || !slices.Equal(rec.first, []int{4, 20, 18}) {
+		t.Errorf("prompts started %v with first runs of %v tokens, want %v with 4, 20, 18", rec.starts, rec.first, want)
 	}
 }
 
@@ -363,6 +401,39 @@ func keyed(key string, tag, prio int) Request {
 
 // Under the fair policy, a key with nothing running goes before a key
 // that already runs; under FCFS, arrival order rules.
+// When blocks run out, the sequence preempted is the one the queue would
+// admit last, aging counted: a low-priority request that waited its way up
+// keeps running beside a newer high-priority one, which goes back instead.
+func TestBatcherPreemptsLowestAgedClass(t *testing.T) {
+	tu := tuning()
+	tu.Policy = PolicyPriority
+	tu.PriorityAging = time.Second
+	tu.PrefixCache = false
+	clock := &fakeClock{t: time.Unix(1000, 0)}
+	m, r := tinyRef(t, 6) // 96 positions; each request needs 74
+	rec := &recorder{Runner: r}
+	gate := newStepper(t)
+	e := newBatcher(t, rec, m, BatchOptions{Tuning: tu, Clock: clock, Idle: time.Millisecond, beforeStep: gate.wait})
+	low, high := keyed("", 1, 0), keyed("", 2, -5)
+	low.MaxTokens, high.MaxTokens = 70, 70
+	chLow := submit(t, e, context.Background(), low)
+	gate.step()
+	clock.advance(10 * time.Second) // low's class 0+10 is now above high's 5+0
+	chHigh := submit(t, e, context.Background(), high)
+	gate.release()
+	_, resLow := collect(t, chLow)
+	_, resHigh := collect(t, chHigh)
+	if resLow.Err != nil || resHigh.Err != nil || !slices.Equal(resLow.CompletionToken, alone(t, m, low)) ||
+		!slices.Equal(resHigh.CompletionToken, alone(t, m, high)) {
+		t.Fatalf("low %v, high %v, or tokens differ from alone", resLow.Err, resHigh.Err)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if e.Stats().Preemptions == 0 || rec.starts[0] != 1 || slices.Index(rec.starts[1:], 1) >= 0 {
+		t.Errorf("%d preemptions; prompts started %v: the aged low-priority one (1) should start once", e.Stats().Preemptions, rec.starts)
+	}
+}
+
 func TestBatcherFairShare(t *testing.T) {
 	reqs := []Request{keyed("a", 11, 0), keyed("a", 12, 0), keyed("a", 13, 0), keyed("a", 14, 0), keyed("b", 21, 0), keyed("b", 22, 0)}
 	tu := tuning()

@@ -45,7 +45,9 @@ type Tunable interface {
 // Tuning holds the knobs of the batching engine that apply live. (The KV
 // block size and memory budget size the runner and need a model reload.)
 type Tuning struct {
-	MaxBatchTokens int // most tokens in one forward step, prefill and decode together
+	// MaxBatchTokens: most tokens in one forward step, prefill and decode
+	// together; a prompt's last chunk may go over by as many as the step decodes.
+	MaxBatchTokens int
 	MaxRunning     int // most sequences running at once
 	PrefillChunk   int // most prompt tokens of one sequence in one step (a request's own PrefillChunk may lower it)
 	QueueLength    int // most requests waiting; more get ErrQueueFull
