@@ -119,7 +119,7 @@ func BenchmarkAttention(b *testing.B) {
 	for i := range blocks {
 		blocks[i] = int32(i)
 	}
-	kc := randVec(rng, len(blocks)*bs*kv*hd, 1)
+	kc := keysBlocked(randVec(rng, len(blocks)*bs*kv*hd, 1), bs, kv*hd)
 	vc := randVec(rng, len(blocks)*bs*kv*hd, 1)
 	q := randVec(rng, heads*hd, 1)
 	out := make([]float32, heads*hd)

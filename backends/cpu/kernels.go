@@ -169,7 +169,9 @@ func (k *kernels) rope(x []float32, heads, headDim, pos int, rc model.RopeConfig
 }
 
 // attention: one query row q over positions 0…pos of a sequence with block
-// table blocks (blockSize positions each) in caches kc and vc.
+// table blocks (blockSize positions each) in caches kc and vc, in the
+// runner's layout: rows of kvHeads×headDim in vc; in kc each block's keys
+// transposed, one row of blockSize per dimension (oc_k_index in internal.h).
 func (k *kernels) attention(out, q, kc, vc []float32, blocks []int32, blockSize, pos, heads, kvHeads, headDim int) error {
 	need("out", out, heads*headDim)
 	need("q", q, heads*headDim)

@@ -397,13 +397,26 @@ func TestAttention(t *testing.T) {
 			want := make([]float32, c.heads*c.hd)
 			ref.Attention(want, q, kc, vc, slots, c.heads, c.kv, c.hd)
 			y := newGuarded(len(want))
-			if err := k.attention(y.s(), q, kc, vc, blocks, c.bs, c.pos, c.heads, c.kv, c.hd); err != nil {
+			if err := k.attention(y.s(), q, keysBlocked(kc, c.bs, kvw), vc, blocks, c.bs, c.pos, c.heads, c.kv, c.hd); err != nil {
 				t.Fatal(err)
 			}
 			y.check(t)
 			checkNear(t, fmt.Sprintf("%+v", c), y.s(), want, 1e-5, 1e-6)
 		}
 	})
+}
+
+// keysBlocked is kc (a row of kvw floats per slot, ref's layout) in the
+// layout of the library's K cache: each block's keys transposed, dimension
+// c of the key at slot at slot/bs·bs·kvw + c·bs + slot%bs (oc_k_index).
+func keysBlocked(kc []float32, bs, kvw int) []float32 {
+	out := make([]float32, len(kc))
+	for slot := range len(kc) / kvw {
+		for c := range kvw {
+			out[slot/bs*bs*kvw+c*bs+slot%bs] = kc[slot*kvw+c]
+		}
+	}
+	return out
 }
 
 // TestLibrariesCurrent: the libraries in native/lib (the ones go build

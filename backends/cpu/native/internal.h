@@ -200,9 +200,17 @@ void oc_rope_apply(float *x, int64_t heads, int64_t hd, int64_t rdims, int neox,
 /* cos and sin of θ_i = pos·fs·pw[i] / fr[i] for i < half (ref's formula). */
 void oc_rope_angles(float *cs, float *sn, const double *pw, const double *fr, double fs, int64_t half, int64_t pos);
 /*
+ * A layer's K cache holds each block's keys transposed (see ops.c): the
+ * index of dimension d of KV head g of the key at slot (= block·bs +
+ * offset); kvw = KV heads × hd. The V cache holds rows: slot·kvw + g·hd + d.
+ */
+OC_INLINE int64_t oc_k_index(int64_t slot, int64_t bs, int64_t kvw, int64_t hd, int64_t g, int64_t d) {
+	return slot / bs * bs * kvw + (g * hd + d) * bs + slot % bs;
+}
+/*
  * Attention of one query token over positions 0…npos-1 of its sequence,
  * for the query heads h0…h0+nh-1 that share KV head g. slot(j) =
- * blocks[j / bs] * bs + j % bs; K and V rows are kvw floats wide.
+ * blocks[j / bs] * bs + j % bs, in caches of the layout above.
  */
 void oc_attention_group(float *out, const float *q, const float *kc, const float *vc, int64_t kvw,
 			const int32_t *blocks, int64_t bs, int64_t npos, int64_t g, int64_t nh,

@@ -112,11 +112,23 @@ void oc_rmsnorm(float *dst, const float *x, const float *w, int64_t n, float eps
 
 /* ref.Softmax: x = exp(x - max) / sum. */
 void oc_softmax(float *x, int64_t n) {
+	/* the maximum in 16 lanes, as the sums below, so that the loop
+	 * vectorizes: one running maximum was a chain of dependent compares,
+	 * as long as the exponentials' whole loop */
+	float lane[16];
+	for (int j = 0; j < 16; j++)
+		lane[j] = x[0];
+	int64_t i = 0;
+	for (; i + 16 <= n; i += 16)
+		for (int j = 0; j < 16; j++)
+			lane[j] = x[i + j] > lane[j] ? x[i + j] : lane[j];
 	float m = x[0];
-	for (int64_t i = 1; i < n; i++)
+	for (int j = 0; j < 16; j++)
+		m = lane[j] > m ? lane[j] : m;
+	for (; i < n; i++)
 		m = x[i] > m ? x[i] : m;
 	float part[16] = {0};
-	int64_t i = 0;
+	i = 0;
 	for (; i + 16 <= n; i += 16)
 		for (int j = 0; j < 16; j++) {
 			float e = oc_exp(x[i + j] - m);
@@ -180,122 +192,200 @@ void oc_rope_apply(float *x, int64_t heads, int64_t hd, int64_t rdims, int neox,
 /* ------------------------------------------------------------ attention */
 
 /*
- * The SIMD variants compute a head's scores for a tile of consecutive
- * cached keys at once (VW of them: 16 with AVX-512, 8 with AVX2): one
- * vector of partial products per key, summed across lanes for all keys
- * together by a transpose-and-add tree, instead of one horizontal sum per
- * key; and they keep each head's output slice in registers over all
- * positions instead of loading and storing it per position.
+ * The runner's K cache holds each block's keys transposed: for KV head g,
+ * hd rows of bs floats, dimension d of the key at offset j of the block at
+ * oc_k_index. A head's scores for up to VW consecutive keys of a block (16
+ * with AVX-512, 8 with AVX2) are then one vector, Σ_d q[d]·kT[d][j…j+VW):
+ * a broadcast and a multiply-add per dimension and no sum across lanes,
+ * and every query head of the group shares each load of a kT row. The V
+ * cache holds rows (slot·kvw + g·hd + d); each value row loaded is added
+ * to several heads' output slices, held in registers over all positions.
+ * Measured on the 2-vCPU AVX-512 dev VM, one thread, tinyllama's 32 heads
+ * on 4 KV heads at position 511 (BenchmarkAttention): 117-123 µs per token
+ * with key rows and a transpose-and-add tree per tile of keys, against
+ * 40-45 µs with the transposed keys (2.9× less).
  */
+/* Up to VW consecutive keys of one block: their transposed rows start at
+ * kt; their scores go to column j. */
+typedef struct {
+	const float *kt;
+	int64_t j, cnt;
+} ktile;
+
 #if defined(OC_ISA_AVX512)
 #define VW 16
-/* r[j] = the sum of the 16 lanes of v[j]: 45 shuffles and adds. */
-static inline __m512 hsum_tile(const __m512 v[16]) {
-	__m512 t[8], u[4];
-	for (int i = 0; i < 8; i++) /* per 128-bit lane: v2i 0+2, v2i+1 0+2, v2i 1+3, v2i+1 1+3 */
-		t[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]), _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
-	for (int i = 0; i < 4; i++) /* per 128-bit lane: the lane's sums of v4i … v4i+3 */
-		u[i] = _mm512_add_ps(_mm512_shuffle_ps(t[2 * i], t[2 * i + 1], 0x44), _mm512_shuffle_ps(t[2 * i], t[2 * i + 1], 0xee));
-	__m512 s01 = _mm512_add_ps(_mm512_shuffle_f32x4(u[0], u[1], 0x44), _mm512_shuffle_f32x4(u[0], u[1], 0xee));
-	__m512 s23 = _mm512_add_ps(_mm512_shuffle_f32x4(u[2], u[3], 0x44), _mm512_shuffle_f32x4(u[2], u[3], 0xee));
-	return _mm512_add_ps(_mm512_shuffle_f32x4(s01, s23, 0x88), _mm512_shuffle_f32x4(s01, s23, 0xdd));
-}
+#define NT 4 /* key tiles per pass of scores_heads */
+#define HB 4 /* heads per pass of scores_heads and pv_heads */
+#define TILE_OK(hd) 1
 
-/* Scores of head row q against cnt ≤ 16 consecutive key rows k (stride
- * kvw), times scale, into s[0…cnt). */
-static inline void scores_tile(float *s, const float *q, const float *k, int64_t kvw, int64_t cnt, int64_t hd, float scale) {
-	__m512 acc[16];
-	for (int j = 0; j < 16; j++)
-		acc[j] = _mm512_setzero_ps();
-	for (int64_t d = 0; d < hd; d += 16) {
-		__mmask16 m = hd - d >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (hd - d)) - 1);
-		__m512 qv = _mm512_maskz_loadu_ps(m, q + d);
-#pragma GCC unroll 16
-		for (int j = 0; j < 16; j++) /* rows past cnt repeat the last one; their sums are not stored */
-			acc[j] = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(m, k + (j < cnt ? j : cnt - 1) * kvw + d), acc[j]);
-	}
-	_mm512_mask_storeu_ps(s, (__mmask16)((1u << cnt) - 1), _mm512_mul_ps(hsum_tile(acc), _mm512_set1_ps(scale)));
-}
-
-/* out[0…hd) = Σ_j p[j]·v_j over the npos positions of the block table. */
-static void pv_head(float *out, const float *p, const float *vc, int64_t kvw, int64_t off,
-		    const int32_t *blocks, int64_t bs, int64_t npos, int64_t hd) {
-	for (int64_t d = 0; d < hd; d += 64) {
-		__mmask16 m[4];
-		for (int i = 0; i < 4; i++) {
-			int64_t left = hd - d - 16 * i;
-			m[i] = left >= 16 ? (__mmask16)0xffff : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1);
+/* Scores of NH heads (rows of q, hd apart) against NT tiles of ≤ 16 keys
+ * each (tiles of 0 keys add nothing), times scale, into s (rows ld apart). */
+OC_INLINE void scores_heads(float *s, int64_t ld, const float *q, const int NH, int64_t hd,
+			    const ktile *t, int64_t bs, float scale) {
+	__mmask16 m[NT];
+	__m512 a[4][NT];
+	for (int i = 0; i < NT; i++)
+		m[i] = (__mmask16)((1u << t[i].cnt) - 1);
+	for (int h = 0; h < NH; h++)
+		for (int i = 0; i < NT; i++)
+			a[h][i] = _mm512_setzero_ps();
+	for (int64_t d = 0; d < hd; d++) {
+		__m512 k[NT];
+		for (int i = 0; i < NT; i++)
+			k[i] = _mm512_maskz_loadu_ps(m[i], t[i].kt + d * bs);
+		for (int h = 0; h < NH; h++) {
+			__m512 qv = _mm512_set1_ps(q[h * hd + d]);
+			for (int i = 0; i < NT; i++)
+				a[h][i] = _mm512_fmadd_ps(qv, k[i], a[h][i]);
 		}
-		__m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-		for (int64_t j0 = 0, blk = 0; j0 < npos; j0 += bs, blk++) {
-			int64_t cnt = npos - j0 < bs ? npos - j0 : bs;
-			const float *vb = vc + (int64_t)blocks[blk] * bs * kvw + off + d;
-			for (int64_t jj = 0; jj < cnt; jj++) {
-				__m512 pv = _mm512_set1_ps(p[j0 + jj]);
-#pragma GCC unroll 4
+	}
+	for (int h = 0; h < NH; h++)
+		for (int i = 0; i < NT; i++)
+			_mm512_mask_storeu_ps(s + h * ld + t[i].j, m[i], _mm512_mul_ps(a[h][i], _mm512_set1_ps(scale)));
+}
+
+/* out_h[d0…d0+64) (within hd) = Σ_j p_h[j]·v_j[d0…] for NH heads (p_h at
+ * p + h·ld, out_h at out + h·hd) over the npos positions of the block table. */
+OC_INLINE void pv_heads(float *out, const float *p, int64_t ld, const int NH, const float *vc, int64_t kvw, int64_t off,
+			const int32_t *blocks, int64_t bs, int64_t npos, int64_t hd, int64_t d0) {
+	__mmask16 m[4];
+	for (int i = 0; i < 4; i++) {
+		int64_t left = hd - d0 - 16 * i;
+		m[i] = left >= 16 ? (__mmask16)0xffff : left <= 0 ? (__mmask16)0 : (__mmask16)((1u << left) - 1);
+	}
+	__m512 acc[4][4];
+	for (int h = 0; h < NH; h++)
+		for (int i = 0; i < 4; i++)
+			acc[h][i] = _mm512_setzero_ps();
+	for (int64_t j0 = 0, blk = 0; j0 < npos; j0 += bs, blk++) {
+		int64_t cnt = npos - j0 < bs ? npos - j0 : bs;
+		const float *vb = vc + (int64_t)blocks[blk] * bs * kvw + off + d0;
+		for (int64_t jj = 0; jj < cnt; jj++) {
+			__m512 v[4];
+			for (int i = 0; i < 4; i++)
+				v[i] = _mm512_maskz_loadu_ps(m[i], vb + jj * kvw + 16 * i);
+			for (int h = 0; h < NH; h++) {
+				__m512 pv = _mm512_set1_ps(p[h * ld + j0 + jj]);
 				for (int i = 0; i < 4; i++)
-					acc[i] = _mm512_fmadd_ps(pv, _mm512_maskz_loadu_ps(m[i], vb + jj * kvw + 16 * i), acc[i]);
+					acc[h][i] = _mm512_fmadd_ps(pv, v[i], acc[h][i]);
 			}
 		}
-		for (int i = 0; i < 4; i++)
-			_mm512_mask_storeu_ps(out + d + 16 * i, m[i], acc[i]);
 	}
+	for (int h = 0; h < NH; h++)
+		for (int i = 0; i < 4; i++)
+			_mm512_mask_storeu_ps(out + h * hd + d0 + 16 * i, m[i], acc[h][i]);
 }
-#define TILE_OK(hd) 1
+#define PV_WIDTH 64
 
 #elif defined(OC_ISA_AVX2) || defined(OC_ISA_AVXVNNI)
 #define VW 8
-/* r[j] = the sum of the 8 lanes of v[j]. */
-static inline __m256 hsum_tile(const __m256 v[8]) {
-	__m256 u0 = _mm256_hadd_ps(_mm256_hadd_ps(v[0], v[1]), _mm256_hadd_ps(v[2], v[3]));
-	__m256 u1 = _mm256_hadd_ps(_mm256_hadd_ps(v[4], v[5]), _mm256_hadd_ps(v[6], v[7]));
-	return _mm256_add_ps(_mm256_permute2f128_ps(u0, u1, 0x20), _mm256_permute2f128_ps(u0, u1, 0x31));
+#define NT 2
+#define HB 2
+#define TILE_OK(hd) ((hd) % 8 == 0)
+
+/* As the AVX-512 one, for tiles of ≤ 8 keys. */
+OC_INLINE void scores_heads(float *s, int64_t ld, const float *q, const int NH, int64_t hd,
+			    const ktile *t, int64_t bs, float scale) {
+	const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+	__m256i m[NT];
+	__m256 a[2][NT];
+	for (int i = 0; i < NT; i++)
+		m[i] = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)t[i].cnt), lane);
+	for (int h = 0; h < NH; h++)
+		for (int i = 0; i < NT; i++)
+			a[h][i] = _mm256_setzero_ps();
+	for (int64_t d = 0; d < hd; d++) {
+		__m256 k[NT];
+		for (int i = 0; i < NT; i++)
+			k[i] = _mm256_maskload_ps(t[i].kt + d * bs, m[i]);
+		for (int h = 0; h < NH; h++) {
+			__m256 qv = _mm256_set1_ps(q[h * hd + d]);
+			for (int i = 0; i < NT; i++)
+				a[h][i] = _mm256_fmadd_ps(qv, k[i], a[h][i]);
+		}
+	}
+	for (int h = 0; h < NH; h++)
+		for (int i = 0; i < NT; i++)
+			_mm256_maskstore_ps(s + h * ld + t[i].j, m[i], _mm256_mul_ps(a[h][i], _mm256_set1_ps(scale)));
 }
 
-/* As the AVX-512 one, for cnt ≤ 8 keys and hd a multiple of 8. */
-static inline void scores_tile(float *s, const float *q, const float *k, int64_t kvw, int64_t cnt, int64_t hd, float scale) {
-	__m256 acc[8];
-	for (int j = 0; j < 8; j++)
-		acc[j] = _mm256_setzero_ps();
-	for (int64_t d = 0; d < hd; d += 8) {
-		__m256 qv = _mm256_loadu_ps(q + d);
-#pragma GCC unroll 8
-		for (int j = 0; j < 8; j++)
-			acc[j] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k + (j < cnt ? j : cnt - 1) * kvw + d), acc[j]);
-	}
-	__m256 r = _mm256_mul_ps(hsum_tile(acc), _mm256_set1_ps(scale));
-	if (cnt == 8) {
-		_mm256_storeu_ps(s, r);
-	} else {
-		float tmp[8];
-		_mm256_storeu_ps(tmp, r);
-		for (int64_t j = 0; j < cnt; j++)
-			s[j] = tmp[j];
-	}
-}
-
-/* As the AVX-512 one, for hd a multiple of 8. */
-static void pv_head(float *out, const float *p, const float *vc, int64_t kvw, int64_t off,
-		    const int32_t *blocks, int64_t bs, int64_t npos, int64_t hd) {
-	for (int64_t d = 0; d < hd; d += 32) {
-		int nv = hd - d >= 32 ? 4 : (int)((hd - d) / 8);
-		__m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-		for (int64_t j0 = 0, blk = 0; j0 < npos; j0 += bs, blk++) {
-			int64_t cnt = npos - j0 < bs ? npos - j0 : bs;
-			const float *vb = vc + (int64_t)blocks[blk] * bs * kvw + off + d;
-			for (int64_t jj = 0; jj < cnt; jj++) {
-				__m256 pv = _mm256_set1_ps(p[j0 + jj]);
-#pragma GCC unroll 4
-				for (int i = 0; i < 4; i++)
-					if (i < nv)
-						acc[i] = _mm256_fmadd_ps(pv, _mm256_loadu_ps(vb + jj * kvw + 8 * i), acc[i]);
+/* As the AVX-512 one, over 32 dimensions (hd a multiple of 8). */
+OC_INLINE void pv_heads(float *out, const float *p, int64_t ld, const int NH, const float *vc, int64_t kvw, int64_t off,
+			const int32_t *blocks, int64_t bs, int64_t npos, int64_t hd, int64_t d0) {
+	int nv = hd - d0 >= 32 ? 4 : (int)((hd - d0) / 8);
+	__m256 acc[2][4];
+	for (int h = 0; h < NH; h++)
+		for (int i = 0; i < 4; i++)
+			acc[h][i] = _mm256_setzero_ps();
+	for (int64_t j0 = 0, blk = 0; j0 < npos; j0 += bs, blk++) {
+		int64_t cnt = npos - j0 < bs ? npos - j0 : bs;
+		const float *vb = vc + (int64_t)blocks[blk] * bs * kvw + off + d0;
+		for (int64_t jj = 0; jj < cnt; jj++) {
+			for (int i = 0; i < 4; i++) {
+				if (i >= nv)
+					break;
+				__m256 v = _mm256_loadu_ps(vb + jj * kvw + 8 * i);
+				for (int h = 0; h < NH; h++)
+					acc[h][i] = _mm256_fmadd_ps(_mm256_set1_ps(p[h * ld + j0 + jj]), v, acc[h][i]);
 			}
 		}
+	}
+	for (int h = 0; h < NH; h++)
 		for (int i = 0; i < nv; i++)
-			_mm256_storeu_ps(out + d + 8 * i, acc[i]);
+			_mm256_storeu_ps(out + h * hd + d0 + 8 * i, acc[h][i]);
+}
+#define PV_WIDTH 32
+#endif
+
+#if defined(VW)
+/* The scores of nh heads over the npos positions of the block table: the
+ * tiles of keys NT at a time (the last pass padded with empty tiles), for
+ * HB heads at a time. */
+static void scores_group(float *s, int64_t ld, const float *q, int64_t nh, int64_t hd, const float *kc, int64_t kvw,
+			 int64_t g, const int32_t *blocks, int64_t bs, int64_t npos, float scale) {
+	ktile t[NT];
+	int n = 0;
+	for (int64_t j0 = 0, blk = 0; j0 < npos; j0 += bs, blk++) {
+		const float *kt = kc + oc_k_index((int64_t)blocks[blk] * bs, bs, kvw, hd, g, 0);
+		int64_t cnt = npos - j0 < bs ? npos - j0 : bs;
+		for (int64_t jj = 0; jj < cnt; jj += VW) {
+			t[n++] = (ktile){kt + jj, j0 + jj, cnt - jj < VW ? cnt - jj : VW};
+			int last = jj + VW >= cnt && j0 + cnt >= npos;
+			if (n < NT && !last)
+				continue;
+			for (; n < NT; n++)
+				t[n] = (ktile){kt, 0, 0};
+			for (int64_t h = 0; h < nh; h += HB) {
+				switch (nh - h >= HB ? HB : nh - h) {
+#if HB > 2
+				case 4: scores_heads(s + h * ld, ld, q + h * hd, 4, hd, t, bs, scale); break;
+				case 3: scores_heads(s + h * ld, ld, q + h * hd, 3, hd, t, bs, scale); break;
+#endif
+				case 2: scores_heads(s + h * ld, ld, q + h * hd, 2, hd, t, bs, scale); break;
+				default: scores_heads(s + h * ld, ld, q + h * hd, 1, hd, t, bs, scale); break;
+				}
+			}
+			n = 0;
+		}
 	}
 }
-#define TILE_OK(hd) ((hd) % 8 == 0)
+
+static void pv_group(float *out, const float *p, int64_t ld, int64_t nh, const float *vc, int64_t kvw, int64_t off,
+		     const int32_t *blocks, int64_t bs, int64_t npos, int64_t hd) {
+	for (int64_t d0 = 0; d0 < hd; d0 += PV_WIDTH)
+		for (int64_t h = 0; h < nh; h += HB) {
+			float *o = out + h * hd;
+			const float *ph = p + h * ld;
+			switch (nh - h >= HB ? HB : nh - h) {
+#if HB > 2
+			case 4: pv_heads(o, ph, ld, 4, vc, kvw, off, blocks, bs, npos, hd, d0); break;
+			case 3: pv_heads(o, ph, ld, 3, vc, kvw, off, blocks, bs, npos, hd, d0); break;
+#endif
+			case 2: pv_heads(o, ph, ld, 2, vc, kvw, off, blocks, bs, npos, hd, d0); break;
+			default: pv_heads(o, ph, ld, 1, vc, kvw, off, blocks, bs, npos, hd, d0); break;
+			}
+		}
+}
 #endif
 
 /* y += a·x */
@@ -306,9 +396,9 @@ static void axpy(float *y, float a, const float *x, int64_t n) {
 
 /*
  * ref.Attention for the nh query heads that share KV head g, in one task:
- * the group's cached rows are read from memory once and stay in cache for
- * its other heads (the portable path loads each row once for all of them).
- * scores holds nh rows of npos (rounded up to 16) floats.
+ * the group's cached keys and values are read from memory once and stay
+ * in cache for its other heads. scores holds nh rows of npos (rounded up
+ * to 16) floats.
  */
 void oc_attention_group(float *out, const float *q, const float *kc, const float *vc, int64_t kvw,
 			const int32_t *blocks, int64_t bs, int64_t npos, int64_t g, int64_t nh,
@@ -317,29 +407,23 @@ void oc_attention_group(float *out, const float *q, const float *kc, const float
 	int64_t off = g * hd;
 #if defined(VW)
 	if (TILE_OK(hd)) {
-		for (int64_t j0 = 0, blk = 0; j0 < npos; j0 += bs, blk++) {
-			int64_t base = (int64_t)blocks[blk] * bs;
-			int64_t cnt = npos - j0 < bs ? npos - j0 : bs;
-			for (int64_t jj = 0; jj < cnt; jj += VW) {
-				int64_t c = cnt - jj < VW ? cnt - jj : VW;
-				for (int64_t h = 0; h < nh; h++)
-					scores_tile(scores + h * ld + j0 + jj, q + h * hd, kc + (base + jj) * kvw + off, kvw, c, hd, scale);
-			}
-		}
-		for (int64_t h = 0; h < nh; h++) {
+		scores_group(scores, ld, q, nh, hd, kc, kvw, g, blocks, bs, npos, scale);
+		for (int64_t h = 0; h < nh; h++)
 			oc_softmax(scores + h * ld, npos);
-			pv_head(out + h * hd, scores + h * ld, vc, kvw, off, blocks, bs, npos, hd);
-		}
+		pv_group(out, scores, ld, nh, vc, kvw, off, blocks, bs, npos, hd);
 		return;
 	}
 #endif
 	for (int64_t j0 = 0, blk = 0; j0 < npos; j0 += bs, blk++) {
-		int64_t base = (int64_t)blocks[blk] * bs;
+		const float *kt = kc + oc_k_index((int64_t)blocks[blk] * bs, bs, kvw, hd, g, 0);
 		int64_t cnt = npos - j0 < bs ? npos - j0 : bs;
-		for (int64_t jj = 0; jj < cnt; jj++) {
-			const float *kr = kc + (base + jj) * kvw + off;
-			for (int64_t h = 0; h < nh; h++)
-				scores[h * ld + j0 + jj] = oc_dot(q + h * hd, kr, hd) * scale;
+		for (int64_t h = 0; h < nh; h++) {
+			float *s = scores + h * ld + j0;
+			memset(s, 0, (size_t)cnt * sizeof(float));
+			for (int64_t d = 0; d < hd; d++) /* each key's sum in ref's order */
+				axpy(s, q[h * hd + d], kt + d * bs, cnt);
+			for (int64_t jj = 0; jj < cnt; jj++)
+				s[jj] *= scale;
 		}
 	}
 	for (int64_t h = 0; h < nh; h++) {

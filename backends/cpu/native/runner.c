@@ -493,7 +493,9 @@ static void rope_store(oc_runner *r, const layer_t *L, int64_t i, int64_t g0, in
 	oc_rope_apply(k, ng, hd, r->rope_dims, (int)r->neox, cs, sn);
 	int64_t p = b->pos[i];
 	int64_t slot = (int64_t)b->blocks[b->table[i] + p / r->bs] * r->bs + p % r->bs;
-	memcpy(L->kc + slot * kvw + g0 * hd, k, (size_t)(ng * hd) * 4);
+	float *kt = L->kc + oc_k_index(slot, r->bs, kvw, hd, g0, 0);
+	for (int64_t e = 0; e < ng * hd; e++)
+		kt[e * r->bs] = k[e];
 	memcpy(L->vc + slot * kvw + g0 * hd, r->v + i * kvw + g0 * hd, (size_t)(ng * hd) * 4);
 }
 
