@@ -321,6 +321,12 @@ func (e *Batcher) schedule() []step {
 	for _, decode := range []bool{true, false} {
 		if !decode {
 			over = len(plan)
+			if over == 0 && e.prompts() == 1 {
+				// A prompt alone (nothing decodes, nothing else waits)
+				// delays no one: it may take its whole chunk per step,
+				// and fewer, larger steps read it sooner.
+				budget = max(budget, e.t.PrefillChunk)
+			}
 		}
 		for i := 0; i < len(e.running) && budget > 0; i++ {
 			s := e.running[i]
@@ -367,6 +373,18 @@ func (e *Batcher) schedule() []step {
 		budget -= n
 	}
 	return plan
+}
+
+// prompts counts the sequences with prompt tokens to read: running ones
+// part-way through their prompt, and every waiting one.
+func (e *Batcher) prompts() int {
+	n := len(e.waiting)
+	for _, s := range e.running {
+		if len(s.toks)-s.computed > 1 {
+			n++
+		}
+	}
+	return n
 }
 
 // take returns how many of s's pending prompt tokens a step takes: up to

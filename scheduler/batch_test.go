@@ -260,6 +260,38 @@ func TestBatcherLastChunk(t *testing.T) {
 	}
 }
 
+// A prompt alone (nothing decoding, nothing else waiting) takes its whole
+// prefill chunk in one step, over the step budget; beside a decode it gets
+// the budget.
+func TestBatcherLonePrompt(t *testing.T) {
+	m, r := tinyRef(t, 64)
+	rec := &recorder{Runner: r}
+	gate := newStepper(t)
+	o := BatchOptions{Tuning: tuning(), Idle: time.Millisecond, beforeStep: gate.wait} // chunk 64
+	o.MaxBatchTokens = 20
+	e := newBatcher(t, rec, m, o)
+	reqs := []Request{
+		{Prompt: prompt(1, 50), MaxTokens: 6, Sample: sample.Greedy(), IgnoreEOS: true},
+		{Prompt: prompt(2, 30), MaxTokens: 6, Sample: sample.Greedy(), IgnoreEOS: true},
+	}
+	var chans []<-chan Event
+	for _, rq := range reqs {
+		chans = append(chans, submit(t, e, context.Background(), rq))
+		gate.step()
+	}
+	gate.release()
+	for i, ch := range chans {
+		if _, res := collect(t, ch); res.Err != nil || !slices.Equal(res.CompletionToken, alone(t, m, reqs[i])) {
+			t.Errorf("request %d: %v, tokens differ from alone", i, res.Err)
+		}
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if !slices.Equal(rec.first, []int{50, 19}) {
+		t.Errorf("first runs of %v tokens, want 50 (alone) and 19 (beside a decode)", rec.first)
+	}
+}
+
 // With too few KV blocks for everyone, sequences are preempted and
 // recomputed, and each still gives exactly the tokens it gives alone.
 func TestBatcherPreemption(t *testing.T) {

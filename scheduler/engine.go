@@ -46,7 +46,8 @@ type Tunable interface {
 // block size and memory budget size the runner and need a model reload.)
 type Tuning struct {
 	// MaxBatchTokens: most tokens in one forward step, prefill and decode
-	// together; a prompt's last chunk may go over by as many as the step decodes.
+	// together; a prompt's last chunk may go over by as many as the step
+	// decodes, and a prompt alone in a step may take its PrefillChunk.
 	MaxBatchTokens int
 	MaxRunning     int // most sequences running at once
 	PrefillChunk   int // most prompt tokens of one sequence in one step (a request's own PrefillChunk may lower it)

@@ -17,16 +17,20 @@
 //
 // Decisions of the batching engine: a step runs the decode tokens of the
 // running sequences first (oldest first), then prefill chunks, within
-// max_batch_tokens; a newcomer is admitted only when the blocks for its
+// max_batch_tokens — except that a prompt's last chunk may go over by as
+// many tokens as the step decodes (no step spent on a few leftover tokens),
+// and a prompt alone (nothing decoding, nothing else waiting) takes its
+// whole prefill_chunk; a newcomer is admitted only when the blocks for its
 // whole prompt are free (after its prefix-cache hits), and the queue's head
 // is never jumped for lack of blocks; when a running sequence needs a block
-// and none is free, the youngest arrival (the lowest class under a priority
-// policy) is preempted — it keeps its sampler and its tokens, so when it is
-// recomputed it continues exactly where it was; the oldest is never
-// preempted while another runs, so the engine always makes progress. The
-// stream to a slow reader is coalesced, never waited for: the loop does not
-// block on a client. Prefix-cache blocks are keyed by the hash of their
-// whole prefix and their tokens are compared on every hit.
+// and none is free, the youngest arrival of the lowest class (the class
+// admission ranks by, aging included) is preempted — it keeps its sampler
+// and its tokens, so when it is recomputed it continues exactly where it
+// was; the oldest is never preempted while another runs, so the engine
+// always makes progress. The stream to a slow reader is coalesced, never
+// waited for: the loop does not block on a client. Prefix-cache blocks are
+// keyed by the hash of their whole prefix and their tokens are compared on
+// every hit.
 //
 // Decisions of the serial engine: stop strings are matched on the decoded
 // text (text that may begin a stop string is held back until it cannot);
