@@ -143,7 +143,7 @@ OC_EXPORT int64_t oc_k_prepare(void *h, const oc_kargs *a) {
 		c->qa_mem = m;
 		c->qa_bytes = need;
 	}
-	oc_qact_bind(&c->qa, c->qa_mem, a->n, a->cols);
+	oc_qact_bind(&c->qa, c->qa_mem, a->n, a->cols, 1);
 	oc_quantize_rows(&c->qa, a->x, a->cols, 0, a->n, 0, a->cols / QK);
 	c->qa_n = a->n;
 	return OC_OK;

@@ -152,7 +152,10 @@ typedef struct oc_qact {
 } oc_qact;
 
 size_t oc_qact_bytes(int64_t n, int64_t k);
-void oc_qact_bind(oc_qact *a, void *mem, int64_t n, int64_t k);
+/* Lays out n rows of k in mem (oc_qact_bytes); expanded: also the per-pair
+ * vectors, which only the direct kernel reads (products over matrices not
+ * packed at load: OCTET_CPU_WEIGHTS=mmap, or the kernel tests). */
+void oc_qact_bind(oc_qact *a, void *mem, int64_t n, int64_t k, int expanded);
 /* Quantize rows [t0, t1) of x (row stride ldx), blocks [b0, b1) of each;
  * b0 must be even and b1 even or the row's last block. */
 void oc_quantize_rows(oc_qact *a, const float *x, int64_t ldx, int64_t t0, int64_t t1, int64_t b0, int64_t b1);

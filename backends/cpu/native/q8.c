@@ -77,7 +77,7 @@ size_t oc_qact_bytes(int64_t n, int64_t k) {
 	return (size_t)(n * lq + n * lb * 8 + n * le * 8 + 5 * 64);
 }
 
-void oc_qact_bind(oc_qact *a, void *mem, int64_t n, int64_t k) {
+void oc_qact_bind(oc_qact *a, void *mem, int64_t n, int64_t k, int expanded) {
 	int64_t nb = k / QK;
 	uint8_t *p = (uint8_t *)(((uintptr_t)mem + 63) & ~(uintptr_t)63);
 	a->k = k;
@@ -89,10 +89,10 @@ void oc_qact_bind(oc_qact *a, void *mem, int64_t n, int64_t k) {
 	p += round_up(n * a->lb * 4, 64);
 	a->c = (int32_t *)p;
 	p += round_up(n * a->lb * 4, 64);
-	a->le = EXPANDED ? round_up(nb, 2) / 2 * 16 : 0;
-	a->de = EXPANDED ? (float *)p : NULL;
+	a->le = EXPANDED && expanded ? round_up(nb, 2) / 2 * 16 : 0;
+	a->de = EXPANDED && expanded ? (float *)p : NULL;
 	p += round_up(n * a->le * 4, 64);
-	a->ce = EXPANDED ? (int32_t *)p : NULL;
+	a->ce = EXPANDED && expanded ? (int32_t *)p : NULL;
 }
 
 /* ---------------------------------------------------------- quantization */
@@ -156,6 +156,8 @@ void oc_quantize_rows(oc_qact *a, const float *x, int64_t ldx, int64_t t0, int64
 		for (int64_t b = b0; b < b1; b++)
 			quant_block(x + t * ldx + b * QK, a->q + t * a->lq + b * QK, a->d + t * a->lb + b, a->c + t * a->lb + b);
 #if EXPANDED
+		if (!a->de)
+			continue;
 		/* pairs whose both blocks lie in [b0, b1), or the lone last block */
 		int64_t nb = a->k / QK;
 		for (int64_t b = b0 & ~(int64_t)1; b < b1; b += 2) {

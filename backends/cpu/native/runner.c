@@ -37,6 +37,7 @@ typedef struct oc_runner {
 	layer_t *layers;
 	int64_t kmax, qw_max, kvw_max, ffn_max, group_max;
 	int any_q8;
+	int direct; /* some Q8_0 matrix is not packed: products may take the direct kernel */
 
 	void *kv;
 	size_t kv_bytes;
@@ -320,6 +321,13 @@ oc_runner *oc_runner_new_impl(const oc_model_desc *d, char *err, int64_t errlen)
 		FAIL("out of memory");
 	if (d->repack && repack(r) != OC_OK)
 		FAIL("out of memory for the packed weights");
+	r->direct = r->output.type == OC_Q8_0;
+	for (int64_t l = 0; l < r->n_layers; l++) {
+		const layer_t *L = &r->layers[l];
+		const oc_tensor *ts[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->gate, &L->up, &L->down};
+		for (int i = 0; i < 7; i++)
+			r->direct |= ts[i]->type == OC_Q8_0;
+	}
 	return r;
 #undef FAIL
 }
@@ -502,7 +510,7 @@ static void rope_store(oc_runner *r, const layer_t *L, int64_t i, int64_t g0, in
 /* xn = RMSNorm(x)·w for the rows [lo, hi) of n, and their quantized copy in
  * qa (bound to qa_mem[0]) when a Q8_0 product reads them. */
 static void norm_rows(oc_runner *r, oc_qact *qa, const float *w, int64_t n, int64_t lo, int64_t hi) {
-	oc_qact_bind(qa, r->qa_mem[0], n, r->dim);
+	oc_qact_bind(qa, r->qa_mem[0], n, r->dim, r->direct);
 	for (int64_t i = lo; i < hi; i++) {
 		oc_rmsnorm(r->xn + i * r->dim, r->x + i * r->dim, w, r->dim, r->eps);
 		if (r->any_q8)
@@ -561,7 +569,7 @@ static void forward_job(void *arg, int tid, int nt) {
 			oc_barrier(r->pool);
 		}
 		if (fused_quant)
-			oc_qact_bind(&qa, r->qa_mem[0], n, qw);
+			oc_qact_bind(&qa, r->qa_mem[0], n, qw, r->direct);
 		{
 			_Atomic int64_t *ctr = region(r, ci++);
 			int64_t tasks = n * L->kv_heads;
@@ -585,7 +593,7 @@ static void forward_job(void *arg, int tid, int nt) {
 
 		/* output projection, added to x */
 		if (is_q8(L->wo.type) && !fused_quant) {
-			oc_qact_bind(&qa, r->qa_mem[0], n, qw);
+			oc_qact_bind(&qa, r->qa_mem[0], n, qw, r->direct);
 			oc_quantize_rows(&qa, r->att, qw, lo, hi, 0, qw / QK);
 			oc_barrier(r->pool);
 		}
@@ -597,7 +605,7 @@ static void forward_job(void *arg, int tid, int nt) {
 		norm_rows(r, &qa, L->ffn_norm, n, lo, hi);
 		oc_barrier(r->pool);
 
-		oc_qact_bind(&qh, r->qa_mem[1], n, L->ffn);
+		oc_qact_bind(&qh, r->qa_mem[1], n, L->ffn, r->direct);
 		gate_up(r, tid, region(r, ci++), L, &qa, &qh, n);
 		oc_barrier(r->pool);
 
@@ -615,7 +623,7 @@ static void forward_job(void *arg, int tid, int nt) {
 		return;
 	int64_t olo, ohi;
 	split(b->n_out, tid, nt, &olo, &ohi);
-	oc_qact_bind(&qa, r->qa_mem[0], b->n_out, dim);
+	oc_qact_bind(&qa, r->qa_mem[0], b->n_out, dim, r->direct);
 	for (int64_t j = olo; j < ohi; j++) {
 		int64_t i = b->out_rows[j];
 		oc_rmsnorm(r->xn + j * dim, r->x + i * dim, r->out_norm, dim, r->eps);
