@@ -224,27 +224,38 @@ func TestBatcherMatchesAlone(t *testing.T) {
 	}
 }
 
-// A prompt whose last chunk would leave no more tokens than the step
-// decodes is read whole, over the step's budget by at most that; a longer
-// one is cut at the budget. Either way each gives the tokens it gives alone.
-func TestBatcherLastChunk(t *testing.T) {
+// firstRuns submits reqs one per step of the loop (each after the previous
+// ones' first step) under a step budget of budget tokens, checks that each
+// gives the tokens it gives alone, and returns the tokens of each prompt's
+// first run, in the order the prompts started.
+func firstRuns(t *testing.T, budget int, reqs []Request) []int {
+	t.Helper()
 	m, r := tinyRef(t, 64)
 	rec := &recorder{Runner: r}
 	gate := newStepper(t)
 	o := BatchOptions{Tuning: tuning(), Idle: time.Millisecond, beforeStep: gate.wait}
-	o.MaxBatchTokens = 20
+	o.MaxBatchTokens = budget
 	e := newBatcher(t, rec, m, o)
-	req := func(tag, n int) Request {
-		return Request{Prompt: prompt(tag, n), MaxTokens: 12, Sample: sample.Params{Temperature: 0.8, TopP: 1, Seed: uint64(tag)}, IgnoreEOS: true}
-	}
-	reqs := []Request{req(1, 4), req(2, 20), req(3, 23)}
 	var chans []<-chan Event
 	for _, rq := range reqs {
-		// each arrives after the previous ones' prompts are read: the
-		// second beside one decode (budget 19 left, 1 over: read whole),
-		// the third beside two (budget 18 left, 5 over: cut)
 		chans = append(chans, submit(t, e, context.Background(), rq))
+		// one pass, and wait for its step to start: the next request must
+		// not be seen by this step's plan
+		rec.mu.Lock()
+		n := rec.steps
+		rec.mu.Unlock()
 		gate.step()
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+			rec.mu.Lock()
+			started := rec.steps > n
+			rec.mu.Unlock()
+			if started {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("the step did not start")
+			}
+		}
 	}
 	gate.release()
 	for i, ch := range chans {
@@ -254,41 +265,39 @@ func TestBatcherLastChunk(t *testing.T) {
 	}
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
-	want := []int32{reqs[0].Prompt[1], reqs[1].Prompt[1], reqs[2].Prompt[1]}
-	if !slices.Equal(rec.starts, want) || !slices.Equal(rec.first, []int{4, 20, 18}) {
-		t.Errorf("prompts started %v with first runs of %v tokens, want %v with 4, 20, 18", rec.starts, rec.first, want)
+	for i, rq := range reqs {
+		if i >= len(rec.starts) || rec.starts[i] != rq.Prompt[1] {
+			t.Errorf("prompts started in the order %v", rec.starts)
+			break
+		}
+	}
+	return rec.first
+}
+
+// A prompt whose last chunk would leave no more tokens than the step
+// decodes is read whole, over the step's budget by at most that; a longer
+// one is cut at the budget.
+func TestBatcherLastChunk(t *testing.T) {
+	req := func(tag, n int) Request {
+		return Request{Prompt: prompt(tag, n), MaxTokens: 12, Sample: sample.Params{Temperature: 0.8, TopP: 1, Seed: uint64(tag)}, IgnoreEOS: true}
+	}
+	// the second beside one decode (budget 19 left, 1 over: read whole),
+	// the third beside two (budget 18 left, 5 over: cut)
+	if got := firstRuns(t, 20, []Request{req(1, 4), req(2, 20), req(3, 23)}); !slices.Equal(got, []int{4, 20, 18}) {
+		t.Errorf("first runs of %v tokens, want 4, 20, 18", got)
 	}
 }
 
 // A prompt alone (nothing decoding, nothing else waiting) takes its whole
-// prefill chunk in one step, over the step budget; beside a decode it gets
-// the budget.
+// prefill chunk (64) in one step, over the step budget; beside a decode it
+// gets the budget.
 func TestBatcherLonePrompt(t *testing.T) {
-	m, r := tinyRef(t, 64)
-	rec := &recorder{Runner: r}
-	gate := newStepper(t)
-	o := BatchOptions{Tuning: tuning(), Idle: time.Millisecond, beforeStep: gate.wait} // chunk 64
-	o.MaxBatchTokens = 20
-	e := newBatcher(t, rec, m, o)
 	reqs := []Request{
 		{Prompt: prompt(1, 50), MaxTokens: 6, Sample: sample.Greedy(), IgnoreEOS: true},
 		{Prompt: prompt(2, 30), MaxTokens: 6, Sample: sample.Greedy(), IgnoreEOS: true},
 	}
-	var chans []<-chan Event
-	for _, rq := range reqs {
-		chans = append(chans, submit(t, e, context.Background(), rq))
-		gate.step()
-	}
-	gate.release()
-	for i, ch := range chans {
-		if _, res := collect(t, ch); res.Err != nil || !slices.Equal(res.CompletionToken, alone(t, m, reqs[i])) {
-			t.Errorf("request %d: %v, tokens differ from alone", i, res.Err)
-		}
-	}
-	rec.mu.Lock()
-	defer rec.mu.Unlock()
-	if !slices.Equal(rec.first, []int{50, 19}) {
-		t.Errorf("first runs of %v tokens, want 50 (alone) and 19 (beside a decode)", rec.first)
+	if got := firstRuns(t, 20, reqs); !slices.Equal(got, []int{50, 19}) {
+		t.Errorf("first runs of %v tokens, want 50 (alone) and 19 (beside a decode)", got)
 	}
 }
 
