@@ -338,7 +338,7 @@ func (e *Batcher) schedule() []step {
 			if !decode {
 				n = s.take(budget, &over)
 			}
-			if !e.grow(s, n, &plan, &budget, &i) {
+			if !e.grow(s, n, &plan, &budget, &over, &i) {
 				i-- // s itself was preempted: the next one moved into its place
 				continue
 			}
@@ -366,7 +366,7 @@ func (e *Batcher) schedule() []step {
 		}
 		n := s.take(budget, &over)
 		at := len(e.running) - 1
-		if !e.grow(s, n, &plan, &budget, &at) {
+		if !e.grow(s, n, &plan, &budget, &over, &at) {
 			continue // (admit saw the blocks free: not reached)
 		}
 		plan = append(plan, step{s, n})
@@ -406,10 +406,11 @@ func (s *seq) take(budget int, over *int) int {
 }
 
 // grow gives s (at index *at of running) the blocks for n more positions,
-// preempting the youngest running sequences while none is free, and keeps
-// *at on s when a victim before it leaves running. It reports false when s
-// itself was the youngest and was preempted.
-func (e *Batcher) grow(s *seq, n int, plan *[]step, budget *int, at *int) bool {
+// preempting victims while none is free: a victim's share of the plan goes
+// back to *budget (and a decode's token out of *over), and *at stays on s
+// when a victim before it leaves running. It reports false when s itself
+// was the victim.
+func (e *Batcher) grow(s *seq, n int, plan *[]step, budget, over, at *int) bool {
 	need := (s.computed+n+e.pool.size-1)/e.pool.size - len(s.blocks)
 	for range need {
 		b, ok := e.pool.alloc()
@@ -418,6 +419,9 @@ func (e *Batcher) grow(s *seq, n int, plan *[]step, budget *int, at *int) bool {
 			victim := e.running[v]
 			if i := slices.IndexFunc(*plan, func(p step) bool { return p.s == victim }); i >= 0 {
 				*budget += (*plan)[i].n
+				if len(victim.toks)-victim.computed == 1 && *over > 0 {
+					*over--
+				}
 				*plan = slices.Delete(*plan, i, i+1)
 			}
 			e.preempt(v)
@@ -435,25 +439,44 @@ func (e *Batcher) grow(s *seq, n int, plan *[]step, budget *int, at *int) bool {
 }
 
 // victim returns the index of the running sequence to preempt: the one
-// the queue would admit last, the youngest by arrival of the lowest class.
-// Classes are those pick ranks by, aging included: a request that waited
-// its way up past newer higher-priority ones is not then the first pushed
-// back out. Within a class the oldest is never preempted while another
-// runs, so it always finishes.
+// admission ranks last. Under FCFS that is the youngest arrival; under the
+// priority policies the lowest by priority with aging, as pick ranks, so a
+// request that waited its way up past newer higher-priority ones is not then
+// the first pushed back out. The aged rank is compared unrounded (arrival
+// plus Priority·PriorityAging, later ranks lower): two running sequences
+// then never trade places as they age, each preempted in turn. The oldest
+// of the highest rank is never preempted while another runs, so it always
+// finishes.
 func (e *Batcher) victim() int {
-	now := e.clock.Now()
-	v, vc := 0, e.class(e.running[0], now)
+	v := 0
 	for i, s := range e.running[1:] {
-		if c := e.class(s, now); c < vc || (c == vc && s.id > e.running[v].id) {
-			v, vc = i+1, c
+		if e.below(s, e.running[v]) {
+			v = i + 1
 		}
 	}
 	return v
 }
 
+// below reports whether running sequence a ranks below b for preemption.
+func (e *Batcher) below(a, b *seq) bool {
+	if e.t.Policy != PolicyFCFS {
+		if e.t.PriorityAging > 0 {
+			ka := a.submitted.Add(time.Duration(a.req.Priority) * e.t.PriorityAging)
+			kb := b.submitted.Add(time.Duration(b.req.Priority) * e.t.PriorityAging)
+			if !ka.Equal(kb) {
+				return ka.After(kb)
+			}
+		} else if a.req.Priority != b.req.Priority {
+			return a.req.Priority > b.req.Priority
+		}
+	}
+	return a.id > b.id
+}
+
 // class is s's rank for admission under the policy (higher goes first): 0
 // under FCFS; else minus its Request.Priority, plus one per PriorityAging
-// since it arrived.
+// since it arrived. Requests of one class are then ordered by arrival, or
+// under the fair policy by their key's running sequences first.
 func (e *Batcher) class(s *seq, now time.Time) int {
 	if e.t.Policy == PolicyFCFS {
 		return 0

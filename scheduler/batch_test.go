@@ -440,8 +440,6 @@ func keyed(key string, tag, prio int) Request {
 	return Request{Prompt: []int32{1, int32(tag), 5, 6}, MaxTokens: 3, Sample: sample.Greedy(), IgnoreEOS: true, Key: key, Priority: prio}
 }
 
-// Under the fair policy, a key with nothing running goes before a key
-// that already runs; under FCFS, arrival order rules.
 // When blocks run out, the sequence preempted is the one the queue would
 // admit last, aging counted: a low-priority request that waited its way up
 // keeps running beside a newer high-priority one, which goes back instead.
@@ -475,6 +473,39 @@ func TestBatcherPreemptsLowestAgedClass(t *testing.T) {
 	}
 }
 
+// The preemption order: under FCFS the youngest goes first; under a
+// priority policy the lowest priority, or with aging the latest arrival
+// plus Priority·PriorityAging, which does not change as both age (an order
+// by rounded classes let two sequences trade places every aging period).
+func TestBatcherVictimOrder(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	seqOf := func(id uint64, at time.Duration, prio int) *seq {
+		return &seq{id: id, job: &job{submitted: t0.Add(at), req: Request{Priority: prio}}}
+	}
+	old, young := seqOf(1, 0, 0), seqOf(2, 4500*time.Millisecond, -5)
+	for _, c := range []struct {
+		policy Policy
+		aging  time.Duration
+		want   *seq // the one that ranks below
+	}{
+		{PolicyFCFS, 0, young},
+		{PolicyPriority, 0, old},                        // priority 0 against -5
+		{PolicyPriority, time.Second, old},              // 1000 s against 1004.5 - 5 s
+		{PolicyPriority, 500 * time.Millisecond, young}, // 1000 s against 1004.5 - 2.5 s
+	} {
+		e := &Batcher{t: Tuning{Policy: c.policy, PriorityAging: c.aging}}
+		other := old
+		if c.want == old {
+			other = young
+		}
+		if !e.below(c.want, other) || e.below(other, c.want) {
+			t.Errorf("%s, aging %v: want sequence %d below %d", c.policy, c.aging, c.want.id, other.id)
+		}
+	}
+}
+
+// Under the fair policy, a key with nothing running goes before a key
+// that already runs; under FCFS, arrival order rules.
 func TestBatcherFairShare(t *testing.T) {
 	reqs := []Request{keyed("a", 11, 0), keyed("a", 12, 0), keyed("a", 13, 0), keyed("a", 14, 0), keyed("b", 21, 0), keyed("b", 22, 0)}
 	tu := tuning()
