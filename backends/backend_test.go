@@ -3,6 +3,8 @@ package backends
 import (
 	"errors"
 	"testing"
+
+	"github.com/octet-dev/octet/model"
 )
 
 // Validate accepts the batches the scheduler builds (runs of different
@@ -30,5 +32,28 @@ func TestValidateCrossRunBlocks(t *testing.T) {
 		if err := b.Validate(vocab, bs, blocks); !errors.Is(err, ErrBadBatch) {
 			t.Errorf("%s: error %v, want ErrBadBatch", name, err)
 		}
+	}
+}
+
+// The KV cache types parse from their names, and size a position's cache.
+func TestKVType(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		t     KVType
+		bytes int
+	}{{"f32", KVF32, 4}, {"f16", KVF16, 2}} {
+		got, err := ParseKVType(c.name)
+		if err != nil || got != c.t || got.String() != c.name || got.Bytes() != c.bytes {
+			t.Errorf("%s: %v %v, %s, %d bytes", c.name, got, err, got, got.Bytes())
+		}
+	}
+	for _, bad := range []string{"", "F16", "q8_0", "bf16"} {
+		if _, err := ParseKVType(bad); err == nil {
+			t.Errorf("%q parsed", bad)
+		}
+	}
+	m := &model.Model{Config: model.Config{HeadDim: 64}, Layers: []model.Layer{{KVHeads: 3}, {KVHeads: 1}}}
+	if got := KVBytesPerPosition(m, KVF16); got != 2*(3+1)*64*2 {
+		t.Errorf("KVBytesPerPosition = %d, want %d", got, 2*(3+1)*64*2)
 	}
 }

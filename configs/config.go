@@ -101,14 +101,15 @@ type Log struct {
 	Requests bool   `toml:"requests"`
 }
 
-// Tuning is tuning.toml: the scheduler's knobs. KVBlockSize and KVCacheMB
-// size the runner's KV cache (a change applies when the model reloads); the
-// rest apply live.
+// Tuning is tuning.toml: the scheduler's knobs. KVBlockSize, KVCacheMB and
+// KVType shape the runner's KV cache (a change applies when the model
+// reloads); the rest apply live.
 type Tuning struct {
 	QueueLength      int      `toml:"queue_length"`
 	PrefillChunk     int      `toml:"prefill_chunk"`
 	KVBlockSize      int      `toml:"kv_block_size"`
 	KVCacheMB        int      `toml:"kv_cache_mb"`
+	KVType           string   `toml:"kv_type"`
 	MaxBatchTokens   int      `toml:"max_batch_tokens"`
 	MaxRunning       int      `toml:"max_running"`
 	Policy           string   `toml:"policy"`
@@ -245,6 +246,11 @@ func (t *Tuning) problems() []problem {
 	intRange("max_batch_tokens", t.MaxBatchTokens, 1, 1<<20)
 	intRange("max_running", t.MaxRunning, 1, 4096)
 	intRange("kv_cache_mb", t.KVCacheMB, 0, 1<<24)
+	switch t.KVType { // as backends.ParseKVType
+	case "f32", "f16":
+	default:
+		add("kv_type", "%q is not a KV cache type (f32, f16)", t.KVType)
+	}
 	switch t.Policy {
 	case "fcfs", "priority", "fair":
 	default:

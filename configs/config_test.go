@@ -48,6 +48,7 @@ var badFiles = map[string]badFile{
 	"tuning-negative-queue.bad.toml": {2, "queue_length", "out of range"},
 	"tuning-aging.bad.toml":          {2, "priority_aging", "out of range"},
 	"tuning-per-key.bad.toml":        {2, "max_queued_per_key", "out of range"},
+	"tuning-kv-type.bad.toml":        {2, "kv_type", `"q4_0"`},
 }
 
 func load(path string) error {
@@ -211,7 +212,7 @@ func TestTuningKeys(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := Tuning{QueueLength: 0, PrefillChunk: 64, KVBlockSize: 32, KVCacheMB: 256, MaxBatchTokens: 300, MaxRunning: 8,
+	want := Tuning{QueueLength: 0, PrefillChunk: 64, KVBlockSize: 32, KVCacheMB: 256, KVType: "f16", MaxBatchTokens: 300, MaxRunning: 8,
 		Policy: "fair", PriorityAging: Duration(2 * time.Second), PrefixCache: false, MaxRunningPerKey: 2, MaxQueuedPerKey: 8}
 	if *tn != want {
 		t.Errorf("got %+v\nwant %+v", *tn, want)

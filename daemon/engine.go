@@ -7,6 +7,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/octet-dev/octet/backends"
 	"github.com/octet-dev/octet/configs"
 	"github.com/octet-dev/octet/model"
 	"github.com/octet-dev/octet/scheduler"
@@ -24,19 +25,10 @@ func EngineTuning(t configs.Tuning) scheduler.Tuning {
 }
 
 // kvBlocks is the number of KV blocks a model gets: kv_cache_mb of memory
-// at 32-bit keys and values (what the cpu and ref backends store), or, when
-// it is 0, enough for max_running sequences of ctxLen positions. Never less
-// than one sequence of ctxLen.
-func kvBlocks(m *model.Model, t configs.Tuning, ctxLen int) int {
-	c := m.Config
-	perPos := 0 // bytes of keys and values of one position, all layers
-	for l := range c.Layers {
-		kv := c.KVHeads
-		if l < len(c.LayerKVHeads) {
-			kv = c.LayerKVHeads[l]
-		}
-		perPos += 2 * kv * c.HeadDim * 4
-	}
+// of keys and values of type kv, or, when it is 0, enough for max_running
+// sequences of ctxLen positions. Never less than one sequence of ctxLen.
+func kvBlocks(m *model.Model, t configs.Tuning, kv backends.KVType, ctxLen int) int {
+	perPos := int(backends.KVBytesPerPosition(m, kv))
 	bs := max(t.KVBlockSize, 1)
 	one := (ctxLen + bs - 1) / bs
 	if t.KVCacheMB <= 0 || perPos == 0 {

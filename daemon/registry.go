@@ -279,9 +279,13 @@ func (ld *loader) load(name, path string) (l *Loaded, err error) {
 	if ctxLen <= 0 {
 		ctxLen = m.Config.ContextLength
 	}
+	kv, err := backends.ParseKVType(ld.cfg.Tuning.KVType)
+	if err != nil {
+		return nil, err
+	}
 	r, err := ld.backend.Load(m, backends.LoadOptions{
-		MaxContext: ctxLen, BlockSize: ld.cfg.Tuning.KVBlockSize, KVBlocks: kvBlocks(m, ld.cfg.Tuning, ctxLen),
-		Threads: ld.cfg.Backend.Threads, Logger: ld.log,
+		MaxContext: ctxLen, BlockSize: ld.cfg.Tuning.KVBlockSize, KVBlocks: kvBlocks(m, ld.cfg.Tuning, kv, ctxLen),
+		Threads: ld.cfg.Backend.Threads, KV: kv, Logger: ld.log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)

@@ -187,14 +187,15 @@ func (r *reloader) reloadConfig(explicit bool) error {
 
 // retune applies a changed tuning.toml. An engine that is
 // scheduler.Tunable takes the scheduling knobs live; a change of the KV
-// cache's shape (kv_block_size, kv_cache_mb), or an engine that cannot
+// cache's shape (kv_block_size, kv_cache_mb, kv_type), or an engine that cannot
 // retune, starts the model again off to the side with the new settings,
 // from the same bytes, and swaps it in: running requests finish on the
 // engine they started on.
 func (r *reloader) retune(cfg *configs.Config, prev configs.Tuning) {
 	ld := *r.ld
 	ld.cfg = cfg
-	kvChanged := cfg.Tuning.KVBlockSize != prev.KVBlockSize || cfg.Tuning.KVCacheMB != prev.KVCacheMB
+	kvChanged := cfg.Tuning.KVBlockSize != prev.KVBlockSize || cfg.Tuning.KVCacheMB != prev.KVCacheMB ||
+		cfg.Tuning.KVType != prev.KVType
 	failed, live, reloaded := 0, 0, 0
 	for _, name := range r.s.models.Names() {
 		old := r.s.models.Get(name)

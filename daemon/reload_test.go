@@ -215,7 +215,8 @@ type version struct {
 // a slow rewrite), a corrupt and an incomplete file are added, a damaged
 // replacement meets the quality gate, a second model comes with an alias
 // from its sidecar and goes, tuning.toml and octet.toml are edited with
-// good and broken content, and SIGHUP and the admin call reload. No answer
+// good and broken content (a new KV cache type reloads the model), and
+// SIGHUP and the admin call reload. No answer
 // may fail or be cut short; each answer comes from a version that was live
 // during it; after each good swap new requests get the new version; the
 // broken inputs change nothing; every outcome shows in the log, the metrics
@@ -338,6 +339,15 @@ func TestHotReloadUnderLoad(t *testing.T) {
 	if got := liveModels(t, c, p.url)["m"]; got.SHA256 != live {
 		t.Errorf("after the tuning edits: %+v (loaded before: %s)", got, loaded)
 	}
+	// A new KV cache type reloads the model with it, from the same bytes.
+	os.WriteFile(filepath.Join(cfgDir, "tuning.toml"), []byte("queue_length = 200\nkv_type = \"f16\"\n"), 0o644)
+	p.log.wait(t, `msg="tuning applied" .*models_reloaded=1 .*KVType:f16.* kind=tuning result=ok`, 30*time.Second)
+	if got := liveModels(t, c, p.url)["m"]; got.SHA256 != live || got.LoadedAt == loaded {
+		t.Errorf("after kv_type = \"f16\": %+v (loaded before: %s)", got, loaded)
+	}
+	if a := streamOnce(c, p.url, "m"); a.problem != "" {
+		t.Errorf("with an f16 KV cache: %s", a.problem)
+	}
 	// octet.toml: live settings apply, listener-like ones are reported.
 	os.WriteFile(cfg, []byte("[log]\nlevel = \"info\"\n[limits]\nmax_tokens = 300\nmax_connections = 77\n"), 0o644)
 	p.log.wait(t, `level=WARN msg="these settings changed but apply only after a restart; the running values stay" settings="limits \(connection settings\)"`, 10*time.Second)
@@ -390,7 +400,7 @@ func TestHotReloadUnderLoad(t *testing.T) {
 		`octet_reload_total{kind="model_add",result="failed"} 6`,
 		`octet_reload_total{kind="model_add",result="ok"} 2`,
 		`octet_reload_total{kind="model_remove",result="ok"} 1`,
-		`octet_reload_total{kind="tuning",result="ok"} 1`,
+		`octet_reload_total{kind="tuning",result="ok"} 2`,
 		`octet_reload_total{kind="sidecar",result="failed"} 1`,
 		`octet_model_info{aliases="",loaded_at="`, `name="m",path="` + path + `",sha256="` + live + `"} 1`,
 	} {

@@ -28,7 +28,8 @@ type Options struct {
 	// Prefer names the backends Auto tries, in order ("auto" or empty: all
 	// registered, fastest first).
 	Prefer  []string
-	Threads int // CPU threads (0: the backend's default)
+	Threads int             // CPU threads (0: the backend's default)
+	KV      backends.KVType // the KV cache's values
 	Logger  *slog.Logger
 
 	// Progress, if set, is called after each forward step with the units
@@ -63,7 +64,7 @@ func (o Options) loadRunner(b backends.Backend, m *model.Model, maxLen, seqs int
 	per := (maxLen + block - 1) / block
 	r, err := b.Load(m, backends.LoadOptions{
 		BlockSize: block, KVBlocks: per * seqs, MaxContext: maxLen,
-		Threads: o.Threads, Logger: o.Logger,
+		Threads: o.Threads, KV: o.KV, Logger: o.Logger,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("eval: load %s on %s: %w", modelName(m), b.Name(), err)

@@ -38,6 +38,7 @@ type ocModel struct {
 	layers                                   unsafe.Pointer
 	blockSize, kvBlocks, maxContext, threads int64
 	repack                                   int64
+	kvType                                   int64
 }
 
 type ocBatch struct {
@@ -60,7 +61,7 @@ type ocKArgs struct {
 	ropeFreqs                               unsafe.Pointer
 }
 
-const abiVersion = 4
+const abiVersion = 5
 
 // goLayout lists what oc_abi_layout returns, computed on the Go side.
 func goLayout() []int64 {
@@ -75,7 +76,7 @@ func goLayout() []int64 {
 		o(unsafe.Sizeof(l)), o(unsafe.Offsetof(l.wq)), o(unsafe.Offsetof(l.down)), o(unsafe.Offsetof(l.attnNorm)), o(unsafe.Offsetof(l.bv)),
 		o(unsafe.Sizeof(m)), o(unsafe.Offsetof(m.normEps)), o(unsafe.Offsetof(m.ropeFreqs)), o(unsafe.Offsetof(m.tokEmbd)),
 		o(unsafe.Offsetof(m.output)), o(unsafe.Offsetof(m.outputNorm)), o(unsafe.Offsetof(m.layers)), o(unsafe.Offsetof(m.threads)),
-		o(unsafe.Offsetof(m.repack)),
+		o(unsafe.Offsetof(m.repack)), o(unsafe.Offsetof(m.kvType)),
 		o(unsafe.Sizeof(b)), o(unsafe.Offsetof(b.blocks)), o(unsafe.Offsetof(b.nOut)), o(unsafe.Offsetof(b.logits)),
 		o(unsafe.Sizeof(k)), o(unsafe.Offsetof(k.blocks)), o(unsafe.Offsetof(k.typ)), o(unsafe.Offsetof(k.neox)), o(unsafe.Offsetof(k.eps)), o(unsafe.Offsetof(k.ropeFreqs)),
 	}

@@ -108,7 +108,7 @@ func (b *Backend) Load(m *model.Model, o backends.LoadOptions) (backends.Runner,
 		return nil, err
 	}
 	o.Logger.Info("cpu backend loaded", "variant", b.lib.variant, "library", b.lib.from, "reason", b.Reason,
-		"threads", r.threads, "weights_copied_bytes", r.copied, "kv_blocks", o.KVBlocks, "block_size", o.BlockSize, "kv_bytes", r.kvBytes)
+		"threads", r.threads, "weights_copied_bytes", r.copied, "kv_blocks", o.KVBlocks, "block_size", o.BlockSize, "kv_type", o.KV, "kv_bytes", r.kvBytes)
 	return r, nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"sync"
 	"testing"
+	"unsafe"
 
 	"github.com/octet-dev/octet/model"
 	"github.com/octet-dev/octet/model/gguf"
@@ -123,12 +124,22 @@ func BenchmarkAttention(b *testing.B) {
 	vc := randVec(rng, len(blocks)*bs*kv*hd, 1)
 	q := randVec(rng, heads*hd, 1)
 	out := make([]float32, heads*hd)
+	b.Run("f32", func(b *testing.B) { benchAttention(b, k, out, q, kc, vc, blocks, bs, pos, heads, kv, hd) })
+	k16, _ := halves(kc)
+	v16, _ := halves(vc)
+	b.Run("f16", func(b *testing.B) { benchAttention(b, k, out, q, k16, v16, blocks, bs, pos, heads, kv, hd) })
+}
+
+// benchAttention times attention over caches of float32 or f16 values and
+// reports the rate at which it reads them.
+func benchAttention[T float32 | uint16](b *testing.B, k *kernels, out, q []float32, kc, vc []T, blocks []int32, bs, pos, heads, kv, hd int) {
 	for b.Loop() {
-		if err := k.attention(out, q, kc, vc, blocks, bs, pos, heads, kv, hd); err != nil {
+		if err := attention(k, out, q, kc, vc, blocks, bs, pos, heads, kv, hd); err != nil {
 			b.Fatal(err)
 		}
 	}
-	b.ReportMetric(float64((pos+1)*kv*hd*4*2)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
+	var zero T
+	b.ReportMetric(float64((pos+1)*kv*hd*int(unsafe.Sizeof(zero))*2)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GB/s")
 }
 
 // BenchmarkParallelRegion is the threads decision: the cost of one parallel

@@ -6,6 +6,7 @@ import (
 	"unsafe"
 
 	"github.com/octet-dev/octet/model"
+	"github.com/octet-dev/octet/model/gguf"
 )
 
 // kernels calls one library's kernels one at a time (the oc_k_* entry
@@ -172,7 +173,12 @@ func (k *kernels) rope(x []float32, heads, headDim, pos int, rc model.RopeConfig
 // table blocks (blockSize positions each) in caches kc and vc, in the
 // runner's layout: rows of kvHeads×headDim in vc; in kc each block's keys
 // transposed, one row of blockSize per dimension (oc_k_index in internal.h).
-func (k *kernels) attention(out, q, kc, vc []float32, blocks []int32, blockSize, pos, heads, kvHeads, headDim int) error {
+// The caches hold float32 values, or f16 bits (uint16).
+func attention[T float32 | uint16](k *kernels, out, q []float32, kc, vc []T, blocks []int32, blockSize, pos, heads, kvHeads, headDim int) error {
+	typ := int64(gguf.F32)
+	if _, f16 := any(kc).([]uint16); f16 {
+		typ = int64(gguf.F16)
+	}
 	need("out", out, heads*headDim)
 	need("q", q, heads*headDim)
 	need("blocks", blocks, pos/blockSize+1)
@@ -181,7 +187,7 @@ func (k *kernels) attention(out, q, kc, vc []float32, blocks []int32, blockSize,
 		need("kc", kc, (int(b)+1)*blockSize*kvw)
 		need("vc", vc, (int(b)+1)*blockSize*kvw)
 	}
-	a := ocKArgs{w: uptr(kc), x: uptr(q), x2: uptr(vc), y: uptr(out), blocks: uptr(blocks),
+	a := ocKArgs{w: uptr(kc), x: uptr(q), x2: uptr(vc), y: uptr(out), blocks: uptr(blocks), typ: typ,
 		heads: int64(heads), kvHeads: int64(kvHeads), headDim: int64(headDim), blockSize: int64(blockSize), pos: int64(pos)}
 	rc := k.lib.call(k.lib.fn.kAttention, k.h, uintptr(unsafe.Pointer(&a)))
 	runtime.KeepAlive(out)

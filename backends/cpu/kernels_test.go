@@ -397,20 +397,41 @@ func TestAttention(t *testing.T) {
 			want := make([]float32, c.heads*c.hd)
 			ref.Attention(want, q, kc, vc, slots, c.heads, c.kv, c.hd)
 			y := newGuarded(len(want))
-			if err := k.attention(y.s(), q, keysBlocked(kc, c.bs, kvw), vc, blocks, c.bs, c.pos, c.heads, c.kv, c.hd); err != nil {
+			if err := attention(k, y.s(), q, keysBlocked(kc, c.bs, kvw), vc, blocks, c.bs, c.pos, c.heads, c.kv, c.hd); err != nil {
 				t.Fatal(err)
 			}
 			y.check(t)
 			checkNear(t, fmt.Sprintf("%+v", c), y.s(), want, 1e-5, 1e-6)
+
+			// A cache of f16 values: ref over the same values rounded.
+			k16, kr := halves(kc)
+			v16, vr := halves(vc)
+			ref.Attention(want, q, kr, vr, slots, c.heads, c.kv, c.hd)
+			y = newGuarded(len(want))
+			if err := attention(k, y.s(), q, keysBlocked(k16, c.bs, kvw), v16, blocks, c.bs, c.pos, c.heads, c.kv, c.hd); err != nil {
+				t.Fatal(err)
+			}
+			y.check(t)
+			checkNear(t, fmt.Sprintf("f16 %+v", c), y.s(), want, 1e-5, 1e-6)
 		}
 	})
+}
+
+// halves returns x rounded to f16: the bits, and the values as float32.
+func halves(x []float32) ([]uint16, []float32) {
+	bits, vals := make([]uint16, len(x)), make([]float32, len(x))
+	for i, v := range x {
+		bits[i] = gguf.F32ToF16(v)
+		vals[i] = gguf.F16ToF32(bits[i])
+	}
+	return bits, vals
 }
 
 // keysBlocked is kc (a row of kvw floats per slot, ref's layout) in the
 // layout of the library's K cache: each block's keys transposed, dimension
 // c of the key at slot at slot/bs·bs·kvw + c·bs + slot%bs (oc_k_index).
-func keysBlocked(kc []float32, bs, kvw int) []float32 {
-	out := make([]float32, len(kc))
+func keysBlocked[T any](kc []T, bs, kvw int) []T {
+	out := make([]T, len(kc))
 	for slot := range len(kc) / kvw {
 		for c := range kvw {
 			out[slot/bs*bs*kvw+c*bs+slot%bs] = kc[slot*kvw+c]

@@ -52,6 +52,9 @@ type testModel struct {
 	// mmap: the runner reads the weights where the file is mapped and
 	// packs Q8_0 panels per step ($OCTET_CPU_WEIGHTS=mmap).
 	mmap bool
+	// kv: the KV cache's type, on both sides (ref rounds to the same f16
+	// values the cpu backend stores).
+	kv backends.KVType
 }
 
 func testModels() []testModel {
@@ -62,17 +65,23 @@ func testModels() []testModel {
 		return func(t testing.TB) *model.Model { return loadShared(t, name) }
 	}
 	return []testModel{
-		{"stories-f32", shared("stories260K-f32.gguf"), 1e-4, false},
-		{"stories-q8_0-f16mix", shared("stories260K-q8_0-f16mix.gguf"), 0.05, false},
-		{"tiny-q8_0", syn("tiny", gguf.Q8_0), 0.05, false},
-		{"tiny-q8_0-mmap", syn("tiny", gguf.Q8_0), 0.05, true},
-		{"stories-q8_0-f16mix-mmap", shared("stories260K-q8_0-f16mix.gguf"), 0.05, true},
-		{"tiny-f16", syn("tiny", gguf.F16), 1e-4, false},
-		{"tiny-qwen2-bf16", syn("tiny-qwen2", gguf.BF16), 1e-4, false},
-		{"tiny-qwen2-q8_0", syn("tiny-qwen2", gguf.Q8_0), 0.05, false},
+		{"stories-f32", shared("stories260K-f32.gguf"), 1e-4, false, backends.KVF32},
+		{"stories-q8_0-f16mix", shared("stories260K-q8_0-f16mix.gguf"), 0.05, false, backends.KVF32},
+		{"tiny-q8_0", syn("tiny", gguf.Q8_0), 0.05, false, backends.KVF32},
+		{"tiny-q8_0-mmap", syn("tiny", gguf.Q8_0), 0.05, true, backends.KVF32},
+		{"stories-q8_0-f16mix-mmap", shared("stories260K-q8_0-f16mix.gguf"), 0.05, true, backends.KVF32},
+		{"tiny-f16", syn("tiny", gguf.F16), 1e-4, false, backends.KVF32},
+		{"tiny-qwen2-bf16", syn("tiny-qwen2", gguf.BF16), 1e-4, false, backends.KVF32},
+		{"tiny-qwen2-q8_0", syn("tiny-qwen2", gguf.Q8_0), 0.05, false, backends.KVF32},
 		// 4 heads of 16 on one KV head: the attention tasks quantize their own
 		// output (whole pairs of blocks), read by the direct kernels here.
-		{"tiny-qwen2-q8_0-mmap", syn("tiny-qwen2", gguf.Q8_0), 0.05, true},
+		{"tiny-qwen2-q8_0-mmap", syn("tiny-qwen2", gguf.Q8_0), 0.05, true, backends.KVF32},
+		// f16 KV caches: with f32 weights, both sides round values that
+		// differ in their last f32 bits, so now and then one lands on the
+		// neighbouring f16 value (2^-11 relative): measured up to 4.8e-4 in
+		// a row of logits, so 2e-3 here.
+		{"stories-f32-kvf16", shared("stories260K-f32.gguf"), 2e-3, false, backends.KVF16},
+		{"tiny-qwen2-q8_0-kvf16", syn("tiny-qwen2", gguf.Q8_0), 0.05, false, backends.KVF16},
 	}
 }
 
@@ -147,7 +156,7 @@ func TestForwardMatchesRef(t *testing.T) {
 			}
 			m := tm.load(t)
 			const bs, kvBlocks = 4, 40
-			o := backends.LoadOptions{BlockSize: bs, KVBlocks: kvBlocks, MaxContext: 64, Threads: 3} // 3 threads on 2 cores: uneven shares, and work taken from a preempted thread
+			o := backends.LoadOptions{BlockSize: bs, KVBlocks: kvBlocks, MaxContext: 64, Threads: 3, KV: tm.kv} // 3 threads on 2 cores: uneven shares, and work taken from a preempted thread
 			steps := batchSteps(rand.New(rand.NewPCG(3, 4)), m.Config.VocabSize, bs, kvBlocks)
 			rr := loadRunner(t, ref.Backend{}, m, o)
 			var want []*backends.Logits

@@ -99,6 +99,9 @@ func newRunner(l *library, m *model.Model, o backends.LoadOptions) (*runner, err
 	if c.Rope.NeoX {
 		d.ropeNeox = 1
 	}
+	if o.KV == backends.KVF16 {
+		d.kvType = int64(gguf.F16)
+	}
 	// Vectors the library copies during oc_runner_new; keep them alive.
 	var keep [][]float32
 	vec := func(t *model.Tensor) unsafe.Pointer {
@@ -126,7 +129,6 @@ func newRunner(l *library, m *model.Model, o backends.LoadOptions) (*runner, err
 	d.outputNorm = vec(m.OutputNorm)
 	d.ropeFreqs = uptr(m.RopeFreqs)
 	layers := make([]ocLayer, c.Layers)
-	var kvBytes int64
 	for i := range m.Layers {
 		L := &m.Layers[i]
 		layers[i] = ocLayer{
@@ -135,8 +137,8 @@ func newRunner(l *library, m *model.Model, o backends.LoadOptions) (*runner, err
 			gate: tensor(L.Gate), up: tensor(L.Up), down: tensor(L.Down),
 			attnNorm: vec(L.AttnNorm), ffnNorm: vec(L.FFNNorm), bq: vec(L.Bq), bk: vec(L.Bk), bv: vec(L.Bv),
 		}
-		kvBytes += 2 * int64(o.KVBlocks) * int64(o.BlockSize) * int64(L.KVHeads*c.HeadDim) * 4
 	}
+	kvBytes := backends.KVBytesPerPosition(m, o.KV) * int64(o.KVBlocks) * int64(o.BlockSize)
 	if err != nil {
 		w.free()
 		return nil, err

@@ -77,6 +77,9 @@ func (b *Backend) MemoryBandwidth() (float64, error) {
 // Load implements backends.Backend.
 func (b *Backend) Load(m *model.Model, o backends.LoadOptions) (backends.Runner, error) {
 	o = o.WithDefaults(m)
+	if o.KV != backends.KVF32 {
+		return nil, fmt.Errorf("cuda: a KV cache of %s values is not supported (kv_type = \"f32\")", o.KV)
+	}
 	r := &runner{dev: b.dev, m: m, o: o}
 	err := b.dev.do(func() error {
 		if err := r.load(); err != nil {

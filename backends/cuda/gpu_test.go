@@ -551,6 +551,9 @@ func TestForwardRejects(t *testing.T) {
 	if _, err := b.Load(m, backends.LoadOptions{BlockSize: 16, KVBlocks: 1 << 30}); err == nil {
 		t.Error("a KV cache larger than the GPU: no error")
 	}
+	if _, err := b.Load(m, backends.LoadOptions{BlockSize: 4, KVBlocks: 8, KV: backends.KVF16}); err == nil {
+		t.Error("an f16 KV cache: no error")
+	}
 	r.Close()
 	if _, err := r.Forward(ctx, &backends.Batch{Runs: []backends.Run{{Tokens: []int32{1}, Blocks: []int32{0}}}}); err == nil {
 		t.Error("Forward after Close: no error")

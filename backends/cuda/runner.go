@@ -207,10 +207,7 @@ func (r *runner) load() error {
 		return fmt.Errorf("head width %d exceeds the attention kernel's %d", c.HeadDim, maxHeadDim)
 	}
 	// The KV cache must fit beside the weights in free memory.
-	var kvBytes int64
-	for _, l := range m.Layers {
-		kvBytes += 2 * 4 * int64(o.KVBlocks) * int64(o.BlockSize) * int64(l.KVHeads*c.HeadDim)
-	}
+	kvBytes := backends.KVBytesPerPosition(m, backends.KVF32) * int64(o.KVBlocks) * int64(o.BlockSize)
 	free, _, err := r.dev.memInfo()
 	if err != nil {
 		return err

@@ -24,6 +24,7 @@ import (
 
 	"github.com/octet-dev/octet/backends"
 	"github.com/octet-dev/octet/model"
+	"github.com/octet-dev/octet/model/gguf"
 )
 
 func init() {
@@ -168,8 +169,8 @@ func (r *runner) attention(l int, rows []row, x, xn []float32) {
 		Rope(q[i*qw:(i+1)*qw], layer.Heads, hd, rw.pos, c.Rope, r.m.RopeFreqs)
 		Rope(k[i*kvw:(i+1)*kvw], layer.KVHeads, hd, rw.pos, c.Rope, r.m.RopeFreqs)
 		s := rw.slots[rw.pos]
-		copy(r.k[l][s*kvw:(s+1)*kvw], k[i*kvw:(i+1)*kvw])
-		copy(r.v[l][s*kvw:(s+1)*kvw], v[i*kvw:(i+1)*kvw])
+		r.store(r.k[l][s*kvw:(s+1)*kvw], k[i*kvw:(i+1)*kvw])
+		r.store(r.v[l][s*kvw:(s+1)*kvw], v[i*kvw:(i+1)*kvw])
 	}
 	att := make([]float32, n*qw)
 	ParallelFor(n, th, func(lo, hi int) {
@@ -220,3 +221,17 @@ func AddBias(x []float32, b *model.Tensor, n int) {
 
 var _ backends.Runner = (*runner)(nil)
 var _ backends.Backend = Backend{}
+
+// store copies src into the KV cache at dst: as they are, or rounded to
+// the nearest f16 values when the cache is f16 (ref keeps them as f32, so
+// its own memory does not shrink; its results are those of a cache of f16
+// values, the twin of the fast backends').
+func (r *runner) store(dst, src []float32) {
+	if r.o.KV != backends.KVF16 {
+		copy(dst, src)
+		return
+	}
+	for i, x := range src {
+		dst[i] = gguf.F16ToF32(gguf.F32ToF16(x))
+	}
+}

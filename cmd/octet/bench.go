@@ -68,6 +68,7 @@ does not depend on them.`,
 	f.IntVar(&o.batch, "batch", 1, "sequences decoded together in the batched measurement (1: skip it)")
 	f.IntVar(&o.reps, "reps", 3, "repetitions of each measurement (the median is reported)")
 	f.IntVar(&o.threads, "threads", 0, "CPU threads (0: all)")
+	f.Var(&o.kv, "kv-type", "the KV cache's values: f32 or f16")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object")
 	srv.flags(f)
 	f.BoolVarP(&verbose, "verbose", "v", false, "log backend selection and loading")
@@ -78,6 +79,7 @@ does not depend on them.`,
 type modelBench struct {
 	path, backend                     string
 	prompt, gen, batch, reps, threads int
+	kv                                kvFlag
 	log                               *slog.Logger
 }
 
@@ -86,6 +88,7 @@ type benchResult struct {
 	Backend       string  `json:"backend"`
 	Model         string  `json:"model"`
 	Threads       int     `json:"threads"`
+	KVType        string  `json:"kv_type"`
 	PromptTokens  int     `json:"prompt_tokens"`
 	GenTokens     int     `json:"gen_tokens"`
 	Batch         int     `json:"batch"`
@@ -149,7 +152,7 @@ func (o *modelBench) run(ctx context.Context) (*benchResult, error) {
 	seqLen := max(o.prompt, 1) + o.gen
 	shared := o.prompt / benchBlockSize
 	own := (seqLen+benchBlockSize-1)/benchBlockSize - shared
-	lo := backends.LoadOptions{BlockSize: benchBlockSize, KVBlocks: shared + o.batch*own, MaxContext: seqLen, Threads: threads, Logger: o.log}
+	lo := backends.LoadOptions{BlockSize: benchBlockSize, KVBlocks: shared + o.batch*own, MaxContext: seqLen, Threads: threads, KV: o.kv.t, Logger: o.log}
 	t0 := time.Now()
 	r, err := b.Load(m, lo)
 	if err != nil {
@@ -157,7 +160,7 @@ func (o *modelBench) run(ctx context.Context) (*benchResult, error) {
 	}
 	defer r.Close()
 	res := &benchResult{
-		Backend: b.Name(), Model: o.path, Threads: threads, PromptTokens: o.prompt, GenTokens: o.gen,
+		Backend: b.Name(), Model: o.path, Threads: threads, KVType: o.kv.t.String(), PromptTokens: o.prompt, GenTokens: o.gen,
 		Batch: o.batch, Reps: o.reps, ModelBytes: m.WeightBytes(), StepBytes: stepBytes(m),
 		LoadSeconds: time.Since(t0).Seconds(),
 	}
@@ -319,7 +322,7 @@ func hostBandwidth(threads int) (float64, string) {
 
 func (r *benchResult) print(w io.Writer) {
 	fmt.Fprintf(w, "model    %s (%.2f GB of weights; a decode step reads %.2f GB)\n", r.Model, float64(r.ModelBytes)/1e9, float64(r.StepBytes)/1e9)
-	fmt.Fprintf(w, "backend  %s, %d threads, loaded in %.0f ms\n", r.Backend, r.Threads, r.LoadSeconds*1e3)
+	fmt.Fprintf(w, "backend  %s, %d threads, %s KV cache, loaded in %.0f ms\n", r.Backend, r.Threads, r.KVType, r.LoadSeconds*1e3)
 	if r.PromptTokens > 0 {
 		fmt.Fprintf(w, "pp%-5d  %8.1f tok/s\n", r.PromptTokens, r.PrefillTokS)
 	}

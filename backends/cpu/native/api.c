@@ -282,17 +282,20 @@ OC_EXPORT int64_t oc_k_rope(const oc_kargs *a) {
 }
 
 /* ref.Attention for one query row x (heads × head_dim) over positions
- * 0…pos of a sequence whose block table is blocks: K cache w, V cache x2
- * (rows of kv_heads × head_dim), output y. */
+ * 0…pos of a sequence whose block table is blocks: K cache w, V cache x2,
+ * in the runner's layout (internal.h), of f16 values when type is OC_F16
+ * (else f32); output y. */
 OC_EXPORT int64_t oc_k_attention(void *h, const oc_kargs *a) {
 	kctx *c = h;
 	int64_t group = a->heads / a->kv_heads, kvw = a->kv_heads * a->head_dim;
-	if (a->heads % a->kv_heads || (size_t)group * (size_t)((a->pos + 1 + 15) / 16 * 16) > c->scr[0].att_n)
+	if (a->heads % a->kv_heads || (size_t)group * (size_t)((a->pos + 1 + 15) / 16 * 16) > c->scr[0].att_n ||
+	    (a->type != OC_F32 && a->type != OC_F16))
 		return OC_ERR_ARG;
 	float scale = (float)(1.0 / sqrt((double)a->head_dim));
 	for (int64_t g = 0; g < a->kv_heads; g++)
-		oc_attention_group(a->y + g * group * a->head_dim, a->x + g * group * a->head_dim, a->w, a->x2, kvw,
-				   a->blocks, a->block_size, a->pos + 1, g, group, a->head_dim, scale, c->scr[0].att);
+		oc_attention_group(a->y + g * group * a->head_dim, a->x + g * group * a->head_dim, a->w,
+				   (const void *)a->x2, a->type == OC_F16, kvw, a->blocks, a->block_size, a->pos + 1, g,
+				   group, a->head_dim, scale, c->scr[0].att);
 	return OC_OK;
 }
 
@@ -397,7 +400,7 @@ OC_EXPORT int64_t oc_abi_layout(int64_t *out, int64_t n) {
 		sizeof(oc_layer_desc), OFF(oc_layer_desc, wq), OFF(oc_layer_desc, down), OFF(oc_layer_desc, attn_norm), OFF(oc_layer_desc, bv),
 		sizeof(oc_model_desc), OFF(oc_model_desc, norm_eps), OFF(oc_model_desc, rope_freqs), OFF(oc_model_desc, tok_embd),
 		OFF(oc_model_desc, output), OFF(oc_model_desc, output_norm), OFF(oc_model_desc, layers), OFF(oc_model_desc, threads),
-		OFF(oc_model_desc, repack),
+		OFF(oc_model_desc, repack), OFF(oc_model_desc, kv_type),
 		sizeof(oc_batch), OFF(oc_batch, blocks), OFF(oc_batch, n_out), OFF(oc_batch, logits),
 		sizeof(oc_kargs), OFF(oc_kargs, blocks), OFF(oc_kargs, type), OFF(oc_kargs, neox), OFF(oc_kargs, eps), OFF(oc_kargs, rope_freqs),
 	};

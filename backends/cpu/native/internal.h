@@ -78,6 +78,31 @@ OC_INLINE float oc_bf16_to_f32(uint16_t h) {
 	return f;
 }
 
+/* f32 to f16, rounded to nearest even (as Go's gguf.F32ToF16). */
+OC_INLINE uint16_t oc_f32_to_f16(float f) {
+#if defined(__F16C__)
+	return (uint16_t)_cvtss_sh(f, 0);
+#else
+	uint32_t x;
+	memcpy(&x, &f, 4);
+	uint32_t sign = (x >> 16) & 0x8000, ax = x & 0x7fffffffu;
+	if (ax >= 0x7f800000u) /* inf, nan */
+		return (uint16_t)(sign | 0x7c00 | (ax > 0x7f800000u ? 0x200 : 0));
+	if (ax >= 0x477ff000u) /* rounds to 65520 or more */
+		return (uint16_t)(sign | 0x7c00);
+	if (ax < 0x38800000u) { /* below 2^-14: a subnormal half, in units of 2^-24 */
+		if (ax < 0x33000000u) /* at most 2^-25: 0 (a tie goes to even) */
+			return (uint16_t)sign;
+		uint32_t e = ax >> 23, m = (ax & 0x7fffffu) | 0x800000u, shift = 126 - e; /* 14…24 */
+		uint32_t q = m >> shift, rem = m & ((1u << shift) - 1), half = 1u << (shift - 1);
+		if (rem > half || (rem == half && (q & 1)))
+			q++;
+		return (uint16_t)(sign | q);
+	}
+	return (uint16_t)(sign | ((ax + 0xc8000fffu + ((ax >> 13) & 1)) >> 13));
+#endif
+}
+
 OC_INLINE uint16_t oc_load_u16(const void *p) {
 	uint16_t v;
 	memcpy(&v, p, 2);
@@ -206,6 +231,7 @@ void oc_rope_angles(float *cs, float *sn, const double *pw, const double *fr, do
  * A layer's K cache holds each block's keys transposed (see ops.c): the
  * index of dimension d of KV head g of the key at slot (= block·bs +
  * offset); kvw = KV heads × hd. The V cache holds rows: slot·kvw + g·hd + d.
+ * Both hold f32 or f16 values (oc_model_desc.kv_type).
  */
 OC_INLINE int64_t oc_k_index(int64_t slot, int64_t bs, int64_t kvw, int64_t hd, int64_t g, int64_t d) {
 	return slot / bs * bs * kvw + (g * hd + d) * bs + slot % bs;
@@ -215,7 +241,7 @@ OC_INLINE int64_t oc_k_index(int64_t slot, int64_t bs, int64_t kvw, int64_t hd, 
  * for the query heads h0…h0+nh-1 that share KV head g. slot(j) =
  * blocks[j / bs] * bs + j % bs, in caches of the layout above.
  */
-void oc_attention_group(float *out, const float *q, const float *kc, const float *vc, int64_t kvw,
+void oc_attention_group(float *out, const float *q, const void *kc, const void *vc, int f16, int64_t kvw,
 			const int32_t *blocks, int64_t bs, int64_t npos, int64_t g, int64_t nh,
 			int64_t hd, float scale, float *scores);
 

@@ -26,7 +26,7 @@
 
 #include <stdint.h>
 
-#define OC_ABI_VERSION 4
+#define OC_ABI_VERSION 5
 
 /* Tensor element types, numbered as ggml numbers them. */
 enum { OC_F32 = 0, OC_F16 = 1, OC_Q8_0 = 8, OC_BF16 = 30 };
@@ -63,6 +63,7 @@ typedef struct oc_model_desc {
 	 * weights' pointers are then read only during oc_runner_new); 0: read
 	 * them where they lie for the runner's life. */
 	int64_t repack;
+	int64_t kv_type; /* the KV cache's values: OC_F32 or OC_F16 */
 } oc_model_desc;
 
 /*

@@ -193,7 +193,7 @@ void oc_rope_apply(float *x, int64_t heads, int64_t hd, int64_t rdims, int neox,
 
 /*
  * The runner's K cache holds each block's keys transposed: for KV head g,
- * hd rows of bs floats, dimension d of the key at offset j of the block at
+ * hd rows of bs values, dimension d of the key at offset j of the block at
  * oc_k_index. A head's scores for up to VW consecutive keys of a block (16
  * with AVX-512, 8 with AVX2) are then one vector, Σ_d q[d]·kT[d][j…j+VW):
  * a broadcast and a multiply-add per dimension and no sum across lanes,
@@ -204,13 +204,21 @@ void oc_rope_apply(float *x, int64_t heads, int64_t hd, int64_t rdims, int neox,
  * on 4 KV heads at position 511 (BenchmarkAttention): 117-123 µs per token
  * with key rows and a transpose-and-add tree per tile of keys, against
  * 40-45 µs with the transposed keys (2.9× less).
+ *
+ * Both caches hold f32 or f16 values (f16: half the memory, converted on
+ * load); the kernels below take F16 as a constant, so each is compiled
+ * once per element type. Offsets into the caches count values, not bytes.
  */
 /* Up to VW consecutive keys of one block: their transposed rows start at
- * kt; their scores go to column j. */
+ * value off of the K cache; their scores go to column j. */
 typedef struct {
-	const float *kt;
-	int64_t j, cnt;
+	int64_t off, j, cnt;
 } ktile;
+
+/* Value i of a cache of f16 (F16) or f32 values. */
+OC_INLINE float kv_at(const void *c, int64_t i, const int F16) {
+	return F16 ? oc_f16_to_f32(((const uint16_t *)c)[i]) : ((const float *)c)[i];
+}
 
 #if defined(OC_ISA_AVX512)
 #define VW 16
@@ -218,10 +226,17 @@ typedef struct {
 #define HB 4 /* heads per pass of scores_heads and pv_heads */
 #define TILE_OK(hd) 1
 
+/* The values i… of the lanes in m (the others 0). */
+OC_INLINE __m512 kv_load(const void *c, int64_t i, __mmask16 m, const int F16) {
+	if (F16)
+		return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)c + i));
+	return _mm512_maskz_loadu_ps(m, (const float *)c + i);
+}
+
 /* Scores of NH heads (rows of q, hd apart) against NT tiles of ≤ 16 keys
  * each (tiles of 0 keys add nothing), times scale, into s (rows ld apart). */
 OC_INLINE void scores_heads(float *s, int64_t ld, const float *q, const int NH, int64_t hd,
-			    const ktile *t, int64_t bs, float scale) {
+			    const void *kc, const ktile *t, int64_t bs, float scale, const int F16) {
 	__mmask16 m[NT];
 	__m512 a[4][NT];
 	for (int i = 0; i < NT; i++)
@@ -232,7 +247,7 @@ OC_INLINE void scores_heads(float *s, int64_t ld, const float *q, const int NH, 
 	for (int64_t d = 0; d < hd; d++) {
 		__m512 k[NT];
 		for (int i = 0; i < NT; i++)
-			k[i] = _mm512_maskz_loadu_ps(m[i], t[i].kt + d * bs);
+			k[i] = kv_load(kc, t[i].off + d * bs, m[i], F16);
 		for (int h = 0; h < NH; h++) {
 			__m512 qv = _mm512_set1_ps(q[h * hd + d]);
 			for (int i = 0; i < NT; i++)
@@ -246,8 +261,8 @@ OC_INLINE void scores_heads(float *s, int64_t ld, const float *q, const int NH, 
 
 /* out_h[d0…d0+64) (within hd) = Σ_j p_h[j]·v_j[d0…] for NH heads (p_h at
  * p + h·ld, out_h at out + h·hd) over the npos positions of the block table. */
-OC_INLINE void pv_heads(float *out, const float *p, int64_t ld, const int NH, const float *vc, int64_t kvw, int64_t off,
-			const int32_t *blocks, int64_t bs, int64_t npos, int64_t hd, int64_t d0) {
+OC_INLINE void pv_heads(float *out, const float *p, int64_t ld, const int NH, const void *vc, int64_t kvw, int64_t off,
+			const int32_t *blocks, int64_t bs, int64_t npos, int64_t hd, int64_t d0, const int F16) {
 	__mmask16 m[4];
 	for (int i = 0; i < 4; i++) {
 		int64_t left = hd - d0 - 16 * i;
@@ -259,11 +274,11 @@ OC_INLINE void pv_heads(float *out, const float *p, int64_t ld, const int NH, co
 			acc[h][i] = _mm512_setzero_ps();
 	for (int64_t j0 = 0, blk = 0; j0 < npos; j0 += bs, blk++) {
 		int64_t cnt = npos - j0 < bs ? npos - j0 : bs;
-		const float *vb = vc + (int64_t)blocks[blk] * bs * kvw + off + d0;
+		int64_t vb = (int64_t)blocks[blk] * bs * kvw + off + d0;
 		for (int64_t jj = 0; jj < cnt; jj++) {
 			__m512 v[4];
 			for (int i = 0; i < 4; i++)
-				v[i] = _mm512_maskz_loadu_ps(m[i], vb + jj * kvw + 16 * i);
+				v[i] = kv_load(vc, vb + jj * kvw + 16 * i, m[i], F16);
 			for (int h = 0; h < NH; h++) {
 				__m512 pv = _mm512_set1_ps(p[h * ld + j0 + jj]);
 				for (int i = 0; i < 4; i++)
@@ -283,35 +298,49 @@ OC_INLINE void pv_heads(float *out, const float *p, int64_t ld, const int NH, co
 #define HB 2
 #define TILE_OK(hd) ((hd) % 8 == 0)
 
+/* The values i…i+cnt-1 (cnt ≤ 8; the other lanes 0). */
+OC_INLINE __m256 kv_load(const void *c, int64_t i, int64_t cnt, const int F16) {
+	if (F16) {
+		const uint16_t *h = (const uint16_t *)c + i;
+		if (cnt >= 8)
+			return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
+		uint16_t t[8] = {0};
+		memcpy(t, h, (size_t)cnt * 2);
+		return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)t));
+	}
+	const float *f = (const float *)c + i;
+	if (cnt >= 8)
+		return _mm256_loadu_ps(f);
+	return _mm256_maskload_ps(f, _mm256_cmpgt_epi32(_mm256_set1_epi32((int)cnt), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7)));
+}
+
 /* As the AVX-512 one, for tiles of ≤ 8 keys. */
 OC_INLINE void scores_heads(float *s, int64_t ld, const float *q, const int NH, int64_t hd,
-			    const ktile *t, int64_t bs, float scale) {
-	const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-	__m256i m[NT];
+			    const void *kc, const ktile *t, int64_t bs, float scale, const int F16) {
 	__m256 a[2][NT];
-	for (int i = 0; i < NT; i++)
-		m[i] = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)t[i].cnt), lane);
 	for (int h = 0; h < NH; h++)
 		for (int i = 0; i < NT; i++)
 			a[h][i] = _mm256_setzero_ps();
 	for (int64_t d = 0; d < hd; d++) {
 		__m256 k[NT];
 		for (int i = 0; i < NT; i++)
-			k[i] = _mm256_maskload_ps(t[i].kt + d * bs, m[i]);
+			k[i] = kv_load(kc, t[i].off + d * bs, t[i].cnt, F16);
 		for (int h = 0; h < NH; h++) {
 			__m256 qv = _mm256_set1_ps(q[h * hd + d]);
 			for (int i = 0; i < NT; i++)
 				a[h][i] = _mm256_fmadd_ps(qv, k[i], a[h][i]);
 		}
 	}
+	const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
 	for (int h = 0; h < NH; h++)
 		for (int i = 0; i < NT; i++)
-			_mm256_maskstore_ps(s + h * ld + t[i].j, m[i], _mm256_mul_ps(a[h][i], _mm256_set1_ps(scale)));
+			_mm256_maskstore_ps(s + h * ld + t[i].j, _mm256_cmpgt_epi32(_mm256_set1_epi32((int)t[i].cnt), lane),
+					    _mm256_mul_ps(a[h][i], _mm256_set1_ps(scale)));
 }
 
 /* As the AVX-512 one, over 32 dimensions (hd a multiple of 8). */
-OC_INLINE void pv_heads(float *out, const float *p, int64_t ld, const int NH, const float *vc, int64_t kvw, int64_t off,
-			const int32_t *blocks, int64_t bs, int64_t npos, int64_t hd, int64_t d0) {
+OC_INLINE void pv_heads(float *out, const float *p, int64_t ld, const int NH, const void *vc, int64_t kvw, int64_t off,
+			const int32_t *blocks, int64_t bs, int64_t npos, int64_t hd, int64_t d0, const int F16) {
 	int nv = hd - d0 >= 32 ? 4 : (int)((hd - d0) / 8);
 	__m256 acc[2][4];
 	for (int h = 0; h < NH; h++)
@@ -319,12 +348,12 @@ OC_INLINE void pv_heads(float *out, const float *p, int64_t ld, const int NH, co
 			acc[h][i] = _mm256_setzero_ps();
 	for (int64_t j0 = 0, blk = 0; j0 < npos; j0 += bs, blk++) {
 		int64_t cnt = npos - j0 < bs ? npos - j0 : bs;
-		const float *vb = vc + (int64_t)blocks[blk] * bs * kvw + off + d0;
+		int64_t vb = (int64_t)blocks[blk] * bs * kvw + off + d0;
 		for (int64_t jj = 0; jj < cnt; jj++) {
 			for (int i = 0; i < 4; i++) {
 				if (i >= nv)
 					break;
-				__m256 v = _mm256_loadu_ps(vb + jj * kvw + 8 * i);
+				__m256 v = kv_load(vc, vb + jj * kvw + 8 * i, 8, F16);
 				for (int h = 0; h < NH; h++)
 					acc[h][i] = _mm256_fmadd_ps(_mm256_set1_ps(p[h * ld + j0 + jj]), v, acc[h][i]);
 			}
@@ -338,15 +367,39 @@ OC_INLINE void pv_heads(float *out, const float *p, int64_t ld, const int NH, co
 #endif
 
 #if defined(VW)
+/* The cases of a switch on a head count (up to HB) and the element type,
+ * calling F with the count and the type as constants. */
+#if HB > 2
+#define BY_HEADS(F, nh, f16)                                                 \
+	switch ((nh) * 2 + ((f16) != 0)) {                                   \
+	case 8: F(4, 0); break;                                              \
+	case 9: F(4, 1); break;                                              \
+	case 6: F(3, 0); break;                                              \
+	case 7: F(3, 1); break;                                              \
+	case 4: F(2, 0); break;                                              \
+	case 5: F(2, 1); break;                                              \
+	case 3: F(1, 1); break;                                              \
+	default: F(1, 0); break;                                             \
+	}
+#else
+#define BY_HEADS(F, nh, f16)                                                 \
+	switch ((nh) * 2 + ((f16) != 0)) {                                   \
+	case 4: F(2, 0); break;                                              \
+	case 5: F(2, 1); break;                                              \
+	case 3: F(1, 1); break;                                              \
+	default: F(1, 0); break;                                             \
+	}
+#endif
+
 /* The scores of nh heads over the npos positions of the block table: the
  * tiles of keys NT at a time (the last pass padded with empty tiles), for
  * HB heads at a time. */
-static void scores_group(float *s, int64_t ld, const float *q, int64_t nh, int64_t hd, const float *kc, int64_t kvw,
-			 int64_t g, const int32_t *blocks, int64_t bs, int64_t npos, float scale) {
+static void scores_group(float *s, int64_t ld, const float *q, int64_t nh, int64_t hd, const void *kc, int f16,
+			 int64_t kvw, int64_t g, const int32_t *blocks, int64_t bs, int64_t npos, float scale) {
 	ktile t[NT];
 	int n = 0;
 	for (int64_t j0 = 0, blk = 0; j0 < npos; j0 += bs, blk++) {
-		const float *kt = kc + oc_k_index((int64_t)blocks[blk] * bs, bs, kvw, hd, g, 0);
+		int64_t kt = oc_k_index((int64_t)blocks[blk] * bs, bs, kvw, hd, g, 0);
 		int64_t cnt = npos - j0 < bs ? npos - j0 : bs;
 		for (int64_t jj = 0; jj < cnt; jj += VW) {
 			t[n++] = (ktile){kt + jj, j0 + jj, cnt - jj < VW ? cnt - jj : VW};
@@ -356,43 +409,25 @@ static void scores_group(float *s, int64_t ld, const float *q, int64_t nh, int64
 			for (; n < NT; n++)
 				t[n] = (ktile){kt, 0, 0};
 			for (int64_t h = 0; h < nh; h += HB) {
-				switch (nh - h >= HB ? HB : nh - h) {
-#if HB > 2
-				case 4: scores_heads(s + h * ld, ld, q + h * hd, 4, hd, t, bs, scale); break;
-				case 3: scores_heads(s + h * ld, ld, q + h * hd, 3, hd, t, bs, scale); break;
-#endif
-				case 2: scores_heads(s + h * ld, ld, q + h * hd, 2, hd, t, bs, scale); break;
-				default: scores_heads(s + h * ld, ld, q + h * hd, 1, hd, t, bs, scale); break;
-				}
+#define SCORES(NH, F16) scores_heads(s + h * ld, ld, q + h * hd, NH, hd, kc, t, bs, scale, F16)
+				BY_HEADS(SCORES, nh - h >= HB ? HB : nh - h, f16)
+#undef SCORES
 			}
 			n = 0;
 		}
 	}
 }
 
-static void pv_group(float *out, const float *p, int64_t ld, int64_t nh, const float *vc, int64_t kvw, int64_t off,
-		     const int32_t *blocks, int64_t bs, int64_t npos, int64_t hd) {
+static void pv_group(float *out, const float *p, int64_t ld, int64_t nh, const void *vc, int f16, int64_t kvw,
+		     int64_t off, const int32_t *blocks, int64_t bs, int64_t npos, int64_t hd) {
 	for (int64_t d0 = 0; d0 < hd; d0 += PV_WIDTH)
 		for (int64_t h = 0; h < nh; h += HB) {
-			float *o = out + h * hd;
-			const float *ph = p + h * ld;
-			switch (nh - h >= HB ? HB : nh - h) {
-#if HB > 2
-			case 4: pv_heads(o, ph, ld, 4, vc, kvw, off, blocks, bs, npos, hd, d0); break;
-			case 3: pv_heads(o, ph, ld, 3, vc, kvw, off, blocks, bs, npos, hd, d0); break;
-#endif
-			case 2: pv_heads(o, ph, ld, 2, vc, kvw, off, blocks, bs, npos, hd, d0); break;
-			default: pv_heads(o, ph, ld, 1, vc, kvw, off, blocks, bs, npos, hd, d0); break;
-			}
+#define PV(NH, F16) pv_heads(out + h * hd, p + h * ld, ld, NH, vc, kvw, off, blocks, bs, npos, hd, d0, F16)
+			BY_HEADS(PV, nh - h >= HB ? HB : nh - h, f16)
+#undef PV
 		}
 }
 #endif
-
-/* y += a·x */
-static void axpy(float *y, float a, const float *x, int64_t n) {
-	for (int64_t i = 0; i < n; i++)
-		y[i] += a * x[i];
-}
 
 /*
  * ref.Attention for the nh query heads that share KV head g, in one task:
@@ -400,28 +435,31 @@ static void axpy(float *y, float a, const float *x, int64_t n) {
  * in cache for its other heads. scores holds nh rows of npos (rounded up
  * to 16) floats.
  */
-void oc_attention_group(float *out, const float *q, const float *kc, const float *vc, int64_t kvw,
+void oc_attention_group(float *out, const float *q, const void *kc, const void *vc, int f16, int64_t kvw,
 			const int32_t *blocks, int64_t bs, int64_t npos, int64_t g, int64_t nh,
 			int64_t hd, float scale, float *scores) {
 	int64_t ld = (npos + 15) / 16 * 16;
 	int64_t off = g * hd;
 #if defined(VW)
 	if (TILE_OK(hd)) {
-		scores_group(scores, ld, q, nh, hd, kc, kvw, g, blocks, bs, npos, scale);
+		scores_group(scores, ld, q, nh, hd, kc, f16, kvw, g, blocks, bs, npos, scale);
 		for (int64_t h = 0; h < nh; h++)
 			oc_softmax(scores + h * ld, npos);
-		pv_group(out, scores, ld, nh, vc, kvw, off, blocks, bs, npos, hd);
+		pv_group(out, scores, ld, nh, vc, f16, kvw, off, blocks, bs, npos, hd);
 		return;
 	}
 #endif
 	for (int64_t j0 = 0, blk = 0; j0 < npos; j0 += bs, blk++) {
-		const float *kt = kc + oc_k_index((int64_t)blocks[blk] * bs, bs, kvw, hd, g, 0);
+		int64_t kt = oc_k_index((int64_t)blocks[blk] * bs, bs, kvw, hd, g, 0);
 		int64_t cnt = npos - j0 < bs ? npos - j0 : bs;
 		for (int64_t h = 0; h < nh; h++) {
 			float *s = scores + h * ld + j0;
 			memset(s, 0, (size_t)cnt * sizeof(float));
-			for (int64_t d = 0; d < hd; d++) /* each key's sum in ref's order */
-				axpy(s, q[h * hd + d], kt + d * bs, cnt);
+			for (int64_t d = 0; d < hd; d++) { /* each key's sum in ref's order */
+				float qd = q[h * hd + d];
+				for (int64_t jj = 0; jj < cnt; jj++)
+					s[jj] += qd * kv_at(kc, kt + d * bs + jj, f16);
+			}
 			for (int64_t jj = 0; jj < cnt; jj++)
 				s[jj] *= scale;
 		}
@@ -434,9 +472,12 @@ void oc_attention_group(float *out, const float *q, const float *kc, const float
 		int64_t base = (int64_t)blocks[blk] * bs;
 		int64_t cnt = npos - j0 < bs ? npos - j0 : bs;
 		for (int64_t jj = 0; jj < cnt; jj++) {
-			const float *vr = vc + (base + jj) * kvw + off;
-			for (int64_t h = 0; h < nh; h++)
-				axpy(out + h * hd, scores[h * ld + j0 + jj], vr, hd);
+			int64_t vr = (base + jj) * kvw + off;
+			for (int64_t h = 0; h < nh; h++) {
+				float pj = scores[h * ld + j0 + jj];
+				for (int64_t d = 0; d < hd; d++)
+					out[h * hd + d] += pj * kv_at(vc, vr + d, f16);
+			}
 		}
 	}
 }

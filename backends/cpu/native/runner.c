@@ -25,11 +25,12 @@ typedef struct {
 	int64_t heads, kv_heads, ffn;
 	oc_tensor wq, wk, wv, wo, gate, up, down;
 	float *attn_norm, *ffn_norm, *bq, *bk, *bv;
-	float *kc, *vc;
+	void *kc, *vc; /* f32 or f16 values (kv_f16) */
 } layer_t;
 
 typedef struct oc_runner {
 	int64_t dim, n_layers, hd, vocab, rope_dims, neox, bs, kv_blocks, max_pos;
+	int kv_f16; /* the KV cache holds f16 values (else f32) */
 	float eps;
 	double fs, *rope_pw, *rope_fr;
 	oc_tensor tok_embd, output;
@@ -209,6 +210,10 @@ oc_runner *oc_runner_new_impl(const oc_model_desc *d, char *err, int64_t errlen)
 	r->bs = d->block_size;
 	r->kv_blocks = d->kv_blocks;
 	r->max_pos = max64(d->max_context, d->block_size * d->kv_blocks);
+	if (d->kv_type != OC_F32 && d->kv_type != OC_F16)
+		FAIL("KV cache type %lld: want f32 (%d) or f16 (%d)", (long long)d->kv_type, OC_F32, OC_F16);
+	r->kv_f16 = d->kv_type == OC_F16;
+	const size_t kv_es = r->kv_f16 ? 2 : 4;
 	if (r->dim <= 0 || r->n_layers <= 0 || r->hd <= 0 || r->vocab <= 0 || r->bs <= 0 || r->kv_blocks <= 0 ||
 	    r->rope_dims <= 0 || r->rope_dims > r->hd || r->rope_dims % 2)
 		FAIL("bad model geometry");
@@ -270,7 +275,7 @@ oc_runner *oc_runner_new_impl(const oc_model_desc *d, char *err, int64_t errlen)
 		r->kvw_max = max64(r->kvw_max, kvw);
 		r->ffn_max = max64(r->ffn_max, L->ffn);
 		r->group_max = max64(r->group_max, L->heads / L->kv_heads);
-		kv_total += 2 * (size_t)r->kv_blocks * (size_t)r->bs * (size_t)kvw * sizeof(float);
+		kv_total += 2 * (size_t)r->kv_blocks * (size_t)r->bs * (size_t)kvw * kv_es;
 	}
 	r->kmax = max64(r->kmax, max64(r->qw_max, r->ffn_max));
 	/*
@@ -297,9 +302,9 @@ oc_runner *oc_runner_new_impl(const oc_model_desc *d, char *err, int64_t errlen)
 	uint8_t *p = r->kv;
 	for (int64_t l = 0; l < r->n_layers; l++) {
 		layer_t *L = &r->layers[l];
-		size_t n = (size_t)r->kv_blocks * (size_t)r->bs * (size_t)(L->kv_heads * r->hd) * sizeof(float);
-		L->kc = (float *)p;
-		L->vc = (float *)(p + n);
+		size_t n = (size_t)r->kv_blocks * (size_t)r->bs * (size_t)(L->kv_heads * r->hd) * kv_es;
+		L->kc = p;
+		L->vc = p + n;
 		p += 2 * n;
 	}
 	int threads = (int)(d->threads > 0 ? d->threads : 1);
@@ -501,10 +506,18 @@ static void rope_store(oc_runner *r, const layer_t *L, int64_t i, int64_t g0, in
 	oc_rope_apply(k, ng, hd, r->rope_dims, (int)r->neox, cs, sn);
 	int64_t p = b->pos[i];
 	int64_t slot = (int64_t)b->blocks[b->table[i] + p / r->bs] * r->bs + p % r->bs;
-	float *kt = L->kc + oc_k_index(slot, r->bs, kvw, hd, g0, 0);
-	for (int64_t e = 0; e < ng * hd; e++)
-		kt[e * r->bs] = k[e];
-	memcpy(L->vc + slot * kvw + g0 * hd, r->v + i * kvw + g0 * hd, (size_t)(ng * hd) * 4);
+	int64_t kt = oc_k_index(slot, r->bs, kvw, hd, g0, 0), vr = slot * kvw + g0 * hd;
+	const float *v = r->v + i * kvw + g0 * hd;
+	if (r->kv_f16) {
+		for (int64_t e = 0; e < ng * hd; e++) {
+			((uint16_t *)L->kc)[kt + e * r->bs] = oc_f32_to_f16(k[e]);
+			((uint16_t *)L->vc)[vr + e] = oc_f32_to_f16(v[e]);
+		}
+	} else {
+		for (int64_t e = 0; e < ng * hd; e++)
+			((float *)L->kc)[kt + e * r->bs] = k[e];
+		memcpy((float *)L->vc + vr, v, (size_t)(ng * hd) * 4);
+	}
 }
 
 /* xn = RMSNorm(x)·w for the rows [lo, hi) of n, and their quantized copy in
@@ -582,7 +595,7 @@ static void forward_job(void *arg, int tid, int nt) {
 				int64_t h0 = g * group;
 				if (fused_rope)
 					rope_store(r, L, i, g, 1);
-				oc_attention_group(r->att + i * qw + h0 * hd, r->q + i * qw + h0 * hd, L->kc, L->vc, kvw,
+				oc_attention_group(r->att + i * qw + h0 * hd, r->q + i * qw + h0 * hd, L->kc, L->vc, r->kv_f16, kvw,
 						   b->blocks + b->table[i], r->bs, b->pos[i] + 1, g, group, hd, scale,
 						   r->scr[tid].att);
 				if (fused_quant)
