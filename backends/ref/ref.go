@@ -43,6 +43,10 @@ func (Backend) Load(m *model.Model, o backends.LoadOptions) (backends.Runner, er
 	if o.Threads <= 0 {
 		o.Threads = runtime.GOMAXPROCS(0)
 	}
+	if o.KV == backends.KVF16 {
+		o.Logger.Warn("ref backend: the f16 KV cache's values are kept as f32, in twice the memory an f16 cache takes",
+			"kv_bytes", 2*backends.KVBytesPerPosition(m, o.KV)*int64(o.KVBlocks)*int64(o.BlockSize))
+	}
 	c := &m.Config
 	r := &runner{m: m, o: o, k: make([][]float32, c.Layers), v: make([][]float32, c.Layers)}
 	slots := int64(o.KVBlocks) * int64(o.BlockSize)
