@@ -18,9 +18,9 @@ import (
 
 // Launch geometry shared with kernels/octet.cu.
 const (
-	gemvWarps  = 8 // WARPS: weight rows per GEMV block
-	gemvTile   = 8 // TILE: tokens per GEMV block at most
-	attWarps   = 8 // ATT_WARPS
+	gemvWarps  = 8  // WARPS: weight rows per GEMV block
+	gemvTile   = 8  // TILE: tokens per GEMV block at most
+	attWarps   = 16 // ATT_WARPS
 	maxHeadDim = 256
 	// maxStepTokens bounds the tokens of one device step; a larger batch
 	// runs as several steps in order (each writes its KV before the next
@@ -505,7 +505,10 @@ func (r *runner) gemv(w, w2 matrix, x devPtr, ldx int, xrows, normw, y devPtr, l
 	if accumulate {
 		acc = 1
 	}
-	grid := [2]int{(ntok + tile - 1) / tile, (w.rows + gemvWarps - 1) / gemvWarps}
+	// Enough blocks to fill the GPU once (two per SM); warps stride over
+	// the rows, so each block quantizes its activations once.
+	tiles := (ntok + tile - 1) / tile
+	grid := [2]int{tiles, min((w.rows+gemvWarps-1)/gemvWarps, max(1, 2*r.dev.sms/tiles))}
 	tail := []arg{intArg(w.rows), intArg(w.cols), ptrArg(x), intArg(ldx), ptrArg(xrows), ptrArg(normw),
 		floatArg(r.m.Config.NormEps), ptrArg(y), intArg(ldy), intArg(acc), intArg(ntok), intArg(tile)}
 	if w.q8 {

@@ -24,6 +24,8 @@ typedef int int4v __attribute__((ext_vector_type(4)));
 // per block, sharing each weight load.
 #define WARPS 8
 #define TILE 8
+#define QUNROLL 8
+#define NBY ((int)__nvvm_read_ptx_sreg_nctaid_y())
 
 DEVICE float h2f(u16 h) {
 	float f;
@@ -106,44 +108,13 @@ DEVICE void store_row(const float* acc, const float* acc2, int gated, int nt, in
 	}
 }
 
-// gemv_q8: Y[t][r] (=, or += when accumulate) dot(W[r], x_t) for the
-// tokens t of a tile, W a Q8_0 matrix of rows × K. x_t is row xrows[t] (or
-// t) of X, RMS-normalised with normw when normw is not null, and quantized
-// to int8 per 32 values in shared memory; dot products use dp4a. With W2
-// (the up projection) Y = silu(W·x) * (W2·x).
-// Twin: ref.RMSNorm, ref.MatMul, ref.SiLUGate.
-// Grid: (ceil(ntok/tile), ceil(rows/WARPS)); block WARPS*32; dynamic shared
-// memory tile*(K + K/8) + (WARPS+1)*TILE*4 bytes.
-GLOBAL void gemv_q8(const i8* __restrict__ W, const u16* __restrict__ Wd,
-                    const i8* __restrict__ W2, const u16* __restrict__ W2d,
-                    int rows, int K, const float* __restrict__ X, int ldx,
-                    const int* __restrict__ xrows, const float* __restrict__ normw,
-                    float eps, float* Y, int ldy, int accumulate, int ntok, int tile) {
-	extern SHARED int4v smem_q8[];
-	int t0 = BX * tile;
-	int nt = ntok - t0 < tile ? ntok - t0 : tile;
-	int nblk = K >> 5;
-	i8* qa = (i8*)smem_q8;
-	float* da = (float*)(qa + tile * K);
-	float* red = da + tile * nblk;
-	float* scale = red + WARPS * TILE;
-	int tid = TID, lane = tid & 31, warp = tid >> 5;
-
-	if (normw) norm_scales(X, ldx, xrows, t0, nt, K, eps, red, scale);
-	for (int idx = warp; idx < nt * nblk; idx += WARPS) {
-		int t = idx / nblk, c = idx - t * nblk, i = c * 32 + lane;
-		long row = xrows ? xrows[t0 + t] : t0 + t;
-		float v = X[row * ldx + i];
-		if (normw) v = v * scale[t] * normw[i];
-		float amax = warp_max(v < 0 ? -v : v);
-		float d = amax / 127.0f;
-		qa[t * K + i] = (i8)(d > 0 ? rni(v / d) : 0);
-		if (lane == 0) da[t * nblk + c] = d;
-	}
-	__syncthreads();
-
-	int r = BY * WARPS + warp;
-	if (r >= rows) return;
+// gemv_q8_row is one weight row r of gemv_q8, computed by one warp for
+// the block's nt tokens.
+DEVICE void gemv_q8_row(const i8* __restrict__ W, const u16* __restrict__ Wd,
+                        const i8* __restrict__ W2, const u16* __restrict__ W2d,
+                        int r, int K, const i8* qa, const float* da, int nt, int t0,
+                        float* Y, int ldy, int accumulate) {
+	int lane = TID & 31, nblk = K >> 5;
 	const i8* wr = W + (long)r * K;
 	const u16* wdr = Wd + (long)r * nblk;
 	const i8* wr2 = W2 ? W2 + (long)r * K : 0;
@@ -189,6 +160,66 @@ GLOBAL void gemv_q8(const i8* __restrict__ W, const u16* __restrict__ Wd,
 	store_row(acc, acc2, wr2 != 0, nt, t0, r, Y, ldy, accumulate);
 }
 
+// gemv_q8: Y[t][r] (=, or += when accumulate) dot(W[r], x_t) for the
+// tokens t of a tile, W a Q8_0 matrix of rows × K. x_t is row xrows[t] (or
+// t) of X, RMS-normalised with normw when normw is not null, and quantized
+// to int8 per 32 values in shared memory; dot products use dp4a. With W2
+// (the up projection) Y = silu(W·x) * (W2·x).
+// Twin: ref.RMSNorm, ref.MatMul, ref.SiLUGate.
+// Grid: (ceil(ntok/tile), at most ceil(rows/WARPS)); block WARPS*32; dynamic shared
+// memory tile*(K + K/8) + (WARPS+1)*TILE*4 bytes.
+GLOBAL void gemv_q8(const i8* __restrict__ W, const u16* __restrict__ Wd,
+                    const i8* __restrict__ W2, const u16* __restrict__ W2d,
+                    int rows, int K, const float* __restrict__ X, int ldx,
+                    const int* __restrict__ xrows, const float* __restrict__ normw,
+                    float eps, float* Y, int ldy, int accumulate, int ntok, int tile) {
+	extern SHARED int4v smem_q8[];
+	int t0 = BX * tile;
+	int nt = ntok - t0 < tile ? ntok - t0 : tile;
+	int nblk = K >> 5;
+	i8* qa = (i8*)smem_q8;
+	float* da = (float*)(qa + tile * K);
+	float* red = da + tile * nblk;
+	float* scale = red + WARPS * TILE;
+	int tid = TID, lane = tid & 31, warp = tid >> 5;
+
+	if (normw) norm_scales(X, ldx, xrows, t0, nt, K, eps, red, scale);
+	// Each warp quantizes 32-value chunks, QUNROLL at a time so that their
+	// loads are in flight together.
+	int total = nt * nblk;
+	for (int base = warp; base < total; base += WARPS * QUNROLL) {
+		float v[QUNROLL];
+#pragma unroll
+		for (int e = 0; e < QUNROLL; e++) {
+			int idx = base + e * WARPS;
+			v[e] = 0;
+			if (idx < total) {
+				int t = idx / nblk, i = (idx - t * nblk) * 32 + lane;
+				long row = xrows ? xrows[t0 + t] : t0 + t;
+				v[e] = X[row * ldx + i];
+				if (normw) v[e] = v[e] * scale[t] * normw[i];
+			}
+		}
+#pragma unroll
+		for (int e = 0; e < QUNROLL; e++) {
+			int idx = base + e * WARPS;
+			float amax = warp_max(v[e] < 0 ? -v[e] : v[e]);
+			float d = amax / 127.0f;
+			if (idx < total) {
+				int t = idx / nblk, c = idx - t * nblk;
+				qa[t * K + c * 32 + lane] = (i8)(d > 0 ? rni(v[e] / d) : 0);
+				if (lane == 0) da[t * nblk + c] = d;
+			}
+		}
+	}
+	__syncthreads();
+
+	// Warps walk the rows with a grid-sized stride: the grid is sized to
+	// fill the GPU once, so the activations are quantized once per block.
+	for (int r = BY * WARPS + warp; r < rows; r += NBY * WARPS)
+		gemv_q8_row(W, Wd, W2, W2d, r, K, qa, da, nt, t0, Y, ldy, accumulate);
+}
+
 // gemv_f32 is gemv_q8 for float32 matrices (those a model keeps unquantized),
 // with float32 activations in shared memory.
 // Twin: ref.RMSNorm, ref.MatMul, ref.SiLUGate.
@@ -214,24 +245,24 @@ GLOBAL void gemv_f32(const float* __restrict__ W, const float* __restrict__ W2,
 	}
 	__syncthreads();
 
-	int r = BY * WARPS + warp;
-	if (r >= rows) return;
-	const float* wr = W + (long)r * K;
-	const float* wr2 = W2 ? W2 + (long)r * K : 0;
-	float acc[TILE], acc2[TILE];
+	for (int r = BY * WARPS + warp; r < rows; r += NBY * WARPS) {
+		const float* wr = W + (long)r * K;
+		const float* wr2 = W2 ? W2 + (long)r * K : 0;
+		float acc[TILE], acc2[TILE];
 #pragma unroll
-	for (int t = 0; t < TILE; t++) acc[t] = acc2[t] = 0;
-	for (int i = lane; i < K; i += 32) {
-		float w = wr[i], w2 = wr2 ? wr2[i] : 0;
+		for (int t = 0; t < TILE; t++) acc[t] = acc2[t] = 0;
+		for (int i = lane; i < K; i += 32) {
+			float w = wr[i], w2 = wr2 ? wr2[i] : 0;
 #pragma unroll
-		for (int t = 0; t < TILE; t++) {
-			if (t >= nt) continue;
-			float a = xa[t * K + i];
-			acc[t] += w * a;
-			acc2[t] += w2 * a;
+			for (int t = 0; t < TILE; t++) {
+				if (t >= nt) continue;
+				float a = xa[t * K + i];
+				acc[t] += w * a;
+				acc2[t] += w2 * a;
+			}
 		}
+		store_row(acc, acc2, wr2 != 0, nt, t0, r, Y, ldy, accumulate);
 	}
-	store_row(acc, acc2, wr2 != 0, nt, t0, r, Y, ldy, accumulate);
 }
 
 // embed_q8 sets X[t] to row tok[t] of the Q8_0 matrix W (K columns).
@@ -293,7 +324,7 @@ GLOBAL void rope_kv(float* QKV, int ld, const int* pos, const int* btoff, const 
 	for (int j = TID; j < kvw; j += NTID) vc[slot * kvw + j] = v[j] + (bv ? bv[j] : 0.0f);
 }
 
-#define ATT_WARPS 8
+#define ATT_WARPS 16
 #define ATT_UNROLL 4
 #define MAX_HD 256
 
