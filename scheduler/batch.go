@@ -443,9 +443,9 @@ func (e *Batcher) grow(s *seq, n int, plan *[]step, budget, over, at *int) bool 
 // priority policies the lowest by priority with aging, as pick ranks, so a
 // request that waited its way up past newer higher-priority ones is not then
 // the first pushed back out. The aged rank is compared unrounded (arrival
-// plus Priority·PriorityAging, later ranks lower): two running sequences
-// then never trade places as they age, each preempted in turn. The oldest
-// of the highest rank is never preempted while another runs, so it always
+// plus Priority·PriorityAging, later ranks lower), so two running sequences
+// never trade places as they age (which would preempt each in turn). The
+// one ranked highest is never preempted while another runs, so it always
 // finishes.
 func (e *Batcher) victim() int {
 	v := 0
