@@ -103,7 +103,7 @@ func Run(ctx context.Context, o Options) error {
 		}
 		servers = append(servers, srv)
 		wg.Go(func() {
-			if err := srv.Serve(ln.l); err != nil {
+			if err := srv.Serve(ln.l); err != nil && !s.stopping.Load() {
 				log.Error("listener stopped", "addr", ln.name, "err", err)
 			}
 		})
@@ -148,6 +148,12 @@ func Run(ctx context.Context, o Options) error {
 			swg.Go(func() { srv.Shutdown() })
 		}
 		swg.Wait()
+		// A SIGTERM right after the start can reach Shutdown before a
+		// Serve has registered its listener: fasthttp's Shutdown then has
+		// nothing to close, and that Serve would accept on forever (the
+		// daemon hung at wg.Wait below). Closing the listeners ends every
+		// Serve.
+		closeAll(lns)
 	}()
 	select {
 	case <-idle:

@@ -345,6 +345,17 @@ func TestUnquantized(t *testing.T) {
 	p.stop(t)
 }
 
+// A SIGTERM as soon as the daemon listens (before its servers may have
+// started accepting) still stops it: once in a while the Shutdown of a
+// server that had not yet registered its listener returned at once and the
+// daemon never exited.
+func TestStopRightAfterStart(t *testing.T) {
+	dir := t.TempDir()
+	for range 10 {
+		serve(t, nil, "--models", dir).stop(t)
+	}
+}
+
 // TestAuthAndReload: keys guard TCP, not the socket; SIGHUP swaps the keys.
 func TestAuthAndReload(t *testing.T) {
 	dir, name := modelsDir(t)
