@@ -11,7 +11,6 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"github.com/octet-dev/octet/backends"
 	"github.com/octet-dev/octet/eval"
 	"github.com/octet-dev/octet/model"
 )
@@ -36,18 +35,7 @@ func (e *evalFlags) register(f *pflag.FlagSet, ctxDefault int) {
 	f.IntVar(&e.parallel, "parallel", 0, "chunks run together in one forward step (0: about 512 tokens' worth)")
 	f.BoolVar(&e.jsonOut, "json", false, "print one JSON object")
 	f.BoolVarP(&e.verbose, "verbose", "v", false, "log backend selection")
-	f.Var(&e.kv, "kv-type", "the KV cache's values: f32 or f16")
-}
-
-// kvFlag is a --kv-type value.
-type kvFlag struct{ t backends.KVType }
-
-func (k *kvFlag) String() string { return k.t.String() }
-func (k *kvFlag) Type() string   { return "f32|f16" }
-func (k *kvFlag) Set(s string) error {
-	t, err := backends.ParseKVType(s)
-	k.t = t
-	return err
+	e.kv.register(f)
 }
 
 func (e *evalFlags) options(desc string) eval.Options {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/octet-dev/octet/backends"
 	"github.com/octet-dev/octet/model"
@@ -18,6 +19,18 @@ import (
 )
 
 func joinNames() string { return strings.Join(backends.Names(), ", ") }
+
+// kvFlag is the value of --kv-type (bench and eval).
+type kvFlag struct{ t backends.KVType }
+
+func (k *kvFlag) register(f *pflag.FlagSet) { f.Var(k, "kv-type", "the KV cache's values: f32 or f16") }
+func (k *kvFlag) String() string            { return k.t.String() }
+func (k *kvFlag) Type() string              { return "f32|f16" }
+func (k *kvFlag) Set(s string) error {
+	t, err := backends.ParseKVType(s)
+	k.t = t
+	return err
+}
 
 func tokenizeCmd() *cobra.Command {
 	var path string

@@ -350,12 +350,13 @@ OC_INLINE void pv_heads(float *out, const float *p, int64_t ld, const int NH, co
 		int64_t cnt = npos - j0 < bs ? npos - j0 : bs;
 		int64_t vb = (int64_t)blocks[blk] * bs * kvw + off + d0;
 		for (int64_t jj = 0; jj < cnt; jj++) {
-			for (int i = 0; i < 4; i++) {
-				if (i >= nv)
-					break;
-				__m256 v = kv_load(vc, vb + jj * kvw + 8 * i, 8, F16);
-				for (int h = 0; h < NH; h++)
-					acc[h][i] = _mm256_fmadd_ps(_mm256_set1_ps(p[h * ld + j0 + jj]), v, acc[h][i]);
+			__m256 v[4];
+			for (int i = 0; i < nv; i++)
+				v[i] = kv_load(vc, vb + jj * kvw + 8 * i, 8, F16);
+			for (int h = 0; h < NH; h++) {
+				__m256 pv = _mm256_set1_ps(p[h * ld + j0 + jj]);
+				for (int i = 0; i < nv; i++)
+					acc[h][i] = _mm256_fmadd_ps(pv, v[i], acc[h][i]);
 			}
 		}
 	}

@@ -95,6 +95,12 @@ static int check_tensor(const oc_tensor *t, int64_t rows, int64_t cols, char *er
 
 void oc_runner_free_impl(oc_runner *r);
 
+/* The seven matrices of layer L, into ts. */
+static void layer_mats(layer_t *L, oc_tensor *ts[7]) {
+	oc_tensor *all[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->gate, &L->up, &L->down};
+	memcpy(ts, all, sizeof all);
+}
+
 /* ------------------------------------------------------ packing at load */
 
 typedef struct {
@@ -144,9 +150,7 @@ static int repack(oc_runner *r) {
 		oc_tensor *list[7];
 		int n = 0;
 		if (l < r->n_layers) {
-			layer_t *L = &r->layers[l];
-			oc_tensor *ls[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->gate, &L->up, &L->down};
-			memcpy(list, ls, sizeof ls);
+			layer_mats(&r->layers[l], list);
 			n = 7;
 		} else {
 			list[0] = &r->output;
@@ -326,10 +330,11 @@ oc_runner *oc_runner_new_impl(const oc_model_desc *d, char *err, int64_t errlen)
 		FAIL("out of memory");
 	if (d->repack && repack(r) != OC_OK)
 		FAIL("out of memory for the packed weights");
+	/* what repack left unpacked (all Q8_0 matrices without it) */
 	r->direct = r->output.type == OC_Q8_0;
 	for (int64_t l = 0; l < r->n_layers; l++) {
-		const layer_t *L = &r->layers[l];
-		const oc_tensor *ts[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->gate, &L->up, &L->down};
+		oc_tensor *ts[7];
+		layer_mats(&r->layers[l], ts);
 		for (int i = 0; i < 7; i++)
 			r->direct |= ts[i]->type == OC_Q8_0;
 	}
