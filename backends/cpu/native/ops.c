@@ -215,6 +215,13 @@ typedef struct {
 	int64_t off, j, cnt;
 } ktile;
 
+/* Asks for rows of len bytes, stride bytes apart, to be brought into cache. */
+OC_INLINE void prefetch_span(const char *p, int64_t len, int64_t rows, int64_t stride) {
+	for (int64_t r = 0; r < rows; r++, p += stride)
+		for (int64_t b = 0; b < len; b += 64)
+			__builtin_prefetch(p + b);
+}
+
 /* Value i of a cache of f16 (F16) or f32 values. */
 OC_INLINE float kv_at(const void *c, int64_t i, const int F16) {
 	return F16 ? oc_f16_to_f32(((const uint16_t *)c)[i]) : ((const float *)c)[i];
@@ -395,13 +402,30 @@ OC_INLINE void pv_heads(float *out, const float *p, int64_t ld, const int NH, co
 /* The scores of nh heads over the npos positions of the block table: the
  * tiles of keys NT at a time (the last pass padded with empty tiles), for
  * HB heads at a time. */
-static void scores_group(float *s, int64_t ld, const float *q, int64_t nh, int64_t hd, const void *kc, int f16,
-			 int64_t kvw, int64_t g, const int32_t *blocks, int64_t bs, int64_t npos, float scale) {
+static void scores_group(float *s, int64_t ld, const float *q, int64_t nh, int64_t hd, const void *kc, const void *vc,
+			 int f16, int64_t kvw, int64_t g, const int32_t *blocks, int64_t bs, int64_t npos, float scale) {
 	ktile t[NT];
 	int n = 0;
+	const int64_t es = f16 ? 2 : 4;
 	for (int64_t j0 = 0, blk = 0; j0 < npos; j0 += bs, blk++) {
 		int64_t kt = oc_k_index((int64_t)blocks[blk] * bs, bs, kvw, hd, g, 0);
 		int64_t cnt = npos - j0 < bs ? npos - j0 : bs;
+		/*
+		 * Ask for the next block's keys and this block's values (read
+		 * by pv_group after the softmax) now: a step of several
+		 * sequences reads caches far larger than the cache, block by
+		 * block, and the hardware prefetcher does not follow a jump to
+		 * another block. Measured on the 2-vCPU AVX-512 dev VM, 8
+		 * sequences of a 135M model at positions 64-192, one thread's
+		 * attention tasks: 5.3-6.5 µs each without, 3.7-3.9 with (f32
+		 * cache; f16: 5.2-6.6 against 2.7-3.9); the whole batched
+		 * decode 1057-1193 against 1163-1237 tok/s (f16, 3 runs
+		 * alternated).
+		 */
+		if (j0 + bs < npos)
+			prefetch_span((const char *)kc + oc_k_index((int64_t)blocks[blk + 1] * bs, bs, kvw, hd, g, 0) * es,
+				      hd * bs * es, 1, 0);
+		prefetch_span((const char *)vc + ((int64_t)blocks[blk] * bs * kvw + g * hd) * es, hd * es, cnt, kvw * es);
 		for (int64_t jj = 0; jj < cnt; jj += VW) {
 			t[n++] = (ktile){kt + jj, j0 + jj, cnt - jj < VW ? cnt - jj : VW};
 			int last = jj + VW >= cnt && j0 + cnt >= npos;
@@ -443,7 +467,7 @@ void oc_attention_group(float *out, const float *q, const void *kc, const void *
 	int64_t off = g * hd;
 #if defined(VW)
 	if (TILE_OK(hd)) {
-		scores_group(scores, ld, q, nh, hd, kc, f16, kvw, g, blocks, bs, npos, scale);
+		scores_group(scores, ld, q, nh, hd, kc, vc, f16, kvw, g, blocks, bs, npos, scale);
 		for (int64_t h = 0; h < nh; h++)
 			oc_softmax(scores + h * ld, npos);
 		pv_group(out, scores, ld, nh, vc, f16, kvw, off, blocks, bs, npos, hd);
