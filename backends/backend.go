@@ -97,6 +97,23 @@ func (t KVType) Bytes() int {
 	return 4
 }
 
+// KVHolder is implemented by a backend that says which KV cache types its
+// runners hold in their own type (those it does not may be refused at load,
+// or kept in a wider type).
+type KVHolder interface {
+	HoldsKV(KVType) bool
+}
+
+// PreferredKV is the KV type a backend serves best: f16 (half the memory
+// and half the bytes attention reads) where it holds f16 values, else f32.
+// It is what kv_type = "auto" picks.
+func PreferredKV(b Backend) KVType {
+	if h, ok := b.(KVHolder); ok && h.HoldsKV(KVF16) {
+		return KVF16
+	}
+	return KVF32
+}
+
 // KVBytesPerPosition is the KV cache's size for one position of one
 // sequence, keys and values of every layer.
 func KVBytesPerPosition(m *model.Model, t KVType) int64 {

@@ -57,3 +57,29 @@ func TestKVType(t *testing.T) {
 		t.Errorf("KVBytesPerPosition = %d, want %d", got, 2*(3+1)*64*2)
 	}
 }
+
+type holder struct {
+	Backend
+	holds KVType
+}
+
+type plain struct{ Backend }
+
+func (h holder) HoldsKV(t KVType) bool { return t == KVF32 || t == h.holds }
+
+// kv_type = "auto" is f16 only where a backend says it holds f16.
+func TestPreferredKV(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		b    Backend
+		want KVType
+	}{
+		{"holds f16", holder{holds: KVF16}, KVF16},
+		{"holds f32 only", holder{holds: KVF32}, KVF32},
+		{"says nothing", plain{}, KVF32},
+	} {
+		if got := PreferredKV(c.b); got != c.want {
+			t.Errorf("%s: %s, want %s", c.name, got, c.want)
+		}
+	}
+}

@@ -33,6 +33,7 @@ type Loaded struct {
 	Engine    scheduler.Engine
 	Chat      chat.Template
 	Context   int // positions a request's prompt and answer share
+	KV        backends.KVType
 	Quantized bool
 	LoadedAt  time.Time
 	LoadTime  time.Duration
@@ -249,6 +250,15 @@ type loader struct {
 	idle    time.Duration // how often an idle engine beats (0: its default)
 }
 
+// kvType is the KV cache type tuning t asks of ld's backend: kv_type, or
+// for "auto" the backend's preferred one.
+func (ld *loader) kvType(t configs.Tuning) (backends.KVType, error) {
+	if t.KVType == "auto" {
+		return backends.PreferredKV(ld.backend), nil
+	}
+	return backends.ParseKVType(t.KVType)
+}
+
 // load opens, checks and starts one model. It never panics on a bad file:
 // the error names the file and the problem.
 func (ld *loader) load(name, path string) (l *Loaded, err error) {
@@ -279,7 +289,7 @@ func (ld *loader) load(name, path string) (l *Loaded, err error) {
 	if ctxLen <= 0 {
 		ctxLen = m.Config.ContextLength
 	}
-	kv, err := backends.ParseKVType(ld.cfg.Tuning.KVType)
+	kv, err := ld.kvType(ld.cfg.Tuning)
 	if err != nil {
 		return nil, err
 	}
@@ -311,7 +321,7 @@ func (ld *loader) load(name, path string) (l *Loaded, err error) {
 	l = &Loaded{
 		Name: name, Path: path, Model: m, Runner: r, Engine: eng,
 		Chat:    chat.Template{Family: fam, BOS: m.Tok.Piece(m.Tok.BOS()), EOS: m.Tok.Piece(m.Tok.EOS())},
-		Context: eng.Context(), Quantized: quant, LoadedAt: time.Now(), LoadTime: time.Since(start),
+		Context: eng.Context(), KV: kv, Quantized: quant, LoadedAt: time.Now(), LoadTime: time.Since(start),
 		SHA256: snap.sha256, free: snap.free, log: ld.log,
 	}
 	return l, nil

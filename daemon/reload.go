@@ -194,8 +194,10 @@ func (r *reloader) reloadConfig(explicit bool) error {
 func (r *reloader) retune(cfg *configs.Config, prev configs.Tuning) {
 	ld := *r.ld
 	ld.cfg = cfg
+	kvNew, errNew := ld.kvType(cfg.Tuning)
+	kvOld, errOld := ld.kvType(prev)
 	kvChanged := cfg.Tuning.KVBlockSize != prev.KVBlockSize || cfg.Tuning.KVCacheMB != prev.KVCacheMB ||
-		cfg.Tuning.KVType != prev.KVType
+		kvNew != kvOld || errNew != nil || errOld != nil
 	failed, live, reloaded := 0, 0, 0
 	for _, name := range r.s.models.Names() {
 		old := r.s.models.Get(name)
@@ -345,7 +347,7 @@ func (r *reloader) consider(name, path string, now time.Time, initial bool) bool
 	r.s.models.SetAliases(name, side.Aliases)
 	r.s.models.Swap(name, l)
 	f.live = st
-	args := []any{"model", name, "sha256", l.SHA256, "path", path, "arch", l.Model.Config.Arch, "context", l.Context,
+	args := []any{"model", name, "sha256", l.SHA256, "path", path, "arch", l.Model.Config.Arch, "context", l.Context, "kv_type", l.KV,
 		"chat_template", l.Chat.Family, "int8", l.Quantized, "load_ms", l.LoadTime.Milliseconds()}
 	if live != nil {
 		args = append(args, "replaced_sha256", live.SHA256, "live_after_ms", time.Since(now).Milliseconds())

@@ -339,14 +339,17 @@ func TestHotReloadUnderLoad(t *testing.T) {
 	if got := liveModels(t, c, p.url)["m"]; got.SHA256 != live {
 		t.Errorf("after the tuning edits: %+v (loaded before: %s)", got, loaded)
 	}
-	// A new KV cache type reloads the model with it, from the same bytes.
-	os.WriteFile(filepath.Join(cfgDir, "tuning.toml"), []byte("queue_length = 200\nkv_type = \"f16\"\n"), 0o644)
-	p.log.wait(t, `msg="tuning applied" .*models_reloaded=1 .*KVType:f16.* kind=tuning result=ok`, 30*time.Second)
+	// A new KV cache type reloads the model with it, from the same bytes:
+	// the one kv_type = "auto" did not pick (f16 on cpu, f32 on ref).
+	auto := p.log.wait(t, `msg="model loaded" model=m .*kv_type=(\w+)`, time.Second)[1]
+	other := map[string]string{"f16": "f32", "f32": "f16"}[auto]
+	os.WriteFile(filepath.Join(cfgDir, "tuning.toml"), []byte("queue_length = 200\nkv_type = \""+other+"\"\n"), 0o644)
+	p.log.wait(t, `msg="tuning applied" .*models_reloaded=1 .*KVType:`+other+`.* kind=tuning result=ok`, 30*time.Second)
 	if got := liveModels(t, c, p.url)["m"]; got.SHA256 != live || got.LoadedAt == loaded {
-		t.Errorf("after kv_type = \"f16\": %+v (loaded before: %s)", got, loaded)
+		t.Errorf("after kv_type = %q: %+v (loaded before: %s)", other, got, loaded)
 	}
 	if a := streamOnce(c, p.url, "m"); a.problem != "" {
-		t.Errorf("with an f16 KV cache: %s", a.problem)
+		t.Errorf("with an %s KV cache: %s", other, a.problem)
 	}
 	// octet.toml: live settings apply, listener-like ones are reported.
 	os.WriteFile(cfg, []byte("[log]\nlevel = \"info\"\n[limits]\nmax_tokens = 300\nmax_connections = 77\n"), 0o644)

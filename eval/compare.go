@@ -108,7 +108,11 @@ func CompareTokens(ctx context.Context, candidate, baseline *model.Model, tokens
 		return rep, err
 	}
 	defer rc.Close()
-	rb, err := o.loadRunner(b, baseline, o.Ctx, o.Parallel)
+	baseKV := o.KV
+	if o.BaseKV != nil {
+		baseKV = *o.BaseKV
+	}
+	rb, err := o.loadRunnerKV(b, baseline, o.Ctx, o.Parallel, baseKV)
 	if err != nil {
 		return rep, err
 	}

@@ -30,7 +30,11 @@ type Options struct {
 	Prefer  []string
 	Threads int             // CPU threads (0: the backend's default)
 	KV      backends.KVType // the KV cache's values
-	Logger  *slog.Logger
+	// BaseKV, if set, is the baseline's KV cache values in a comparison
+	// (default KV): Compare then measures what a KV type costs, one model
+	// against itself.
+	BaseKV *backends.KVType
+	Logger *slog.Logger
 
 	// Progress, if set, is called after each forward step with the units
 	// done (chunks or tasks) and their total.
@@ -58,13 +62,18 @@ func (o Options) backend() (backends.Backend, error) {
 	return backends.Auto(o.Prefer, o.Logger)
 }
 
-// loadRunner loads m for seqs sequences of at most maxLen positions each.
+// loadRunner loads m for seqs sequences of at most maxLen positions each,
+// with a KV cache of o.KV values.
 func (o Options) loadRunner(b backends.Backend, m *model.Model, maxLen, seqs int) (backends.Runner, error) {
+	return o.loadRunnerKV(b, m, maxLen, seqs, o.KV)
+}
+
+func (o Options) loadRunnerKV(b backends.Backend, m *model.Model, maxLen, seqs int, kv backends.KVType) (backends.Runner, error) {
 	const block = 16
 	per := (maxLen + block - 1) / block
 	r, err := b.Load(m, backends.LoadOptions{
 		BlockSize: block, KVBlocks: per * seqs, MaxContext: maxLen,
-		Threads: o.Threads, KV: o.KV, Logger: o.Logger,
+		Threads: o.Threads, KV: kv, Logger: o.Logger,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("eval: load %s on %s: %w", modelName(m), b.Name(), err)

@@ -406,4 +406,8 @@ func TestRegistered(t *testing.T) {
 	if err != nil || !strings.HasPrefix(b.Name(), "cpu-") {
 		t.Fatalf("Auto: %v, %v", b, err)
 	}
+	// kv_type = "auto": f16 here, f32 on ref (which keeps f16 values as f32).
+	if kv, rkv := backends.PreferredKV(b), backends.PreferredKV(ref.Backend{}); kv != backends.KVF16 || rkv != backends.KVF32 {
+		t.Errorf("preferred KV types: cpu %s, ref %s; want f16, f32", kv, rkv)
+	}
 }

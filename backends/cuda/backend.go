@@ -52,6 +52,9 @@ type Backend struct {
 // Name implements backends.Backend: "cuda:0 NVIDIA H100 80GB HBM3".
 func (b *Backend) Name() string { return fmt.Sprintf("cuda:%d %s", b.dev.ord, b.dev.name) }
 
+// HoldsKV reports that the kernels' caches hold f32 values only.
+func (b *Backend) HoldsKV(t backends.KVType) bool { return t == backends.KVF32 }
+
 // Describe is the one-line summary Auto's caller logs: device, memory,
 // compute capability and the kernels chosen for it.
 func (b *Backend) Describe() string {
@@ -78,7 +81,7 @@ func (b *Backend) MemoryBandwidth() (float64, error) {
 func (b *Backend) Load(m *model.Model, o backends.LoadOptions) (backends.Runner, error) {
 	o = o.WithDefaults(m)
 	if o.KV != backends.KVF32 {
-		return nil, fmt.Errorf("cuda: a KV cache of %s values is not supported (kv_type = \"f32\")", o.KV)
+		return nil, fmt.Errorf("cuda: a KV cache of %s values is not supported (kv_type = \"f32\" or \"auto\")", o.KV)
 	}
 	r := &runner{dev: b.dev, m: m, o: o}
 	err := b.dev.do(func() error {

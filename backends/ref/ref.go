@@ -37,6 +37,10 @@ type Backend struct{}
 // Name implements backends.Backend.
 func (Backend) Name() string { return "ref" }
 
+// HoldsKV reports that ref's caches hold f32 values (an f16 cache's values
+// are rounded to f16 and kept as f32).
+func (Backend) HoldsKV(t backends.KVType) bool { return t == backends.KVF32 }
+
 // Load implements backends.Backend.
 func (Backend) Load(m *model.Model, o backends.LoadOptions) (backends.Runner, error) {
 	o = o.WithDefaults(m)

@@ -68,6 +68,7 @@ does not depend on them.`,
 	f.IntVar(&o.batch, "batch", 1, "sequences decoded together in the batched measurement (1: skip it)")
 	f.IntVar(&o.reps, "reps", 3, "repetitions of each measurement (the median is reported)")
 	f.IntVar(&o.threads, "threads", 0, "CPU threads (0: all)")
+	o.kv.auto = true
 	o.kv.register(f)
 	f.BoolVar(&asJSON, "json", false, "print one JSON object")
 	srv.flags(f)
@@ -152,7 +153,8 @@ func (o *modelBench) run(ctx context.Context) (*benchResult, error) {
 	seqLen := max(o.prompt, 1) + o.gen
 	shared := o.prompt / benchBlockSize
 	own := (seqLen+benchBlockSize-1)/benchBlockSize - shared
-	lo := backends.LoadOptions{BlockSize: benchBlockSize, KVBlocks: shared + o.batch*own, MaxContext: seqLen, Threads: threads, KV: o.kv.t, Logger: o.log}
+	kv := o.kv.resolve(b)
+	lo := backends.LoadOptions{BlockSize: benchBlockSize, KVBlocks: shared + o.batch*own, MaxContext: seqLen, Threads: threads, KV: kv, Logger: o.log}
 	t0 := time.Now()
 	r, err := b.Load(m, lo)
 	if err != nil {
@@ -160,7 +162,7 @@ func (o *modelBench) run(ctx context.Context) (*benchResult, error) {
 	}
 	defer r.Close()
 	res := &benchResult{
-		Backend: b.Name(), Model: o.path, Threads: threads, KVType: o.kv.t.String(), PromptTokens: o.prompt, GenTokens: o.gen,
+		Backend: b.Name(), Model: o.path, Threads: threads, KVType: kv.String(), PromptTokens: o.prompt, GenTokens: o.gen,
 		Batch: o.batch, Reps: o.reps, ModelBytes: m.WeightBytes(), StepBytes: stepBytes(m),
 		LoadSeconds: time.Since(t0).Seconds(),
 	}

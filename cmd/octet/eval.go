@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/octet-dev/octet/backends"
 	"github.com/octet-dev/octet/eval"
 	"github.com/octet-dev/octet/model"
 )
@@ -146,6 +147,7 @@ as llama.cpp's perplexity tool does.`,
 func kldCmd() *cobra.Command {
 	var path, basePath, file string
 	var ef evalFlags
+	var baseKV string
 	var g eval.Gate
 	var gate bool
 	cmd := &cobra.Command{
@@ -163,7 +165,15 @@ func kldCmd() *cobra.Command {
 				return err
 			}
 			defer base.Close()
-			rep, err := eval.Compare(cmd.Context(), m, base, text, eval.CompareOptions{Options: ef.options("kld")})
+			o := ef.options("kld")
+			if baseKV != "" {
+				t, err := backends.ParseKVType(baseKV)
+				if err != nil {
+					return fmt.Errorf("--base-kv-type: %w", err)
+				}
+				o.BaseKV = &t
+			}
+			rep, err := eval.Compare(cmd.Context(), m, base, text, eval.CompareOptions{Options: o})
 			if err != nil {
 				return err
 			}
@@ -194,6 +204,7 @@ func kldCmd() *cobra.Command {
 	f.StringVar(&file, "file", "", "text file (required)")
 	f.BoolVar(&gate, "gate", false, "also print the quality gate's verdict")
 	ef.register(f, 512)
+	f.StringVar(&baseKV, "base-kv-type", "", "the baseline's KV cache values, f32 or f16 (default: as --kv-type); with --base the same file, what a KV type costs")
 	gateFlags(f, &g)
 	cmd.MarkFlagRequired("model")
 	cmd.MarkFlagRequired("base")

@@ -20,16 +20,51 @@ import (
 
 func joinNames() string { return strings.Join(backends.Names(), ", ") }
 
-// kvFlag is the value of --kv-type (bench and eval).
-type kvFlag struct{ t backends.KVType }
+// kvFlag is the value of --kv-type (bench and eval). With auto set, it
+// also takes "auto" (and starts as it): the backend's preferred type, as
+// the daemon's kv_type = "auto".
+type kvFlag struct {
+	t    backends.KVType
+	auto bool
+}
 
-func (k *kvFlag) register(f *pflag.FlagSet) { f.Var(k, "kv-type", "the KV cache's values: f32 or f16") }
-func (k *kvFlag) String() string            { return k.t.String() }
-func (k *kvFlag) Type() string              { return "f32|f16" }
+func (k *kvFlag) register(f *pflag.FlagSet) {
+	usage := "the KV cache's values: f32 or f16"
+	if k.auto {
+		usage = "the KV cache's values: auto (the backend's preferred, as the daemon), f32 or f16"
+	}
+	f.Var(k, "kv-type", usage)
+}
+
+func (k *kvFlag) String() string {
+	if k.auto {
+		return "auto"
+	}
+	return k.t.String()
+}
+
+func (k *kvFlag) Type() string {
+	if k.auto {
+		return "auto|f32|f16"
+	}
+	return "f32|f16"
+}
+
 func (k *kvFlag) Set(s string) error {
+	if s == "auto" && k.auto {
+		return nil
+	}
 	t, err := backends.ParseKVType(s)
-	k.t = t
+	k.t, k.auto = t, false
 	return err
+}
+
+// resolve is the type for backend b.
+func (k *kvFlag) resolve(b backends.Backend) backends.KVType {
+	if k.auto {
+		return backends.PreferredKV(b)
+	}
+	return k.t
 }
 
 func tokenizeCmd() *cobra.Command {
