@@ -220,8 +220,10 @@ func newGen(tok *tokenizer.Tokenizer, req Request) *gen {
 
 // next samples the token that follows logits. It reports false, with the
 // finish reason set, at an end-of-generation token (which is not counted).
-func (g *gen) next(logits []float32) (Token, bool) {
-	id := g.smp.Sample(logits)
+func (g *gen) next(logits []float32) (Token, bool) { return g.take(g.smp.Sample(logits), logits) }
+
+// take is next for the token id already drawn from logits.
+func (g *gen) take(id int32, logits []float32) (Token, bool) {
 	if g.tok.IsEOG(id) && !g.req.IgnoreEOS {
 		g.st.FinishReason = FinishStop
 		return Token{}, false

@@ -2,6 +2,8 @@ package sample
 
 import (
 	"math"
+	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -157,13 +159,99 @@ func TestValidate(t *testing.T) {
 	}
 }
 
-func BenchmarkSample32k(b *testing.B) {
-	l := make([]float32, 32000)
-	for i := range l {
-		l[i] = float32(math.Sin(float64(i)))
+// top-p by selection (nucleus) keeps exactly the candidates, in the same
+// order, that sorting every candidate keeps: over flat and peaked
+// distributions, small and large vocabularies.
+func TestNucleusMatchesSort(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, n := range []int{10, 300, 5000, 49152} {
+		for _, scale := range []float64{0.1, 1, 5, 20} {
+			for _, tp := range []float32{0.05, 0.5, 0.9, 0.99, 0.999} {
+				cs := make([]cand, n)
+				for i := range cs {
+					cs[i] = cand{id: int32(i), logit: float32(rng.NormFloat64() * scale)}
+				}
+				cs[rng.IntN(n)].logit = cs[rng.IntN(n)].logit // a tie
+				ref := slices.Clone(cs)
+				New(Params{}).softmax(ref)
+				slices.SortFunc(ref, byLogit)
+				want := nucleusOfSorted(ref, tp)
+				got := New(Params{}).nucleus(cs, tp)
+				if !slices.Equal(got, want) {
+					t.Fatalf("n %d scale %g top-p %g: %d candidates, want %d", n, scale, tp, len(got), len(want))
+				}
+			}
+		}
 	}
-	s := New(Params{Temperature: 0.8, TopK: 40, TopP: 0.95, MinP: 0.05, Seed: 1})
-	for i := 0; i < b.N; i++ {
-		s.Sample(l)
+}
+
+// topK leaves cs a permutation of its candidates (nucleus selects again
+// from it), with the k best first.
+func TestTopKPermutes(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	cs := make([]cand, 1000)
+	for i := range cs {
+		cs[i] = cand{id: int32(i), logit: float32(rng.NormFloat64())}
+	}
+	ref := slices.Clone(cs)
+	slices.SortFunc(ref, byLogit)
+	for _, k := range []int{1, 7, 64, 512} {
+		if h := topK(cs, k); !slices.Equal(h, ref[:k]) {
+			t.Fatalf("top %d: not the %d best", k, k)
+		}
+		ids := make([]int32, len(cs))
+		for i, c := range cs {
+			ids[i] = c.id
+		}
+		slices.Sort(ids)
+		for i, id := range ids {
+			if id != int32(i) {
+				t.Fatalf("after top %d: candidate %d lost", k, i)
+			}
+		}
+	}
+}
+
+// Greedy without penalties reads the row directly: the same token as the
+// candidates' argmax, ties to the lowest id, NaN and infinities included.
+func TestGreedyRow(t *testing.T) {
+	inf, nan := float32(math.Inf(1)), float32(math.NaN())
+	rows := [][]float32{
+		{1, 3, 3, 2}, {-inf, -inf}, {nan, 1, 2}, {1, nan, 2}, {0, inf, inf}, {-1}, {2, 1, -inf, 2},
+	}
+	for _, r := range rows {
+		cs := make([]cand, len(r))
+		for i, l := range r {
+			cs[i] = cand{id: int32(i), logit: l}
+		}
+		if got, want := New(Greedy()).Sample(r), argmax(cs); got != want {
+			t.Errorf("%v: %d, want %d", r, got, want)
+		}
+	}
+}
+
+// BenchmarkSample49k: one draw at a 135M model's vocabulary, for each path
+// of the chain.
+func BenchmarkSample49k(b *testing.B) {
+	l := make([]float32, 49152)
+	rng := rand.New(rand.NewPCG(5, 6))
+	for i := range l {
+		l[i] = float32(rng.NormFloat64() * 3)
+	}
+	for _, c := range []struct {
+		name string
+		p    Params
+	}{
+		{"greedy", Greedy()},
+		{"temperature", Params{Temperature: 1, TopP: 1, RepeatPenalty: 1, Seed: 1}},
+		{"top_p", Params{Temperature: 0.8, TopP: 0.9, RepeatPenalty: 1, Seed: 1}},
+		{"top_k", Params{Temperature: 0.8, TopK: 40, TopP: 0.95, MinP: 0.05, RepeatPenalty: 1, Seed: 1}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			s := New(c.p)
+			for b.Loop() {
+				s.Sample(l)
+			}
+		})
 	}
 }
