@@ -51,8 +51,10 @@ type Options struct {
 	MaxTokens    int
 	SharedPrefix int // leading prompt tokens common to every request
 	Vocab        int // prompt token ids are drawn from [10, Vocab)
-	Timeout      time.Duration
-	Seed         uint64
+	// Temperature is each request's sampling temperature (0: greedy).
+	Temperature float64
+	Timeout     time.Duration
+	Seed        uint64
 
 	// Progress, when set, is called after each request ends, one call at a
 	// time.
@@ -74,6 +76,8 @@ func (o *Options) Validate() error {
 		return fmt.Errorf("loadgen: --shared-prefix %d must be below --prompt-tokens %d", o.SharedPrefix, o.PromptTokens)
 	case o.Vocab <= 10:
 		return fmt.Errorf("loadgen: --vocab %d must be above 10", o.Vocab)
+	case !(o.Temperature >= 0 && o.Temperature <= 2):
+		return fmt.Errorf("loadgen: --temperature %g: want 0…2", o.Temperature)
 	}
 	for _, c := range o.Concurrency {
 		if c < 1 || c > 4096 {
@@ -247,7 +251,7 @@ func (c *client) do(ctx context.Context, prompt []int) sample {
 	ctx, cancel := context.WithTimeout(ctx, c.o.Timeout)
 	defer cancel()
 	body := map[string]any{
-		"prompt": prompt, "max_tokens": c.o.MaxTokens, "stream": true, "temperature": 0,
+		"prompt": prompt, "max_tokens": c.o.MaxTokens, "stream": true, "temperature": c.o.Temperature,
 		"ignore_eos": true, "stream_options": map[string]any{"include_usage": true},
 	}
 	if c.o.Model != "" {

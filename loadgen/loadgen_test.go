@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/xml"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -138,6 +139,8 @@ func TestValidateAndPercentile(t *testing.T) {
 		{URL: "ftp://x", Concurrency: []int{1}, Requests: 1, PromptTokens: 2, MaxTokens: 1, Vocab: 100},
 		{URL: "http://x", Concurrency: []int{0}, Requests: 1, PromptTokens: 2, MaxTokens: 1, Vocab: 100},
 		{URL: "http://x", Concurrency: []int{1}, Requests: 1, PromptTokens: 2, SharedPrefix: 2, MaxTokens: 1, Vocab: 100},
+		{URL: "http://x", Concurrency: []int{1}, Requests: 1, PromptTokens: 2, MaxTokens: 1, Vocab: 100, Temperature: -1},
+		{URL: "http://x", Concurrency: []int{1}, Requests: 1, PromptTokens: 2, MaxTokens: 1, Vocab: 100, Temperature: math.NaN()},
 	} {
 		if err := o.Validate(); err == nil {
 			t.Errorf("%+v accepted", o)

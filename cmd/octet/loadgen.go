@@ -23,6 +23,7 @@ type serverBench struct {
 	url, unix, apiKey, concurrency, plot string
 	requests, maxTokens, sharedPrefix    int
 	vocab                                int
+	temperature                          float64
 	timeout                              time.Duration
 	noProgress                           bool
 }
@@ -36,6 +37,7 @@ func (s *serverBench) flags(f *pflag.FlagSet) {
 	f.IntVar(&s.maxTokens, "max-tokens", 64, "server mode: tokens per answer")
 	f.IntVar(&s.sharedPrefix, "shared-prefix", 0, "server mode: leading prompt tokens every request shares (a system prompt)")
 	f.IntVar(&s.vocab, "vocab", 32000, "server mode: prompt token ids are drawn below this")
+	f.Float64Var(&s.temperature, "temperature", 0, "server mode: sampling temperature of each request (0: greedy)")
 	f.DurationVar(&s.timeout, "timeout", 10*time.Minute, "server mode: longest one request may take")
 	f.StringVar(&s.plot, "plot", "", "server mode: write an SVG plot of latency vs throughput to this file")
 	f.BoolVar(&s.noProgress, "no-progress", false, "server mode: no progress bar")
@@ -59,7 +61,7 @@ func (s *serverBench) run(cmd *cobra.Command, model string, prompt int, asJSON b
 	}
 	o := loadgen.Options{
 		URL: s.url, Unix: s.unix, Model: model, APIKey: s.apiKey, Concurrency: levels, Requests: s.requests,
-		PromptTokens: prompt, MaxTokens: s.maxTokens, SharedPrefix: s.sharedPrefix, Vocab: s.vocab, Timeout: s.timeout, Seed: 1,
+		PromptTokens: prompt, MaxTokens: s.maxTokens, SharedPrefix: s.sharedPrefix, Vocab: s.vocab, Temperature: s.temperature, Timeout: s.timeout, Seed: 1,
 	}
 	if err := o.Validate(); err != nil {
 		return err
