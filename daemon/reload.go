@@ -187,24 +187,23 @@ func (r *reloader) reloadConfig(explicit bool) error {
 
 // retune applies a changed tuning.toml. An engine that is
 // scheduler.Tunable takes the scheduling knobs live; a change of the KV
-// cache's shape (kv_block_size, kv_cache_mb, kv_type), or an engine that cannot
+// cache's shape (kv_block_size, kv_cache_mb, or the type kv_type resolves
+// to against the model's), or an engine that cannot
 // retune, starts the model again off to the side with the new settings,
 // from the same bytes, and swaps it in: running requests finish on the
 // engine they started on.
 func (r *reloader) retune(cfg *configs.Config, prev configs.Tuning) {
 	ld := *r.ld
 	ld.cfg = cfg
-	kvNew, errNew := ld.kvType(cfg.Tuning)
-	kvOld, errOld := ld.kvType(prev)
-	kvChanged := cfg.Tuning.KVBlockSize != prev.KVBlockSize || cfg.Tuning.KVCacheMB != prev.KVCacheMB ||
-		kvNew != kvOld || errNew != nil || errOld != nil
+	shape := cfg.Tuning.KVBlockSize != prev.KVBlockSize || cfg.Tuning.KVCacheMB != prev.KVCacheMB
+	kv, kvErr := ld.kvType(cfg.Tuning)
 	failed, live, reloaded := 0, 0, 0
 	for _, name := range r.s.models.Names() {
 		old := r.s.models.Get(name)
 		if old == nil {
 			continue
 		}
-		if t, ok := old.Engine.(scheduler.Tunable); ok && !kvChanged {
+		if t, ok := old.Engine.(scheduler.Tunable); ok && !shape && kvErr == nil && old.KV == kv {
 			if err := t.Retune(EngineTuning(cfg.Tuning)); err != nil {
 				failed++
 				r.report("tuning", "failed", "tuning not applied to a model; it keeps the previous settings", "model", name, "err", err)
@@ -229,7 +228,7 @@ func (r *reloader) retune(cfg *configs.Config, prev configs.Tuning) {
 	*r.ld = ld
 	if failed == 0 {
 		r.report("tuning", "ok", "tuning applied", "tuning", orDefaults(cfg.TuningFile), "engines_retuned", live,
-			"models_reloaded", reloaded, "settings", fmt.Sprintf("%+v", cfg.Tuning))
+			"models_reloaded", reloaded, "kv_type", kv, "settings", fmt.Sprintf("%+v", cfg.Tuning))
 	}
 }
 

@@ -693,10 +693,11 @@ func (e *Batcher) draw(plan []step, logits *backends.Logits) []int32 {
 	return ids
 }
 
-// sample takes s's next token id (drawn from logits) and streams it; it
-// reports whether s is finished.
+// sample takes s's next token id (drawn from logits; -1: draw took none,
+// the answer being at max_tokens) and streams it; it reports whether s is
+// finished.
 func (e *Batcher) sample(s *seq, id int32, logits []float32, now time.Time) bool {
-	if s.g.st.Generated >= s.req.MaxTokens {
+	if id < 0 {
 		return e.flush(s, now, true)
 	}
 	t, ok := s.g.take(id, logits)

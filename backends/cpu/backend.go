@@ -115,4 +115,7 @@ func (b *Backend) Load(m *model.Model, o backends.LoadOptions) (backends.Runner,
 	return r, nil
 }
 
-var _ backends.Backend = (*Backend)(nil)
+var (
+	_ backends.Backend  = (*Backend)(nil)
+	_ backends.KVHolder = (*Backend)(nil)
+)

@@ -228,7 +228,10 @@ func AddBias(x []float32, b *model.Tensor, n int) {
 }
 
 var _ backends.Runner = (*runner)(nil)
-var _ backends.Backend = Backend{}
+var (
+	_ backends.Backend  = Backend{}
+	_ backends.KVHolder = Backend{}
+)
 
 // store copies src into the KV cache at dst: as they are, or rounded to
 // the nearest f16 values when the cache is f16 (ref keeps them as f32, so

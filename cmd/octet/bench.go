@@ -68,8 +68,7 @@ does not depend on them.`,
 	f.IntVar(&o.batch, "batch", 1, "sequences decoded together in the batched measurement (1: skip it)")
 	f.IntVar(&o.reps, "reps", 3, "repetitions of each measurement (the median is reported)")
 	f.IntVar(&o.threads, "threads", 0, "CPU threads (0: all)")
-	o.kv.auto = true
-	o.kv.register(f)
+	o.kv.register(f, true)
 	f.BoolVar(&asJSON, "json", false, "print one JSON object")
 	srv.flags(f)
 	f.BoolVarP(&verbose, "verbose", "v", false, "log backend selection and loading")

@@ -36,7 +36,7 @@ func (e *evalFlags) register(f *pflag.FlagSet, ctxDefault int) {
 	f.IntVar(&e.parallel, "parallel", 0, "chunks run together in one forward step (0: about 512 tokens' worth)")
 	f.BoolVar(&e.jsonOut, "json", false, "print one JSON object")
 	f.BoolVarP(&e.verbose, "verbose", "v", false, "log backend selection")
-	e.kv.register(f)
+	e.kv.register(f, false)
 }
 
 func (e *evalFlags) options(desc string) eval.Options {

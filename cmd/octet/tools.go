@@ -20,17 +20,19 @@ import (
 
 func joinNames() string { return strings.Join(backends.Names(), ", ") }
 
-// kvFlag is the value of --kv-type (bench and eval). With auto set, it
-// also takes "auto" (and starts as it): the backend's preferred type, as
-// the daemon's kv_type = "auto".
+// kvFlag is the value of --kv-type (bench and eval). Where allowAuto is
+// set it also takes "auto" (auto: the backend's preferred type, as the
+// daemon's kv_type = "auto").
 type kvFlag struct {
-	t    backends.KVType
-	auto bool
+	t               backends.KVType
+	allowAuto, auto bool
 }
 
-func (k *kvFlag) register(f *pflag.FlagSet) {
+// register adds --kv-type to f; with auto it takes "auto" and starts as it.
+func (k *kvFlag) register(f *pflag.FlagSet, auto bool) {
+	k.allowAuto, k.auto = auto, auto
 	usage := "the KV cache's values: f32 or f16"
-	if k.auto {
+	if auto {
 		usage = "the KV cache's values: auto (the backend's preferred, as the daemon), f32 or f16"
 	}
 	f.Var(k, "kv-type", usage)
@@ -44,19 +46,23 @@ func (k *kvFlag) String() string {
 }
 
 func (k *kvFlag) Type() string {
-	if k.auto {
+	if k.allowAuto {
 		return "auto|f32|f16"
 	}
 	return "f32|f16"
 }
 
 func (k *kvFlag) Set(s string) error {
-	if s == "auto" && k.auto {
+	if s == "auto" && k.allowAuto {
+		k.auto = true
 		return nil
 	}
 	t, err := backends.ParseKVType(s)
+	if err != nil {
+		return err
+	}
 	k.t, k.auto = t, false
-	return err
+	return nil
 }
 
 // resolve is the type for backend b.

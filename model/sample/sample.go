@@ -94,10 +94,10 @@ func (s *Sampler) Accept(id int32) { s.history = append(s.history, id) }
 // It costs one pass over the vocabulary when greedy without penalties, and
 // otherwise a copy, the penalties, one exp per token and, with top-k or
 // top-p, a selection of the best candidates rather than a sort of them all.
-// At a 49152-token vocabulary (a 135M model), three steps of this chain
-// sorted every token, which took longer than a forward step of eight
-// sequences: the scheduler samples each sequence of a step in turn while the
-// backend's threads wait.
+// A draw is on every token's path: the backend's threads wait while the
+// scheduler samples a step's sequences. At a 49152-token vocabulary (a 135M
+// model) on the 2-core dev VM, top-p sorting every token took 6.6-6.9 ms a
+// draw, longer than a forward step of eight sequences; selecting, 0.6 ms.
 func (s *Sampler) Sample(logits []float32) int32 {
 	if s.p.Temperature <= 0 && !s.penalizes() {
 		return argmaxRow(logits)
@@ -177,9 +177,9 @@ func nucleusOfSorted(cs []cand, tp float32) []cand {
 
 // nucleus is top-p over all of cs: it sets p (softmax over every
 // candidate), then takes the best 64 candidates, 512, 4096, ... (topK,
-// sorted) until their probabilities reach tp, sorting all of cs only when
-// that needs more than a quarter of them. The result is what sorting all of
-// cs and keeping its nucleus gives.
+// sorted) until their probabilities reach tp, and sorts all of cs instead
+// once the next selection would take a quarter of them or more. The result
+// is what sorting all of cs and keeping its nucleus gives.
 func (s *Sampler) nucleus(cs []cand, tp float32) []cand {
 	s.softmax(cs)
 	for k := 64; ; k *= 8 {
@@ -323,7 +323,7 @@ func (s *Sampler) weigh(cs []cand) float64 {
 }
 
 // expNeg is e^x for x ≤ 0 (0 below -700, NaN for NaN), within 1e-12 of
-// math.Exp and about twice as fast: x = (64m + j)·ln2/64 + r with
+// math.Exp and twice as fast (3.8 against 7.6 ns on the dev VM): x = (64m + j)·ln2/64 + r with
 // |r| ≤ ln2/128, e^x = 2^m · 2^(j/64) · e^r, 2^(j/64) from a table and e^r
 // by its Taylor series to r^4. Every product is rounded on its own (the
 // conversions), so that no machine fuses a multiply and an add into a

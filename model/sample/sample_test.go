@@ -230,6 +230,28 @@ func TestGreedyRow(t *testing.T) {
 	}
 }
 
+// expNeg is math.Exp to 1e-12 (relative) over the range it serves.
+func TestExpNeg(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	xs := []float64{0, math.Copysign(0, -1), -1e-300, -1e-17, -0.0054, -0.34657359027997264, -1, -50, -87.3, -103.9, -699.99, -700}
+	for range 200000 {
+		xs = append(xs, -rng.ExpFloat64()*30, -rng.Float64()*700)
+	}
+	for _, x := range xs {
+		if got, want := expNeg(x), math.Exp(x); math.Abs(got-want) > 1e-12*want {
+			t.Fatalf("expNeg(%g) = %g, want %g", x, got, want)
+		}
+	}
+	for _, x := range []float64{-700.0000001, -1e6, math.Inf(-1)} {
+		if got := expNeg(x); got != 0 {
+			t.Errorf("expNeg(%g) = %g, want 0", x, got)
+		}
+	}
+	if got := expNeg(math.NaN()); !math.IsNaN(got) {
+		t.Errorf("expNeg(NaN) = %g", got)
+	}
+}
+
 // BenchmarkSample49k: one draw at a 135M model's vocabulary, for each path
 // of the chain.
 func BenchmarkSample49k(b *testing.B) {

@@ -215,11 +215,22 @@ typedef struct {
 	int64_t off, j, cnt;
 } ktile;
 
-/* Asks for rows of len bytes, stride bytes apart, to be brought into cache. */
+/* Asks for rows of len bytes, stride bytes apart, to be brought into cache:
+ * every 64-byte line they touch. */
 OC_INLINE void prefetch_span(const char *p, int64_t len, int64_t rows, int64_t stride) {
-	for (int64_t r = 0; r < rows; r++, p += stride)
-		for (int64_t b = 0; b < len; b += 64)
-			__builtin_prefetch(p + b);
+	for (int64_t r = 0; r < rows; r++, p += stride) {
+		uintptr_t a = (uintptr_t)p & ~(uintptr_t)63, end = (uintptr_t)p + (uintptr_t)len;
+		for (; a < end; a += 64)
+			__builtin_prefetch((const void *)a);
+	}
+}
+
+/* Asks for block blk's values of KV head g's dimensions [d0, d0+w) (the
+ * rows of its first cnt positions). */
+OC_INLINE void prefetch_values(const void *vc, int f16, const int32_t *blocks, int64_t blk, int64_t bs, int64_t cnt,
+			       int64_t kvw, int64_t off, int64_t w) {
+	const int64_t es = f16 ? 2 : 4;
+	prefetch_span((const char *)vc + ((int64_t)blocks[blk] * bs * kvw + off) * es, w * es, cnt, kvw * es);
 }
 
 /* Value i of a cache of f16 (F16) or f32 values. */
@@ -282,6 +293,9 @@ OC_INLINE void pv_heads(float *out, const float *p, int64_t ld, const int NH, co
 	for (int64_t j0 = 0, blk = 0; j0 < npos; j0 += bs, blk++) {
 		int64_t cnt = npos - j0 < bs ? npos - j0 : bs;
 		int64_t vb = (int64_t)blocks[blk] * bs * kvw + off + d0;
+		if (j0 + bs < npos)
+			prefetch_values(vc, F16, blocks, blk + 1, bs, npos - j0 - bs < bs ? npos - j0 - bs : bs, kvw, off + d0,
+					hd - d0 < 64 ? hd - d0 : 64);
 		for (int64_t jj = 0; jj < cnt; jj++) {
 			__m512 v[4];
 			for (int i = 0; i < 4; i++)
@@ -356,6 +370,8 @@ OC_INLINE void pv_heads(float *out, const float *p, int64_t ld, const int NH, co
 	for (int64_t j0 = 0, blk = 0; j0 < npos; j0 += bs, blk++) {
 		int64_t cnt = npos - j0 < bs ? npos - j0 : bs;
 		int64_t vb = (int64_t)blocks[blk] * bs * kvw + off + d0;
+		if (j0 + bs < npos)
+			prefetch_values(vc, F16, blocks, blk + 1, bs, npos - j0 - bs < bs ? npos - j0 - bs : bs, kvw, off + d0, nv * 8);
 		for (int64_t jj = 0; jj < cnt; jj++) {
 			__m256 v[4];
 			for (int i = 0; i < nv; i++)
@@ -411,21 +427,24 @@ static void scores_group(float *s, int64_t ld, const float *q, int64_t nh, int64
 		int64_t kt = oc_k_index((int64_t)blocks[blk] * bs, bs, kvw, hd, g, 0);
 		int64_t cnt = npos - j0 < bs ? npos - j0 : bs;
 		/*
-		 * Ask for the next block's keys and this block's values (read
-		 * by pv_group after the softmax) now: a step of several
-		 * sequences reads caches far larger than the cache, block by
-		 * block, and the hardware prefetcher does not follow a jump to
-		 * another block. Measured on the 2-vCPU AVX-512 dev VM, 8
-		 * sequences of a 135M model at positions 64-192, one thread's
-		 * attention tasks: 5.3-6.5 µs each without, 3.7-3.9 with (f32
-		 * cache; f16: 5.2-6.6 against 2.7-3.9); the whole batched
-		 * decode 1057-1193 against 1163-1237 tok/s (f16, 3 runs
-		 * alternated).
+		 * Ask for the next block's keys now, and in the last block for
+		 * the first block's values (pv_heads asks for each next one): a
+		 * step of several sequences reads caches far larger than the
+		 * cache, block by block, and the hardware prefetcher does not
+		 * follow a jump to another block. Measured on the 2-vCPU AVX-512
+		 * dev VM, one thread running a 135M model's attention tasks (3
+		 * heads on a KV head of 64 dimensions) for 8 sequences × 30
+		 * layers, µs per task without / with: 128 positions, f32 cache
+		 * 5.1-5.2 / 3.6, f16 4.2-6.2 / 2.0-2.3; 2048 positions, f32
+		 * 76-80 / 64-66, f16 80-81 / 40. (Asking for all of a task's
+		 * values during the scores did less: 128 positions, f16
+		 * 2.5-2.8.)
 		 */
 		if (j0 + bs < npos)
 			prefetch_span((const char *)kc + oc_k_index((int64_t)blocks[blk + 1] * bs, bs, kvw, hd, g, 0) * es,
 				      hd * bs * es, 1, 0);
-		prefetch_span((const char *)vc + ((int64_t)blocks[blk] * bs * kvw + g * hd) * es, hd * es, cnt, kvw * es);
+		else
+			prefetch_values(vc, f16, blocks, 0, bs, npos < bs ? npos : bs, kvw, g * hd, hd);
 		for (int64_t jj = 0; jj < cnt; jj += VW) {
 			t[n++] = (ktile){kt + jj, j0 + jj, cnt - jj < VW ? cnt - jj : VW};
 			int last = jj + VW >= cnt && j0 + cnt >= npos;
