@@ -225,8 +225,8 @@ OC_INLINE void prefetch_span(const char *p, int64_t len, int64_t rows, int64_t s
 	}
 }
 
-/* Asks for block blk's values of KV head g's dimensions [d0, d0+w) (the
- * rows of its first cnt positions). */
+/* Asks for w values from value off of the rows of block blk's first cnt
+ * positions (off: KV head × hd + the first dimension wanted). */
 OC_INLINE void prefetch_values(const void *vc, int f16, const int32_t *blocks, int64_t blk, int64_t bs, int64_t cnt,
 			       int64_t kvw, int64_t off, int64_t w) {
 	const int64_t es = f16 ? 2 : 4;
