@@ -23,11 +23,11 @@
 // whole prefill_chunk; a newcomer is admitted only when the blocks for its
 // whole prompt are free (after its prefix-cache hits), and the queue's head
 // is never jumped for lack of blocks; when a running sequence needs a block
-// and none is free, the youngest arrival of the lowest class (the class
-// admission ranks by, aging included) is preempted — it keeps its sampler
-// and its tokens, so when it is recomputed it continues exactly where it
-// was; the oldest is never preempted while another runs, so the engine
-// always makes progress. The stream to a slow reader is coalesced, never
+// and none is free, the sequence admission ranks last (the youngest
+// arrival of the lowest class, aging included) is preempted — it keeps its
+// sampler and its tokens, so when it is recomputed it continues exactly
+// where it was; the one ranked first is never preempted while another runs,
+// so the engine always makes progress. The stream to a slow reader is coalesced, never
 // waited for: the loop does not block on a client. Prefix-cache blocks are
 // keyed by the hash of their whole prefix and their tokens are compared on
 // every hit.

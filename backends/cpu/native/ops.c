@@ -225,12 +225,15 @@ OC_INLINE void prefetch_span(const char *p, int64_t len, int64_t rows, int64_t s
 	}
 }
 
-/* Asks for w values from value off of the rows of block blk's first cnt
- * positions (off: KV head × hd + the first dimension wanted). */
-OC_INLINE void prefetch_values(const void *vc, int f16, const int32_t *blocks, int64_t blk, int64_t bs, int64_t cnt,
+/* Asks for the values of the block that starts at position j (a multiple
+ * of bs; none when j ≥ npos): w of each row from value off (KV head × hd +
+ * the first dimension wanted). */
+OC_INLINE void prefetch_values(const void *vc, int f16, const int32_t *blocks, int64_t j, int64_t bs, int64_t npos,
 			       int64_t kvw, int64_t off, int64_t w) {
-	const int64_t es = f16 ? 2 : 4;
-	prefetch_span((const char *)vc + ((int64_t)blocks[blk] * bs * kvw + off) * es, w * es, cnt, kvw * es);
+	if (j >= npos)
+		return;
+	const int64_t es = f16 ? 2 : 4, cnt = npos - j < bs ? npos - j : bs;
+	prefetch_span((const char *)vc + ((int64_t)blocks[j / bs] * bs * kvw + off) * es, w * es, cnt, kvw * es);
 }
 
 /* Value i of a cache of f16 (F16) or f32 values. */
@@ -293,9 +296,7 @@ OC_INLINE void pv_heads(float *out, const float *p, int64_t ld, const int NH, co
 	for (int64_t j0 = 0, blk = 0; j0 < npos; j0 += bs, blk++) {
 		int64_t cnt = npos - j0 < bs ? npos - j0 : bs;
 		int64_t vb = (int64_t)blocks[blk] * bs * kvw + off + d0;
-		if (j0 + bs < npos)
-			prefetch_values(vc, F16, blocks, blk + 1, bs, npos - j0 - bs < bs ? npos - j0 - bs : bs, kvw, off + d0,
-					hd - d0 < 64 ? hd - d0 : 64);
+		prefetch_values(vc, F16, blocks, j0 + bs, bs, npos, kvw, off + d0, hd - d0 < 64 ? hd - d0 : 64);
 		for (int64_t jj = 0; jj < cnt; jj++) {
 			__m512 v[4];
 			for (int i = 0; i < 4; i++)
@@ -370,8 +371,7 @@ OC_INLINE void pv_heads(float *out, const float *p, int64_t ld, const int NH, co
 	for (int64_t j0 = 0, blk = 0; j0 < npos; j0 += bs, blk++) {
 		int64_t cnt = npos - j0 < bs ? npos - j0 : bs;
 		int64_t vb = (int64_t)blocks[blk] * bs * kvw + off + d0;
-		if (j0 + bs < npos)
-			prefetch_values(vc, F16, blocks, blk + 1, bs, npos - j0 - bs < bs ? npos - j0 - bs : bs, kvw, off + d0, nv * 8);
+		prefetch_values(vc, F16, blocks, j0 + bs, bs, npos, kvw, off + d0, nv * 8);
 		for (int64_t jj = 0; jj < cnt; jj++) {
 			__m256 v[4];
 			for (int i = 0; i < nv; i++)
@@ -444,7 +444,7 @@ static void scores_group(float *s, int64_t ld, const float *q, int64_t nh, int64
 			prefetch_span((const char *)kc + oc_k_index((int64_t)blocks[blk + 1] * bs, bs, kvw, hd, g, 0) * es,
 				      hd * bs * es, 1, 0);
 		else
-			prefetch_values(vc, f16, blocks, 0, bs, npos < bs ? npos : bs, kvw, g * hd, hd);
+			prefetch_values(vc, f16, blocks, 0, bs, npos, kvw, g * hd, hd);
 		for (int64_t jj = 0; jj < cnt; jj += VW) {
 			t[n++] = (ktile){kt + jj, j0 + jj, cnt - jj < VW ? cnt - jj : VW};
 			int last = jj + VW >= cnt && j0 + cnt >= npos;
