@@ -2,6 +2,7 @@ package backends
 
 import (
 	"errors"
+	"slices"
 	"testing"
 
 	"github.com/octet-dev/octet/model"
@@ -81,5 +82,25 @@ func TestPreferredKV(t *testing.T) {
 		if got := PreferredKV(c.b); got != c.want {
 			t.Errorf("%s: %s, want %s", c.name, got, c.want)
 		}
+	}
+}
+
+// NewLogits lays out the rows a batch asks for, in the memory of the Logits
+// it may reuse when that is large enough.
+func TestNewLogitsReuse(t *testing.T) {
+	const vocab = 5
+	two := &Batch{Runs: []Run{{Tokens: []int32{1, 2, 3}, Logits: LogitsAll}, {Tokens: []int32{4}, Logits: LogitsNone}, {Tokens: []int32{5, 6}, Logits: LogitsLast}}}
+	l := NewLogits(two, vocab)
+	if want := []int{0, 3, 3, 4}; !slices.Equal(l.Offsets, want) || len(l.Data) != 4*vocab || l.Vocab != vocab {
+		t.Fatalf("offsets %v (want %v), %d values", l.Offsets, want, len(l.Data))
+	}
+	one := &Batch{Runs: []Run{{Tokens: []int32{7}, Logits: LogitsLast}}, Reuse: l}
+	got := NewLogits(one, vocab)
+	if got != l || &got.Data[0] != &l.Data[0] || len(got.Data) != vocab || !slices.Equal(got.Offsets, []int{0, 1}) {
+		t.Errorf("smaller step: %d values, offsets %v, reused %v", len(got.Data), got.Offsets, got == l && &got.Data[0] == &l.Data[0])
+	}
+	five := &Batch{Runs: []Run{{Tokens: []int32{1, 2, 3, 4, 5}, Logits: LogitsAll}}, Reuse: got}
+	if big := NewLogits(five, vocab); len(big.Data) != 5*vocab || !slices.Equal(big.Offsets, []int{0, 5}) {
+		t.Errorf("larger step: %d values, offsets %v", len(big.Data), big.Offsets)
 	}
 }

@@ -53,7 +53,8 @@ type Batcher struct {
 	wake  chan struct{}
 	quit  chan struct{}
 	done  chan struct{}
-	beat  atomic.Int64 // unix ns
+	beat  atomic.Int64     // unix ns
+	spare *backends.Logits // the last step's logits, for the next to reuse (the loop's own)
 
 	mu       sync.Mutex // guards everything below
 	t        Tuning
@@ -276,6 +277,9 @@ func (e *Batcher) loop() {
 		e.stats.StepTokens.observe(float64(n))
 		e.commit(plan, logits, err)
 		e.mu.Unlock()
+		if logits != nil {
+			e.spare = logits
+		}
 	}
 }
 
@@ -562,7 +566,8 @@ func (e *Batcher) admit(s *seq) bool {
 // forward runs the plan as one batch. A panic in the backend fails the
 // step, not the daemon.
 func (e *Batcher) forward(plan []step) (l *backends.Logits, err error) {
-	b := &backends.Batch{Runs: make([]backends.Run, len(plan))}
+	b := &backends.Batch{Runs: make([]backends.Run, len(plan)), Reuse: e.spare}
+	e.spare = nil
 	for i, p := range plan {
 		mode := backends.LogitsNone
 		if p.s.computed+p.n == len(p.s.toks) {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -157,6 +158,43 @@ func (r *recorder) Forward(ctx context.Context, b *backends.Batch) (*backends.Lo
 	return r.Runner.Forward(ctx, b)
 }
 
+// reuser checks that every step is offered the logits of the step before
+// to reuse, and spoils them first: were a backend to leave a value of them
+// unwritten, or the engine to read them after the next step began, the
+// tokens would change.
+type reuser struct {
+	backends.Runner
+	mu               sync.Mutex
+	last             *backends.Logits
+	steps, offered   int
+	wrong, overwrote int
+}
+
+func (r *reuser) Forward(ctx context.Context, b *backends.Batch) (*backends.Logits, error) {
+	r.mu.Lock()
+	r.steps++
+	if b.Reuse != nil {
+		r.offered++
+		if b.Reuse != r.last {
+			r.wrong++
+		}
+		for i := range b.Reuse.Data {
+			b.Reuse.Data[i] = float32(math.NaN())
+		}
+	}
+	r.mu.Unlock()
+	l, err := r.Runner.Forward(ctx, b)
+	r.mu.Lock()
+	if l != nil {
+		if b.Reuse != nil && l == b.Reuse {
+			r.overwrote++
+		}
+		r.last = l
+	}
+	r.mu.Unlock()
+	return l, err
+}
+
 func newBatcher(t *testing.T, r backends.Runner, m *model.Model, o BatchOptions) *Batcher {
 	t.Helper()
 	e, err := NewBatcher(r, m.Tok, o)
@@ -184,10 +222,16 @@ func TestBatcherMatchesAlone(t *testing.T) {
 	o := BatchOptions{Tuning: tuning()}
 	o.PrefillChunk = 7 // prompts prefill over several steps, beside decodes
 	o.MaxBatchTokens = 20
-	e := newBatcher(t, r, m, o)
+	ru := &reuser{Runner: r}
+	e := newBatcher(t, ru, m, o)
 	runAlongside(t, e, m, 6, func(i int) Request {
 		return Request{Prompt: prompt(i, 5+i*9), MaxTokens: 10 + i, Sample: sample.Params{Temperature: 0.8, TopP: 0.95, Seed: uint64(i)}, IgnoreEOS: true}
 	})
+	ru.mu.Lock()
+	if ru.offered != ru.steps-1 || ru.wrong != 0 || ru.overwrote == 0 {
+		t.Errorf("%d steps: %d offered the last step's logits to reuse (%d others offered), %d reused them", ru.steps, ru.offered, ru.wrong, ru.overwrote)
+	}
+	ru.mu.Unlock()
 	st := e.Stats()
 	if st.KVUsedBlocks != 0 || st.Running != 0 || st.Served != 6 || st.StepSeqs.Count == 0 || st.StepTokens.Sum == 0 {
 		t.Errorf("stats after the run: %+v", st)

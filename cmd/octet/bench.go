@@ -184,8 +184,13 @@ func (o *modelBench) run(ctx context.Context) (*benchResult, error) {
 		return t
 	}
 	prompt := tokens(max(o.prompt, 1))
+	// Each step reuses the last one's logits, as the scheduler does.
+	var logits *backends.Logits
 	step := func(runs []backends.Run) error {
-		_, err := r.Forward(ctx, &backends.Batch{Runs: runs})
+		l, err := r.Forward(ctx, &backends.Batch{Runs: runs, Reuse: logits})
+		if l != nil {
+			logits = l
+		}
 		return err
 	}
 	// Warm up: page the weights in and let the backend size its buffers.
