@@ -148,15 +148,49 @@ func (s *Sampler) penalizes() bool {
 	return (p.RepeatPenalty != 0 && p.RepeatPenalty != 1) || p.FrequencyPenalty != 0 || p.PresencePenalty != 0
 }
 
-// argmaxRow is argmax over a row of logits: the first of the largest.
+// argmaxRow is argmax over a row of logits: the first of the largest (a
+// NaN is never larger). Four lanes, each with its running maximum and
+// where it is, let the comparisons overlap instead of waiting on one
+// another: at 49k logits on the 2-vCPU dev VM, 33-49 µs with one running
+// index, 19-21 µs so (BenchmarkSample49k/greedy, alternated).
 func argmaxRow(logits []float32) int32 {
-	best := 0
-	for i, l := range logits {
-		if l > logits[best] {
-			best = i
+	if len(logits) == 0 {
+		return 0
+	}
+	m0 := logits[0]
+	m1, m2, m3 := m0, m0, m0
+	var a0, a1, a2, a3 int
+	i := 0
+	for ; i+4 <= len(logits); i += 4 {
+		v := logits[i : i+4 : i+4]
+		if v[0] > m0 {
+			m0, a0 = v[0], i
+		}
+		if v[1] > m1 {
+			m1, a1 = v[1], i+1
+		}
+		if v[2] > m2 {
+			m2, a2 = v[2], i+2
+		}
+		if v[3] > m3 {
+			m3, a3 = v[3], i+3
 		}
 	}
-	return int32(best)
+	for ; i < len(logits); i++ {
+		if logits[i] > m3 { // after every lane's index: a tie keeps theirs
+			m3, a3 = logits[i], i
+		}
+	}
+	best, at := m0, a0
+	for _, l := range [...]struct {
+		m float32
+		a int
+	}{{m1, a1}, {m2, a2}, {m3, a3}} {
+		if l.m > best || (l.m == best && l.a < at) {
+			best, at = l.m, l.a
+		}
+	}
+	return int32(at)
 }
 
 // nucleusOfSorted keeps the fewest leading candidates (sorted by byLogit,

@@ -219,6 +219,19 @@ func TestGreedyRow(t *testing.T) {
 	rows := [][]float32{
 		{1, 3, 3, 2}, {-inf, -inf}, {nan, 1, 2}, {1, nan, 2}, {0, inf, inf}, {-1}, {2, 1, -inf, 2},
 	}
+	// and rows of every length up to 40 (the four running maxima and the
+	// tail), of few distinct values, so that the largest is often tied
+	rng := rand.New(rand.NewPCG(9, 10))
+	vals := []float32{-inf, -2, 0, 1, 5, inf, nan}
+	for n := 1; n <= 40; n++ {
+		for range 50 {
+			r := make([]float32, n)
+			for i := range r {
+				r[i] = vals[rng.IntN(len(vals))]
+			}
+			rows = append(rows, r)
+		}
+	}
 	for _, r := range rows {
 		cs := make([]cand, len(r))
 		for i, l := range r {
