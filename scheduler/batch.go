@@ -614,8 +614,9 @@ func (e *Batcher) commit(plan []step, logits *backends.Logits, err error) {
 		ended[s] = true
 	}
 	var ids []int32
+	var lps []*TokenLogprob
 	if err == nil {
-		ids = e.draw(plan, logits)
+		ids, lps = e.draw(plan, logits)
 	}
 	for i, p := range plan {
 		s := p.s
@@ -636,7 +637,7 @@ func (e *Batcher) commit(plan []step, logits *backends.Logits, err error) {
 			s.g.st.PromptTokens = len(s.req.Prompt)
 			s.g.st.PromptTime = now.Sub(s.admitted)
 		}
-		if e.sample(s, ids[i], logits.Last(i), now) {
+		if e.sample(s, ids[i], lps[i], now) {
 			end(s, Result{Stats: s.g.st, Queued: s.admitted.Sub(s.submitted)})
 			continue
 		}
@@ -665,11 +666,13 @@ func (e *Batcher) index(s *seq) {
 // draw samples the next token of each sequence of the step that takes one
 // (its prompt read, its answer not yet at max_tokens), on up to GOMAXPROCS
 // goroutines: the backend's threads are idle until the next step, and at a
-// large vocabulary one draw takes long (49152 tokens: 0.03 ms greedy, 0.34 ms
-// at a temperature, on the 2-core dev VM). ids[i] is plan[i]'s token, -1
-// where it takes none.
-func (e *Batcher) draw(plan []step, logits *backends.Logits) []int32 {
-	ids := make([]int32, len(plan))
+// large vocabulary one draw takes long (49152 tokens: 0.02 ms greedy, 0.34 ms
+// at a temperature, 0.4-0.5 ms more for a logprob, on the 2-core dev VM).
+// ids[i] is plan[i]'s token, -1 where it takes none; lps[i] its logprob
+// when the request asks for them.
+func (e *Batcher) draw(plan []step, logits *backends.Logits) (ids []int32, lps []*TokenLogprob) {
+	ids = make([]int32, len(plan))
+	lps = make([]*TokenLogprob, len(plan))
 	todo := make([]int, 0, len(plan))
 	for i, p := range plan {
 		ids[i] = -1
@@ -677,13 +680,17 @@ func (e *Batcher) draw(plan []step, logits *backends.Logits) []int32 {
 			todo = append(todo, i)
 		}
 	}
-	one := func(i int) { ids[i] = plan[i].s.g.smp.Sample(logits.Last(i)) }
+	one := func(i int) {
+		g, row := plan[i].s.g, logits.Last(i)
+		ids[i] = g.smp.Sample(row)
+		lps[i] = g.logprob(row, ids[i])
+	}
 	workers := min(runtime.GOMAXPROCS(0), len(todo))
 	if workers <= 1 {
 		for _, i := range todo {
 			one(i)
 		}
-		return ids
+		return ids, lps
 	}
 	var next atomic.Int64
 	var wg sync.WaitGroup
@@ -695,17 +702,17 @@ func (e *Batcher) draw(plan []step, logits *backends.Logits) []int32 {
 		})
 	}
 	wg.Wait()
-	return ids
+	return ids, lps
 }
 
-// sample takes s's next token id (drawn from logits; -1: draw took none,
-// the answer being at max_tokens) and streams it; it reports whether s is
-// finished.
-func (e *Batcher) sample(s *seq, id int32, logits []float32, now time.Time) bool {
+// sample takes s's next token id and its logprob (drawn by draw; -1: draw
+// took none, the answer being at max_tokens) and streams it; it reports
+// whether s is finished.
+func (e *Batcher) sample(s *seq, id int32, lp *TokenLogprob, now time.Time) bool {
 	if id < 0 {
 		return e.flush(s, now, true)
 	}
-	t, ok := s.g.take(id, logits)
+	t, ok := s.g.take(id, lp)
 	if s.firstTok.IsZero() {
 		s.firstTok = now
 		s.g.st.TimeToFirstTok = now.Sub(s.admitted)

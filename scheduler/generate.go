@@ -46,7 +46,6 @@ package scheduler
 import (
 	"context"
 	"fmt"
-	"math"
 	"time"
 
 	"github.com/octet-dev/octet/backends"
@@ -220,10 +219,22 @@ func newGen(tok *tokenizer.Tokenizer, req Request) *gen {
 
 // next samples the token that follows logits. It reports false, with the
 // finish reason set, at an end-of-generation token (which is not counted).
-func (g *gen) next(logits []float32) (Token, bool) { return g.take(g.smp.Sample(logits), logits) }
+func (g *gen) next(logits []float32) (Token, bool) {
+	id := g.smp.Sample(logits)
+	return g.take(id, g.logprob(logits, id))
+}
 
-// take is next for the token id already drawn from logits.
-func (g *gen) take(id int32, logits []float32) (Token, bool) {
+// logprob is id's logprob under logits when the request asks for them (else
+// nil): at a 49152-token vocabulary, 0.4-0.5 ms of the 2-core dev VM.
+func (g *gen) logprob(logits []float32, id int32) *TokenLogprob {
+	if !g.req.Logprobs {
+		return nil
+	}
+	return Logprobs(logits, id, g.req.TopLogprobs)
+}
+
+// take is next for the token id already drawn, with its logprob.
+func (g *gen) take(id int32, lp *TokenLogprob) (Token, bool) {
 	if g.tok.IsEOG(id) && !g.req.IgnoreEOS {
 		g.st.FinishReason = FinishStop
 		return Token{}, false
@@ -231,11 +242,7 @@ func (g *gen) take(id int32, logits []float32) (Token, bool) {
 	g.smp.Accept(id)
 	g.st.Generated++
 	g.st.CompletionToken = append(g.st.CompletionToken, id)
-	t := Token{ID: id, Text: g.dec.Add(id)}
-	if g.req.Logprobs {
-		t.Logprob = Logprobs(logits, id, g.req.TopLogprobs)
-	}
-	return t, true
+	return Token{ID: id, Text: g.dec.Add(id), Logprob: lp}, true
 }
 
 // flush returns the text the decoder still holds.
@@ -246,15 +253,7 @@ func (g *gen) flush() string { return g.dec.Flush() }
 // clamped to [0, MaxTopLogprobs].
 func Logprobs(logits []float32, id int32, top int) *TokenLogprob {
 	top = min(max(top, 0), MaxTopLogprobs, len(logits))
-	hi := float32(math.Inf(-1))
-	for _, l := range logits {
-		hi = max(hi, l)
-	}
-	var sum float64
-	for _, l := range logits {
-		sum += math.Exp(float64(l - hi))
-	}
-	lse := float64(hi) + math.Log(sum)
+	lse := sample.LogSumExp(logits)
 	lp := &TokenLogprob{ID: id, Logprob: float32(float64(logits[id]) - lse)}
 	if top == 0 {
 		return lp

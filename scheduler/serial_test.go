@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"math"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -192,6 +193,19 @@ func TestLogprobs(t *testing.T) {
 	}
 	if lp := Logprobs(logits, 0, 0); lp.Top != nil {
 		t.Errorf("top %+v with top 0", lp.Top)
+	}
+}
+
+// BenchmarkLogprobs49k: a token's logprob and top 5 at a 135M model's
+// vocabulary (a request with logprobs pays it on every token).
+func BenchmarkLogprobs49k(b *testing.B) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	logits := make([]float32, 49152)
+	for i := range logits {
+		logits[i] = float32(rng.NormFloat64() * 3)
+	}
+	for b.Loop() {
+		Logprobs(logits, 7, 5)
 	}
 }
 

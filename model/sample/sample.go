@@ -350,6 +350,28 @@ func (s *Sampler) weigh(cs []cand) float64 {
 	return sum
 }
 
+// LogSumExp is log Σ e^l over logits (the log-softmax's normalizer; -Inf
+// for none), its exponentials expNeg's, converted in blocks as weigh does.
+func LogSumExp(logits []float32) float64 {
+	hi := float32(math.Inf(-1))
+	for _, l := range logits {
+		hi = max(hi, l)
+	}
+	var xs [256]float64
+	var sum float64
+	for len(logits) > 0 {
+		n := min(len(logits), len(xs))
+		for i, l := range logits[:n] {
+			xs[i] = float64(l - hi)
+		}
+		for _, x := range xs[:n] {
+			sum += expNeg(x)
+		}
+		logits = logits[n:]
+	}
+	return float64(hi) + math.Log(sum)
+}
+
 // expNeg is e^x for x ≤ 0 (0 below -700, NaN for NaN), within 1e-12 of
 // math.Exp and twice as fast (3.8 against 7.6 ns on the dev VM): x =
 // (64m + j)·ln2/64 + r with |r| ≤ ln2/128, e^x = 2^m · 2^(j/64) · e^r,

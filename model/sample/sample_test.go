@@ -265,6 +265,29 @@ func TestExpNeg(t *testing.T) {
 	}
 }
 
+// LogSumExp is log Σ e^l computed with math.Exp, for rows of every length
+// around its blocks.
+func TestLogSumExp(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	for _, n := range []int{1, 2, 255, 256, 257, 600, 49152} {
+		row := make([]float32, n)
+		for i := range row {
+			row[i] = float32(rng.NormFloat64() * 4)
+		}
+		hi := float64(slices.Max(row))
+		var z float64
+		for _, l := range row {
+			z += math.Exp(float64(l) - hi)
+		}
+		if got, want := LogSumExp(row), hi+math.Log(z); math.Abs(got-want) > 1e-9 {
+			t.Errorf("%d logits: %.12g, want %.12g", n, got, want)
+		}
+	}
+	if got := LogSumExp(nil); !math.IsInf(got, -1) {
+		t.Errorf("no logits: %g, want -Inf", got)
+	}
+}
+
 // BenchmarkSample49k: one draw at a 135M model's vocabulary, for each path
 // of the chain.
 func BenchmarkSample49k(b *testing.B) {
