@@ -35,7 +35,8 @@ type Backend interface {
 // Runner runs forward steps of one loaded model.
 type Runner interface {
 	// Forward runs one step over a batch and returns the logits the batch
-	// asks for. Forward calls on one Runner must not overlap.
+	// asks for (in b.Reuse's memory, when set and large enough). Forward
+	// calls on one Runner must not overlap.
 	Forward(ctx context.Context, b *Batch) (*Logits, error)
 	KVBlocks() int  // blocks of KV cache this runner holds
 	BlockSize() int // positions per block
@@ -169,11 +170,9 @@ type Run struct {
 type Batch struct {
 	Runs []Run
 	// Reuse, when set, is the Logits of an earlier step that the caller is
-	// done with: Forward may return this step's logits in its memory
-	// instead of allocating new ones. A decode step of 8 sequences over a
-	// 49k vocabulary returns 1.5 MB: allocated anew every step, they made
-	// the Go collector run every ~70 ms under load, each time taking a
-	// core from the backend's threads.
+	// done with (a decode step of 8 sequences over a 49k vocabulary
+	// returns 1.5 MB): Forward may overwrite it, even when it fails, and
+	// return it as this step's.
 	Reuse *Logits
 }
 

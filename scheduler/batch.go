@@ -705,9 +705,9 @@ func (e *Batcher) draw(plan []step, logits *backends.Logits) (ids []int32, lps [
 	return ids, lps
 }
 
-// sample takes s's next token id and its logprob (drawn by draw; -1: draw
-// took none, the answer being at max_tokens) and streams it; it reports
-// whether s is finished.
+// sample takes s's next token, as draw drew it: id -1 when draw took none
+// (the answer being at max_tokens), lp nil unless the request asks for
+// logprobs. It streams the token and reports whether s is finished.
 func (e *Batcher) sample(s *seq, id int32, lp *TokenLogprob, now time.Time) bool {
 	if id < 0 {
 		return e.flush(s, now, true)

@@ -178,8 +178,9 @@ func (r *reuser) Forward(ctx context.Context, b *backends.Batch) (*backends.Logi
 		if b.Reuse != r.last {
 			r.wrong++
 		}
-		for i := range b.Reuse.Data {
-			b.Reuse.Data[i] = float32(math.NaN())
+		d := b.Reuse.Data[:cap(b.Reuse.Data)]
+		for i := range d {
+			d[i] = float32(math.NaN())
 		}
 	}
 	r.mu.Unlock()

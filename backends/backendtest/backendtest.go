@@ -5,6 +5,7 @@ package backendtest
 
 import (
 	"context"
+	"math"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -130,4 +131,16 @@ func Greedy(t testing.TB, r backends.Runner, m *model.Model, prompt string, n in
 		t.Fatal(err)
 	}
 	return sb.String()
+}
+
+// Spoil fills all of l's memory, to its capacity, with NaN: a Forward that
+// reuses it (Batch.Reuse) and leaves a value unwritten returns a NaN there.
+func Spoil(l *backends.Logits) {
+	if l == nil {
+		return
+	}
+	d := l.Data[:cap(l.Data)]
+	for i := range d {
+		d[i] = float32(math.NaN())
+	}
 }

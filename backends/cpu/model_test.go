@@ -173,11 +173,7 @@ func TestForwardMatchesRef(t *testing.T) {
 				rows, agree := 0, 0
 				var prev *backends.Logits // each step reuses the last one's logits, spoilt first
 				for si, runs := range steps {
-					if prev != nil {
-						for i := range prev.Data {
-							prev.Data[i] = float32(math.NaN())
-						}
-					}
+					backendtest.Spoil(prev)
 					got, err := r.Forward(context.Background(), &backends.Batch{Runs: runs, Reuse: prev})
 					if err != nil {
 						t.Fatal(err)

@@ -454,6 +454,7 @@ func TestBatchedPagedMatchesRef(t *testing.T) {
 	pos := make([]int, len(seqs))
 	chunk := []int{5, 1, 9}
 	ctx := context.Background()
+	var prev *backends.Logits // each GPU step reuses its last logits, spoilt first
 	for step := 0; ; step++ {
 		var batch backends.Batch
 		for i, s := range seqs {
@@ -475,10 +476,13 @@ func TestBatchedPagedMatchesRef(t *testing.T) {
 		if len(batch.Runs) == 0 {
 			break
 		}
+		backendtest.Spoil(prev)
+		batch.Reuse = prev
 		lg, err := rg.Forward(ctx, &batch)
 		if err != nil {
 			t.Fatal(err)
 		}
+		prev, batch.Reuse = lg, nil
 		lr, err := rr.Forward(ctx, &batch)
 		if err != nil {
 			t.Fatal(err)

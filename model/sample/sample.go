@@ -350,8 +350,10 @@ func (s *Sampler) weigh(cs []cand) float64 {
 	return sum
 }
 
-// LogSumExp is log Σ e^l over logits (the log-softmax's normalizer; -Inf
-// for none), its exponentials expNeg's, converted in blocks as weigh does.
+// LogSumExp is log Σ e^l over logits, the log-softmax's normalizer: -Inf
+// for none, NaN when a logit is NaN, the largest +Inf or all -Inf. Its
+// exponentials are expNeg's, of differences converted to float64 in blocks
+// of 256 first (for weigh's reason).
 func LogSumExp(logits []float32) float64 {
 	hi := float32(math.Inf(-1))
 	for _, l := range logits {

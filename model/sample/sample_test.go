@@ -286,6 +286,15 @@ func TestLogSumExp(t *testing.T) {
 	if got := LogSumExp(nil); !math.IsInf(got, -1) {
 		t.Errorf("no logits: %g, want -Inf", got)
 	}
+	inf, nan := float32(math.Inf(1)), float32(math.NaN())
+	if got, want := LogSumExp([]float32{-inf, 2, -inf, 2}), 2+math.Log(2); math.Abs(got-want) > 1e-12 {
+		t.Errorf("with -Inf: %g, want %g", got, want)
+	}
+	for _, row := range [][]float32{{1, inf}, {-inf, -inf}, {1, nan, 2}} {
+		if got := LogSumExp(row); !math.IsNaN(got) {
+			t.Errorf("%v: %g, want NaN", row, got)
+		}
+	}
 }
 
 // BenchmarkSample49k: one draw at a 135M model's vocabulary, for each path
