@@ -116,6 +116,15 @@ func PreferredKV(b Backend) KVType {
 	return KVF32
 }
 
+// ResolveKVType parses "f32" or "f16", and resolves "auto" to b's
+// PreferredKV.
+func ResolveKVType(s string, b Backend) (KVType, error) {
+	if s == "auto" {
+		return PreferredKV(b), nil
+	}
+	return ParseKVType(s)
+}
+
 // KVBytesPerPosition is the KV cache's size for one position of one
 // sequence, keys and values of every layer.
 func KVBytesPerPosition(m *model.Model, t KVType) int64 {

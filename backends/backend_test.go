@@ -68,7 +68,8 @@ type plain struct{ Backend }
 
 func (h holder) HoldsKV(t KVType) bool { return t == KVF32 || t == h.holds }
 
-// kv_type = "auto" is f16 only where a backend says it holds f16.
+// kv_type = "auto" is f16 only where a backend says it holds f16; a named
+// type is itself whatever the backend.
 func TestPreferredKV(t *testing.T) {
 	for _, c := range []struct {
 		name string
@@ -81,6 +82,15 @@ func TestPreferredKV(t *testing.T) {
 	} {
 		if got := PreferredKV(c.b); got != c.want {
 			t.Errorf("%s: %s, want %s", c.name, got, c.want)
+		}
+		if got, err := ResolveKVType("auto", c.b); got != c.want || err != nil {
+			t.Errorf("%s: auto resolves to %s (%v), want %s", c.name, got, err, c.want)
+		}
+		if got, err := ResolveKVType("f16", c.b); got != KVF16 || err != nil {
+			t.Errorf("%s: f16 resolves to %s (%v)", c.name, got, err)
+		}
+		if _, err := ResolveKVType("f64", c.b); err == nil {
+			t.Errorf("%s: f64 accepted", c.name)
 		}
 	}
 }

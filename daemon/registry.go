@@ -250,15 +250,6 @@ type loader struct {
 	idle    time.Duration // how often an idle engine beats (0: its default)
 }
 
-// kvType is the KV cache type tuning t asks of ld's backend: kv_type, or
-// for "auto" the backend's preferred one.
-func (ld *loader) kvType(t configs.Tuning) (backends.KVType, error) {
-	if t.KVType == "auto" {
-		return backends.PreferredKV(ld.backend), nil
-	}
-	return backends.ParseKVType(t.KVType)
-}
-
 // load opens, checks and starts one model. It never panics on a bad file:
 // the error names the file and the problem.
 func (ld *loader) load(name, path string) (l *Loaded, err error) {
@@ -289,7 +280,7 @@ func (ld *loader) load(name, path string) (l *Loaded, err error) {
 	if ctxLen <= 0 {
 		ctxLen = m.Config.ContextLength
 	}
-	kv, err := ld.kvType(ld.cfg.Tuning)
+	kv, err := backends.ResolveKVType(ld.cfg.Tuning.KVType, ld.backend)
 	if err != nil {
 		return nil, err
 	}

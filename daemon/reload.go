@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/octet-dev/octet/backends"
 	"github.com/octet-dev/octet/configs"
 	"github.com/octet-dev/octet/scheduler"
 	"github.com/octet-dev/octet/systemd"
@@ -196,7 +197,7 @@ func (r *reloader) retune(cfg *configs.Config, prev configs.Tuning) {
 	ld := *r.ld
 	ld.cfg = cfg
 	shape := cfg.Tuning.KVBlockSize != prev.KVBlockSize || cfg.Tuning.KVCacheMB != prev.KVCacheMB
-	kv, kvErr := ld.kvType(cfg.Tuning)
+	kv, kvErr := backends.ResolveKVType(cfg.Tuning.KVType, ld.backend)
 	failed, live, reloaded := 0, 0, 0
 	for _, name := range r.s.models.Names() {
 		old := r.s.models.Get(name)

@@ -84,7 +84,7 @@ func Choice(ctx context.Context, m *model.Model, tasks []Task, o Options) (Choic
 		return res, err
 	}
 	res.Backend = b.Name()
-	r, err := o.loadRunner(b, m, maxLen, choiceSeqs)
+	r, err := o.loadRunner(b, m, maxLen, choiceSeqs, o.KV)
 	if err != nil {
 		return res, err
 	}

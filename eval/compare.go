@@ -103,7 +103,7 @@ func CompareTokens(ctx context.Context, candidate, baseline *model.Model, tokens
 		return rep, err
 	}
 	rep.Backend = b.Name()
-	rc, err := o.loadRunner(b, candidate, o.Ctx, o.Parallel)
+	rc, err := o.loadRunner(b, candidate, o.Ctx, o.Parallel, o.KV)
 	if err != nil {
 		return rep, err
 	}
@@ -112,7 +112,7 @@ func CompareTokens(ctx context.Context, candidate, baseline *model.Model, tokens
 	if o.BaseKV != nil {
 		baseKV = *o.BaseKV
 	}
-	rb, err := o.loadRunnerKV(b, baseline, o.Ctx, o.Parallel, baseKV)
+	rb, err := o.loadRunner(b, baseline, o.Ctx, o.Parallel, baseKV)
 	if err != nil {
 		return rep, err
 	}

@@ -63,12 +63,8 @@ func (o Options) backend() (backends.Backend, error) {
 }
 
 // loadRunner loads m for seqs sequences of at most maxLen positions each,
-// with a KV cache of o.KV values.
-func (o Options) loadRunner(b backends.Backend, m *model.Model, maxLen, seqs int) (backends.Runner, error) {
-	return o.loadRunnerKV(b, m, maxLen, seqs, o.KV)
-}
-
-func (o Options) loadRunnerKV(b backends.Backend, m *model.Model, maxLen, seqs int, kv backends.KVType) (backends.Runner, error) {
+// with a KV cache of kv values.
+func (o Options) loadRunner(b backends.Backend, m *model.Model, maxLen, seqs int, kv backends.KVType) (backends.Runner, error) {
 	const block = 16
 	per := (maxLen + block - 1) / block
 	r, err := b.Load(m, backends.LoadOptions{

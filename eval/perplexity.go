@@ -80,7 +80,7 @@ func Perplexity(ctx context.Context, m *model.Model, tokens []int32, o Options) 
 		return res, err
 	}
 	res.Backend = b.Name()
-	r, err := o.loadRunner(b, m, o.Ctx, o.Parallel)
+	r, err := o.loadRunner(b, m, o.Ctx, o.Parallel, o.KV)
 	if err != nil {
 		return res, err
 	}

@@ -277,9 +277,7 @@ func (e *Batcher) loop() {
 		e.stats.StepTokens.observe(float64(n))
 		e.commit(plan, logits, err)
 		e.mu.Unlock()
-		if logits != nil {
-			e.spare = logits
-		}
+		e.spare = logits // nil after a failed step
 	}
 }
 

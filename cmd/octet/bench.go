@@ -68,7 +68,7 @@ does not depend on them.`,
 	f.IntVar(&o.batch, "batch", 1, "sequences decoded together in the batched measurement (1: skip it)")
 	f.IntVar(&o.reps, "reps", 3, "repetitions of each measurement (the median is reported)")
 	f.IntVar(&o.threads, "threads", 0, "CPU threads (0: all)")
-	o.kv.register(f, true)
+	o.kv.register(f, "kv-type", "auto", "the KV cache's values: auto (the backend's preferred, as the daemon), f32 or f16")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object")
 	srv.flags(f)
 	f.BoolVarP(&verbose, "verbose", "v", false, "log backend selection and loading")
@@ -187,10 +187,8 @@ func (o *modelBench) run(ctx context.Context) (*benchResult, error) {
 	// Each step reuses the last one's logits, as the scheduler does.
 	var logits *backends.Logits
 	step := func(runs []backends.Run) error {
-		l, err := r.Forward(ctx, &backends.Batch{Runs: runs, Reuse: logits})
-		if l != nil {
-			logits = l
-		}
+		var err error
+		logits, err = r.Forward(ctx, &backends.Batch{Runs: runs, Reuse: logits})
 		return err
 	}
 	// Warm up: page the weights in and let the backend size its buffers.

@@ -11,7 +11,6 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
-	"github.com/octet-dev/octet/backends"
 	"github.com/octet-dev/octet/eval"
 	"github.com/octet-dev/octet/model"
 )
@@ -36,13 +35,13 @@ func (e *evalFlags) register(f *pflag.FlagSet, ctxDefault int) {
 	f.IntVar(&e.parallel, "parallel", 0, "chunks run together in one forward step (0: about 512 tokens' worth)")
 	f.BoolVar(&e.jsonOut, "json", false, "print one JSON object")
 	f.BoolVarP(&e.verbose, "verbose", "v", false, "log backend selection")
-	e.kv.register(f, false)
+	e.kv.register(f, "kv-type", "f32", "the KV cache's values: f32 or f16")
 }
 
 func (e *evalFlags) options(desc string) eval.Options {
 	return eval.Options{
 		Ctx: e.ctx, Chunks: e.chunks, Parallel: e.parallel,
-		Prefer: []string{e.backend}, Threads: e.threads, KV: e.kv.t, Logger: verboseLogger(e.verbose),
+		Prefer: []string{e.backend}, Threads: e.threads, KV: e.kv.resolve(nil), Logger: verboseLogger(e.verbose),
 		Progress: progress(desc),
 	}
 }
@@ -147,7 +146,7 @@ as llama.cpp's perplexity tool does.`,
 func kldCmd() *cobra.Command {
 	var path, basePath, file string
 	var ef evalFlags
-	var baseKV string
+	var baseKV kvFlag
 	var g eval.Gate
 	var gate bool
 	cmd := &cobra.Command{
@@ -166,11 +165,8 @@ func kldCmd() *cobra.Command {
 			}
 			defer base.Close()
 			o := ef.options("kld")
-			if baseKV != "" {
-				t, err := backends.ParseKVType(baseKV)
-				if err != nil {
-					return fmt.Errorf("--base-kv-type: %w", err)
-				}
+			if cmd.Flags().Changed("base-kv-type") {
+				t := baseKV.resolve(nil)
 				o.BaseKV = &t
 			}
 			rep, err := eval.Compare(cmd.Context(), m, base, text, eval.CompareOptions{Options: o})
@@ -204,7 +200,7 @@ func kldCmd() *cobra.Command {
 	f.StringVar(&file, "file", "", "text file (required)")
 	f.BoolVar(&gate, "gate", false, "also print the quality gate's verdict")
 	ef.register(f, 512)
-	f.StringVar(&baseKV, "base-kv-type", "", "the baseline's KV cache values, f32 or f16 (default: as --kv-type); with --base the same file, what a KV type costs")
+	baseKV.register(f, "base-kv-type", "", "the baseline's KV cache values, f32 or f16 (default: as --kv-type); with --base the same file, what a KV type costs")
 	gateFlags(f, &g)
 	cmd.MarkFlagRequired("model")
 	cmd.MarkFlagRequired("base")

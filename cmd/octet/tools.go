@@ -20,30 +20,21 @@ import (
 
 func joinNames() string { return strings.Join(backends.Names(), ", ") }
 
-// kvFlag is the value of --kv-type (bench and eval). Where allowAuto is
-// set it also takes "auto" (auto: the backend's preferred type, as the
-// daemon's kv_type = "auto").
+// kvFlag is a KV cache type flag (bench's and eval's --kv-type, kld's
+// --base-kv-type): "f32" or "f16", and "auto" (the backend's preferred
+// type, as the daemon's kv_type = "auto") where it starts as "auto".
 type kvFlag struct {
-	t               backends.KVType
-	allowAuto, auto bool
+	name      string // checked by Set
+	allowAuto bool
 }
 
-// register adds --kv-type to f; with auto it takes "auto" and starts as it.
-func (k *kvFlag) register(f *pflag.FlagSet, auto bool) {
-	k.allowAuto, k.auto = auto, auto
-	usage := "the KV cache's values: f32 or f16"
-	if auto {
-		usage = "the KV cache's values: auto (the backend's preferred, as the daemon), f32 or f16"
-	}
-	f.Var(k, "kv-type", usage)
+// register adds the flag to f, starting at def.
+func (k *kvFlag) register(f *pflag.FlagSet, flag, def, usage string) {
+	k.name, k.allowAuto = def, def == "auto"
+	f.Var(k, flag, usage)
 }
 
-func (k *kvFlag) String() string {
-	if k.auto {
-		return "auto"
-	}
-	return k.t.String()
-}
+func (k *kvFlag) String() string { return k.name }
 
 func (k *kvFlag) Type() string {
 	if k.allowAuto {
@@ -53,24 +44,19 @@ func (k *kvFlag) Type() string {
 }
 
 func (k *kvFlag) Set(s string) error {
-	if s == "auto" && k.allowAuto {
-		k.auto = true
-		return nil
+	if s != "auto" || !k.allowAuto {
+		if _, err := backends.ParseKVType(s); err != nil {
+			return err
+		}
 	}
-	t, err := backends.ParseKVType(s)
-	if err != nil {
-		return err
-	}
-	k.t, k.auto = t, false
+	k.name = s
 	return nil
 }
 
-// resolve is the type for backend b.
+// resolve is the type for backend b (which only "auto" consults).
 func (k *kvFlag) resolve(b backends.Backend) backends.KVType {
-	if k.auto {
-		return backends.PreferredKV(b)
-	}
-	return k.t
+	t, _ := backends.ResolveKVType(k.name, b) // Set checked the name
+	return t
 }
 
 func tokenizeCmd() *cobra.Command {

@@ -67,7 +67,6 @@ type Sampler struct {
 	rng     *rand.Rand
 	history []int32 // tokens seen, for the penalties
 	cands   []cand  // scratch
-	xs      []float64
 	counts  map[int32]int
 }
 
@@ -325,10 +324,10 @@ func (s *Sampler) softmax(cs []cand) {
 }
 
 // weigh sets each p to exp(logit - the largest logit), the softmax before
-// its division by the sum, which it returns. The differences go to a
-// float64 scratch first: converting a float32 inside the exp loop made each
-// iteration wait for the one before (the conversion writes only part of a
-// register the loop keeps), 4× slower at 49152 tokens.
+// its division by the sum, which it returns. The differences of each block
+// of 256 go to a float64 array first: converting a float32 inside the exp
+// loop made each iteration wait for the one before (the conversion writes
+// only part of a register the loop keeps), 4× slower at 49152 tokens.
 func (s *Sampler) weigh(cs []cand) float64 {
 	top := cs[0].logit
 	for _, c := range cs {
@@ -336,16 +335,19 @@ func (s *Sampler) weigh(cs []cand) float64 {
 			top = c.logit
 		}
 	}
-	xs := slices.Grow(s.xs[:0], len(cs))[:len(cs)]
-	s.xs = xs
-	for i := range cs {
-		xs[i] = float64(cs[i].logit - top)
-	}
+	var xs [256]float64
 	var sum float64
-	for i, x := range xs {
-		e := expNeg(x)
-		cs[i].p = float32(e)
-		sum += e
+	for len(cs) > 0 {
+		blk := cs[:min(len(cs), len(xs))]
+		for i := range blk {
+			xs[i] = float64(blk[i].logit - top)
+		}
+		for i := range blk {
+			e := expNeg(xs[i])
+			blk[i].p = float32(e)
+			sum += e
+		}
+		cs = cs[len(blk):]
 	}
 	return sum
 }
@@ -353,7 +355,7 @@ func (s *Sampler) weigh(cs []cand) float64 {
 // LogSumExp is log Σ e^l over logits, the log-softmax's normalizer: -Inf
 // for none, NaN when a logit is NaN, the largest +Inf or all -Inf. Its
 // exponentials are expNeg's, of differences converted to float64 in blocks
-// of 256 first (for weigh's reason).
+// of 256 first, as in weigh.
 func LogSumExp(logits []float32) float64 {
 	hi := float32(math.Inf(-1))
 	for _, l := range logits {
