@@ -37,6 +37,14 @@ func hbmBandwidth(b *Backend) (float64, error) {
 	return copyBW.bps, copyBW.err
 }
 
+// OCTET_CUDA_LEGACY_GEMV=1 runs the benchmarks on gemv_q8 alone (the
+// kernel before gemv_q8_1 and gemm_q8), OCTET_CUDA_GEMV_BLOCKS sets
+// gemv_q8_1's blocks per SM: the same binary compares them.
+func init() {
+	legacyGEMV = os.Getenv("OCTET_CUDA_LEGACY_GEMV") == "1"
+	gemvBlocksPerSM = envInt("OCTET_CUDA_GEMV_BLOCKS", gemvBlocksPerSM)
+}
+
 func BenchmarkCopyBandwidth(b *testing.B) {
 	bk := openOrSkip(b)
 	var bps float64
@@ -84,7 +92,7 @@ func BenchmarkDecode(b *testing.B) {
 		b.Fatal(err)
 	}
 	for _, m := range benchModels(b) {
-		for _, batch := range []int{1, 32} {
+		for _, batch := range []int{1, 8, 32} {
 			b.Run(fmt.Sprintf("%s/batch=%d", modelName(m), batch), func(b *testing.B) {
 				const prompt, ctxLen, bs = 128, 512, 16
 				r := loadRunner(b, bk, m, backends.LoadOptions{BlockSize: bs, KVBlocks: batch * ctxLen / bs, MaxContext: ctxLen})

@@ -284,7 +284,22 @@ type module struct {
 	handle                                     uintptr
 	arch                                       string
 	gemvQ8, gemvF32, embedQ8, embedF32, ropeKV *kernel
-	attention                                  *kernel
+	gemvQ8One, quantQ8, gemmQ8, gemmQ8Gated    *kernel
+	// attention by warps per block (16, 4) and head width (≤ 32, 64, 128, 256).
+	attention [2][4]*kernel
+}
+
+// attentionFor is the attention kernel for heads of hd ≤ maxHeadDim values
+// and its block size: 16 warps, or 4 when many blocks are to run.
+func (m *module) attentionFor(hd int, many bool) (*kernel, int) {
+	i := 0
+	for 32<<i < hd {
+		i++
+	}
+	if many {
+		return m.attention[1][i], 4 * 32
+	}
+	return m.attention[0][i], 16 * 32
 }
 
 type kernel struct {
@@ -332,7 +347,12 @@ func (d *device) loadModule() (*module, error) {
 		dst  **kernel
 		name string
 	}{{&m.gemvQ8, "gemv_q8"}, {&m.gemvF32, "gemv_f32"}, {&m.embedQ8, "embed_q8"}, {&m.embedF32, "embed_f32"},
-		{&m.ropeKV, "rope_kv"}, {&m.attention, "attention"}} {
+		{&m.ropeKV, "rope_kv"}, {&m.gemvQ8One, "gemv_q8_1"}, {&m.quantQ8, "quant_q8"}, {&m.gemmQ8, "gemm_q8"},
+		{&m.gemmQ8Gated, "gemm_q8_gated"},
+		{&m.attention[0][0], "attention_1_w16"}, {&m.attention[0][1], "attention_2_w16"},
+		{&m.attention[0][2], "attention_4_w16"}, {&m.attention[0][3], "attention_8_w16"},
+		{&m.attention[1][0], "attention_1_w4"}, {&m.attention[1][1], "attention_2_w4"},
+		{&m.attention[1][2], "attention_4_w4"}, {&m.attention[1][3], "attention_8_w4"}} {
 		kn := &kernel{name: k.name}
 		name := cString(k.name)
 		err := d.drv.call("cuModuleGetFunction", d.drv.cuModuleGetFunction, d.outAt(0), m.handle, uintptr(unsafe.Pointer(name)))
@@ -343,7 +363,7 @@ func (d *device) loadModule() (*module, error) {
 		kn.fn = uintptr(d.outU64(0))
 		*k.dst = kn
 	}
-	for _, k := range []*kernel{m.gemvQ8, m.gemvF32} {
+	for _, k := range []*kernel{m.gemvQ8, m.gemvF32, m.gemvQ8One} {
 		if err := d.drv.call("cuFuncSetAttribute", d.drv.cuFuncSetAttribute, k.fn, funcAttrMaxDynamicShared, uintptr(d.smemMax)); err != nil {
 			return nil, fmt.Errorf("%w: kernel %s", err, k.name)
 		}

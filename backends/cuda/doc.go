@@ -34,12 +34,24 @@
 // float16 scale per 32 (the query, key and value projections concatenated
 // into one matrix), other matrices as float32. The KV cache is float32 in
 // device memory, paged in blocks that the caller's block tables name. A
-// step uploads token ids, positions and block tables, runs per layer a
-// fused RMSNorm+quantize+dp4a GEMV (QKV), RoPE with the cache write,
+// step uploads token ids, positions and block tables, runs per layer the
+// QKV product on RMS-normalised activations, RoPE with the cache write,
 // paged attention with an online softmax, the output projection added into
-// the residual, a fused RMSNorm+GEMV+SiLU-gate (gate and up), the down
-// projection added into the residual, and the final norm and logits GEMV
-// for the rows the batch asks for; only those logits come back. A step
-// shape (tokens, logit rows) seen twice is captured as a CUDA graph and
-// replayed from then on.
+// the residual, the gate and up products with the SiLU gate (normalised
+// again), the down projection added into the residual, and the final norm
+// and logits product for the rows the batch asks for; only those logits
+// come back. A step shape (tokens, logit rows) seen twice is captured as a
+// CUDA graph and replayed from then on.
+//
+// Each Q8_0 product quantizes its activations to int8 per 32 values:
+//   - one token (a decode step of one sequence): gemv_q8_1, dp4a, each
+//     block normalising and quantizing the activations into shared memory
+//     while its warps' first weight loads are in flight;
+//   - more: quant_q8 normalises and quantizes them once, then gemm_q8 runs
+//     int8 tensor-core products (mma.sync m16n8k32, one Q8_0 block of 16
+//     rows by 8 tokens each), scaled into float sums per block.
+//
+// Attention comes in one kernel per head width (32, 64, 128, 256 values),
+// with 16 warps per (head, token) when there are few of them for the SMs
+// and 4 when there are many.
 package cuda

@@ -54,142 +54,162 @@ func tensor(rng *rand.Rand, typ gguf.TensorType, rows, cols int) *model.Tensor {
 
 const guard = float32(-12345.5)
 
-// TestGEMVMatchesRef compares gemv_q8 and gemv_f32 with ref.RMSNorm,
-// ref.MatMul and ref.SiLUGate on random inputs, with guard columns and rows
-// around the output. For Q8_0 the activations are quantized to int8 per 32
+// TestGEMVMatchesRef compares the GEMV kernels (gemv_q8_1 for one token,
+// quant_q8 and gemm_q8 for more, the legacy gemv_q8 for any count, and
+// gemv_f32) with ref.RMSNorm, ref.MatMul and ref.SiLUGate on random inputs,
+// with guard columns and rows around the output. For Q8_0 the activations are quantized to int8 per 32
 // values: each is off by at most half its block's step d = amax/127, so a
 // dot product is off by at most Σ|w_i|·d_i/2 (plus float rounding).
 func TestGEMVMatchesRef(t *testing.T) {
 	b := openOrSkip(t)
 	rng := rand.New(rand.NewPCG(5, 6))
-	cases := []struct {
-		name                      string
-		typ                       gguf.TensorType
-		rows, K, ntok             int
-		norm, gateUp, acc, gather bool
-	}{
+	cases := []gemvCase{
 		{"q8", gguf.Q8_0, 37, 96, 1, true, false, false, false},
 		{"q8 tiles", gguf.Q8_0, 67, 2080, 19, true, false, true, false},
 		{"q8 long rows", gguf.Q8_0, 9, 5632, 3, false, false, true, false},
 		{"q8 silu", gguf.Q8_0, 40, 256, 9, true, true, false, false},
 		{"q8 gather", gguf.Q8_0, 33, 64, 3, true, false, false, true},
 		{"q8 many rows", gguf.Q8_0, 2203, 64, 40, true, true, true, false},
+		{"q8 two tokens", gguf.Q8_0, 50, 128, 2, true, false, false, false},
+		{"q8 one silu", gguf.Q8_0, 40, 2080, 1, true, true, true, false},
+		{"q8 one gather", gguf.Q8_0, 33, 64, 1, true, false, false, true},
+		{"q8 one long rows", gguf.Q8_0, 9, 5632, 1, false, false, true, false},
+		{"q8 one many rows", gguf.Q8_0, 4500, 2080, 1, true, true, false, false},
 		{"f32", gguf.F32, 37, 100, 10, true, false, false, false},
 		{"f32 many rows", gguf.F32, 2203, 40, 33, true, false, true, false},
 		{"f16 silu acc", gguf.F16, 21, 72, 4, true, true, true, false},
 	}
 	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			r := harness(b)
-			w, w2 := tensor(rng, c.typ, c.rows, c.K), tensor(rng, c.typ, c.rows, c.K)
-			xrowsN := c.ntok
-			if c.gather {
-				xrowsN = 2*c.ntok + 1
+		for _, legacy := range []bool{false, true} {
+			if legacy && c.typ != gguf.Q8_0 {
+				continue
 			}
-			x := randVec(rng, xrowsN*c.K, 2)
-			normw := randVec(rng, c.K, 1)
-			var xrows []int32
-			for i := 0; i < c.ntok; i++ {
-				xrows = append(xrows, int32(2*i+1))
-			}
-			ldy := c.rows + 3
-			y := make([]float32, (c.ntok+2)*ldy)
-			for i := range y {
-				y[i] = guard
-			}
-			init := randVec(rng, len(y), 1)
-			for tk := 0; tk < c.ntok; tk++ {
-				for j := 0; j < c.rows; j++ {
-					if c.acc {
-						y[tk*ldy+j] = init[tk*ldy+j]
-					}
-				}
-			}
-			got := make([]float32, len(y))
-			err := b.dev.do(func() error {
-				defer r.release()
-				mw, err := r.matrix(w)
-				if err != nil {
-					return err
-				}
-				var mw2 matrix
-				if c.gateUp {
-					if mw2, err = r.matrix(w2); err != nil {
-						return err
-					}
-				}
-				var px, pn, py, pr devPtr
-				for _, u := range []struct {
-					dst *devPtr
-					v   []float32
-				}{{&px, x}, {&pn, normw}, {&py, y}} {
-					if *u.dst, err = allocCopy(r.dev, u.v); err != nil {
-						return err
-					}
-					r.allocs = append(r.allocs, *u.dst)
-				}
-				if c.gather {
-					if pr, err = allocCopy(r.dev, xrows); err != nil {
-						return err
-					}
-					r.allocs = append(r.allocs, pr)
-				}
-				if !c.norm {
-					pn = 0
-				}
-				if err := r.gemv(mw, mw2, px, c.K, pr, pn, py, ldy, c.acc, c.ntok); err != nil {
-					return err
-				}
-				if err := r.dev.sync(); err != nil {
-					return err
-				}
-				return download(r.dev, got, py)
+			t.Run(fmt.Sprintf("%s legacy=%v", c.name, legacy), func(t *testing.T) {
+				defer func(was bool) { legacyGEMV = was }(legacyGEMV)
+				legacyGEMV = legacy
+				testGEMV(t, b, rng, c)
 			})
-			if err != nil {
-				t.Fatal(err)
+		}
+	}
+}
+
+type gemvCase struct {
+	name                      string
+	typ                       gguf.TensorType
+	rows, K, ntok             int
+	norm, gateUp, acc, gather bool
+}
+
+// testGEMV runs one case of TestGEMVMatchesRef on r.gemv's kernels.
+func testGEMV(t *testing.T, b *Backend, rng *rand.Rand, c gemvCase) {
+	r := harness(b)
+	w, w2 := tensor(rng, c.typ, c.rows, c.K), tensor(rng, c.typ, c.rows, c.K)
+	xrowsN := c.ntok
+	if c.gather {
+		xrowsN = 2*c.ntok + 1
+	}
+	x := randVec(rng, xrowsN*c.K, 2)
+	normw := randVec(rng, c.K, 1)
+	var xrows []int32
+	for i := 0; i < c.ntok; i++ {
+		xrows = append(xrows, int32(2*i+1))
+	}
+	ldy := c.rows + 3
+	y := make([]float32, (c.ntok+2)*ldy)
+	for i := range y {
+		y[i] = guard
+	}
+	init := randVec(rng, len(y), 1)
+	for tk := 0; tk < c.ntok; tk++ {
+		for j := 0; j < c.rows; j++ {
+			if c.acc {
+				y[tk*ldy+j] = init[tk*ldy+j]
 			}
-			for tk := 0; tk < c.ntok; tk++ {
-				row := tk
-				if c.gather {
-					row = int(xrows[tk])
-				}
-				xn := slices.Clone(x[row*c.K : (row+1)*c.K])
-				if c.norm {
-					ref.RMSNorm(xn, xn, normw, 1e-5)
-				}
-				g, eg := refDot(w, xn, c.typ == gguf.Q8_0)
-				want, tol := g, eg
-				if c.gateUp {
-					u, eu := refDot(w2, xn, c.typ == gguf.Q8_0)
-					want = make([]float32, c.rows)
-					ref.SiLUGate(want, g, u)
-					tol = make([]float64, c.rows)
-					for j := range tol {
-						sg := float64(g[j]) / (1 + math.Exp(-float64(g[j])))
-						tol[j] = 1.1*eg[j]*math.Abs(float64(u[j])) + math.Abs(sg)*eu[j] + eg[j]*eu[j]
-					}
-				}
-				for j := 0; j < c.rows; j++ {
-					w := float64(want[j])
-					if c.acc {
-						w += float64(init[tk*ldy+j])
-					}
-					if d := math.Abs(float64(got[tk*ldy+j]) - w); !(d <= tol[j]+1e-4*math.Abs(w)+1e-5) {
-						t.Fatalf("token %d row %d: %g, ref %g (|Δ| %.3g > bound %.3g)", tk, j, got[tk*ldy+j], w, d, tol[j])
-					}
-				}
-				for j := c.rows; j < ldy; j++ {
-					if got[tk*ldy+j] != guard {
-						t.Fatalf("token %d: guard column %d overwritten", tk, j)
-					}
-				}
+		}
+	}
+	got := make([]float32, len(y))
+	err := b.dev.do(func() error {
+		defer r.release()
+		mw, err := r.matrix(w)
+		if err != nil {
+			return err
+		}
+		var mw2 matrix
+		if c.gateUp {
+			if mw2, err = r.matrix(w2); err != nil {
+				return err
 			}
-			for i := c.ntok * ldy; i < len(got); i++ {
-				if got[i] != guard {
-					t.Fatalf("guard row element %d overwritten", i)
-				}
+		}
+		var px, pn, py, pr devPtr
+		for _, u := range []struct {
+			dst *devPtr
+			v   []float32
+		}{{&px, x}, {&pn, normw}, {&py, y}} {
+			if *u.dst, err = allocCopy(r.dev, u.v); err != nil {
+				return err
 			}
-		})
+			r.allocs = append(r.allocs, *u.dst)
+		}
+		if c.gather {
+			if pr, err = allocCopy(r.dev, xrows); err != nil {
+				return err
+			}
+			r.allocs = append(r.allocs, pr)
+		}
+		if !c.norm {
+			pn = 0
+		}
+		if err := r.gemv(mw, mw2, px, c.K, pr, pn, py, ldy, c.acc, c.ntok); err != nil {
+			return err
+		}
+		if err := r.dev.sync(); err != nil {
+			return err
+		}
+		return download(r.dev, got, py)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for tk := 0; tk < c.ntok; tk++ {
+		row := tk
+		if c.gather {
+			row = int(xrows[tk])
+		}
+		xn := slices.Clone(x[row*c.K : (row+1)*c.K])
+		if c.norm {
+			ref.RMSNorm(xn, xn, normw, 1e-5)
+		}
+		g, eg := refDot(w, xn, c.typ == gguf.Q8_0)
+		want, tol := g, eg
+		if c.gateUp {
+			u, eu := refDot(w2, xn, c.typ == gguf.Q8_0)
+			want = make([]float32, c.rows)
+			ref.SiLUGate(want, g, u)
+			tol = make([]float64, c.rows)
+			for j := range tol {
+				sg := float64(g[j]) / (1 + math.Exp(-float64(g[j])))
+				tol[j] = 1.1*eg[j]*math.Abs(float64(u[j])) + math.Abs(sg)*eu[j] + eg[j]*eu[j]
+			}
+		}
+		for j := 0; j < c.rows; j++ {
+			w := float64(want[j])
+			if c.acc {
+				w += float64(init[tk*ldy+j])
+			}
+			if d := math.Abs(float64(got[tk*ldy+j]) - w); !(d <= tol[j]+1e-4*math.Abs(w)+1e-5) {
+				t.Fatalf("token %d row %d: %g, ref %g (|Δ| %.3g > bound %.3g)", tk, j, got[tk*ldy+j], w, d, tol[j])
+			}
+		}
+		for j := c.rows; j < ldy; j++ {
+			if got[tk*ldy+j] != guard {
+				t.Fatalf("token %d: guard column %d overwritten", tk, j)
+			}
+		}
+	}
+	for i := c.ntok * ldy; i < len(got); i++ {
+		if got[i] != guard {
+			t.Fatalf("guard row element %d overwritten", i)
+		}
 	}
 }
 
@@ -226,8 +246,10 @@ func TestRopeAttentionMatchRef(t *testing.T) {
 	for _, c := range []struct {
 		H, KVH, hd int
 		neox       bool
-	}{{4, 2, 64, false}, {6, 1, 8, true}, {2, 2, 128, false}} {
-		t.Run(fmt.Sprintf("H%d_KV%d_hd%d", c.H, c.KVH, c.hd), func(t *testing.T) {
+		many       bool // the 4-warp kernel and a rope grid of 3 blocks per token
+	}{{4, 2, 64, false, false}, {6, 1, 8, true, false}, {2, 2, 128, false, false}, {3, 1, 256, true, false}, {2, 1, 40, false, false},
+		{4, 2, 64, false, true}, {6, 1, 8, true, true}, {2, 2, 128, false, true}, {3, 1, 256, true, true}} {
+		t.Run(fmt.Sprintf("H%d_KV%d_hd%d_many=%v", c.H, c.KVH, c.hd, c.many), func(t *testing.T) {
 			const bs, nblocks, ctx = 4, 12, 40
 			rc := model.RopeConfig{Dims: c.hd, Base: 10000, FreqScale: 1, NeoX: c.neox}
 			qw, kvw := c.H*c.hd, c.KVH*c.hd
@@ -300,12 +322,17 @@ func TestRopeAttentionMatchRef(t *testing.T) {
 					neox = 1
 				}
 				n := len(toks)
-				if err := d.launch(k.ropeKV, [2]int{n, 1}, 128, 0, ptrArg(ptrs["qkv"]), intArg(ld), ptrArg(ptrs["pos"]), ptrArg(ptrs["btoff"]), ptrArg(ptrs["blocks"]),
+				ropeGrid := 1
+				if c.many {
+					ropeGrid = 3
+				}
+				if err := d.launch(k.ropeKV, [2]int{n, ropeGrid}, 128, 0, ptrArg(ptrs["qkv"]), intArg(ld), ptrArg(ptrs["pos"]), ptrArg(ptrs["btoff"]), ptrArg(ptrs["blocks"]),
 					intArg(bs), intArg(c.H), intArg(c.KVH), intArg(c.hd), intArg(rc.Dims), intArg(neox), ptrArg(ptrs["cs"]), 0, 0, 0, ptrArg(ptrs["kc"]), ptrArg(ptrs["vc"])); err != nil {
 					return err
 				}
 				scale := float32(1 / math.Sqrt(float64(c.hd)))
-				if err := d.launch(k.attention, [2]int{c.H, n}, attWarps*32, 0, ptrArg(ptrs["qkv"]), intArg(ld), ptrArg(ptrs["pos"]), ptrArg(ptrs["btoff"]), ptrArg(ptrs["blocks"]),
+				att, threads := k.attentionFor(c.hd, c.many)
+				if err := d.launch(att, [2]int{c.H, n}, threads, 0, ptrArg(ptrs["qkv"]), intArg(ld), ptrArg(ptrs["pos"]), ptrArg(ptrs["btoff"]), ptrArg(ptrs["blocks"]),
 					intArg(bs), intArg(c.H), intArg(c.KVH), intArg(c.hd), floatArg(scale), ptrArg(ptrs["kc"]), ptrArg(ptrs["vc"]), ptrArg(ptrs["att"]), intArg(qw)); err != nil {
 					return err
 				}

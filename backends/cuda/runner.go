@@ -20,7 +20,8 @@ import (
 const (
 	gemvWarps  = 8  // WARPS: weight rows per GEMV block
 	gemvTile   = 8  // TILE: tokens per GEMV block at most
-	attWarps   = 16 // ATT_WARPS
+	mmaWarps   = 8  // MMA_WARPS: warps of a gemm_q8 block
+	quantWarps = 32 // QUANT_WARPS: warps of a quant_q8 block
 	maxHeadDim = 256
 	// maxStepTokens bounds the tokens of one device step; a larger batch
 	// runs as several steps in order (each writes its KV before the next
@@ -61,6 +62,10 @@ type runner struct {
 	x, qkv, att, ffn, logits devPtr
 	meta                     devPtr // int32: tokens, positions, block-table offsets, logit rows, block tables
 	metaCap                  int
+	// qx and dx hold activations quantized for gemm_q8: qcap int8 values
+	// and a float scale per 32.
+	qx, dx devPtr
+	qcap   int
 
 	allocs      []devPtr
 	weightBytes int64
@@ -288,7 +293,58 @@ func (r *runner) load() error {
 		}
 	}
 	r.graphs = map[stepShape]uintptr{}
+	if err := r.growQ(maxStepTokens * max(c.Dim, maxQ, maxFFN)); err != nil {
+		return err
+	}
 	return r.growMeta(4*maxStepTokens + 4096)
+}
+
+// dropGraphs forgets the captured graphs (their addresses moved).
+func (r *runner) dropGraphs() {
+	for k, g := range r.graphs {
+		if g != 0 {
+			r.dev.dropGraph(g)
+		}
+		delete(r.graphs, k)
+	}
+}
+
+// forget frees p, one of r.allocs, and removes it from them.
+func (r *runner) forget(p devPtr) {
+	if p == 0 {
+		return
+	}
+	for i, q := range r.allocs {
+		if q == p {
+			r.allocs = append(r.allocs[:i], r.allocs[i+1:]...)
+			break
+		}
+	}
+	r.dev.free(p)
+}
+
+// growQ makes the quantized-activation buffers hold n values. Load sizes
+// them for the largest step, so steps never grow them; a kernel test's
+// harness grows them as it goes.
+func (r *runner) growQ(n int) error {
+	if n <= r.qcap {
+		return nil
+	}
+	qx, err := r.dev.alloc(int64(n))
+	if err != nil {
+		return err
+	}
+	dx, err := r.dev.alloc(int64(n / 32 * 4))
+	if err != nil {
+		r.dev.free(qx)
+		return err
+	}
+	r.forget(r.qx)
+	r.forget(r.dx)
+	r.dropGraphs()
+	r.qx, r.dx, r.qcap = qx, dx, n
+	r.allocs = append(r.allocs, qx, dx)
+	return nil
 }
 
 // growMeta makes the metadata buffer hold n int32s. A new buffer moves the
@@ -302,21 +358,8 @@ func (r *runner) growMeta(n int) error {
 	if err != nil {
 		return err
 	}
-	if r.meta != 0 {
-		for i, q := range r.allocs {
-			if q == r.meta {
-				r.allocs = append(r.allocs[:i], r.allocs[i+1:]...)
-				break
-			}
-		}
-		r.dev.free(r.meta)
-	}
-	for k, g := range r.graphs {
-		if g != 0 {
-			r.dev.dropGraph(g)
-		}
-		delete(r.graphs, k)
-	}
+	r.forget(r.meta)
+	r.dropGraphs()
 	r.meta, r.metaCap = p, n
 	r.allocs = append(r.allocs, p)
 	return nil
@@ -468,12 +511,13 @@ func (r *runner) launch(s stepShape) error {
 		if err := r.gemv(l.qkv, matrix{}, r.x, c.Dim, 0, l.attnNorm, r.qkv, ld, false, n); err != nil {
 			return err
 		}
-		if err := d.launch(k.ropeKV, [2]int{n, 1}, 256, 0, ptrArg(r.qkv), intArg(ld), ptrArg(pos), ptrArg(btoff), ptrArg(blocks),
+		if err := d.launch(k.ropeKV, [2]int{n, ((l.heads+l.kvHeads)*hd + 255) / 256}, 256, 0, ptrArg(r.qkv), intArg(ld), ptrArg(pos), ptrArg(btoff), ptrArg(blocks),
 			intArg(r.o.BlockSize), intArg(l.heads), intArg(l.kvHeads), intArg(hd), intArg(c.Rope.Dims), intArg(neox), ptrArg(r.ropeCS),
 			ptrArg(l.bq), ptrArg(l.bk), ptrArg(l.bv), ptrArg(l.k), ptrArg(l.v)); err != nil {
 			return err
 		}
-		if err := d.launch(k.attention, [2]int{l.heads, n}, attWarps*32, 0, ptrArg(r.qkv), intArg(ld), ptrArg(pos), ptrArg(btoff), ptrArg(blocks),
+		att, threads := k.attentionFor(hd, l.heads*n > d.sms)
+		if err := d.launch(att, [2]int{l.heads, n}, threads, 0, ptrArg(r.qkv), intArg(ld), ptrArg(pos), ptrArg(btoff), ptrArg(blocks),
 			intArg(r.o.BlockSize), intArg(l.heads), intArg(l.kvHeads), intArg(hd), floatArg(scale), ptrArg(l.k), ptrArg(l.v), ptrArg(r.att), intArg(qw)); err != nil {
 			return err
 		}
@@ -495,15 +539,56 @@ func (r *runner) launch(s stepShape) error {
 
 // gemv launches y = w·x (or silu(w·x)*(w2·x), or y += w·x) over ntok
 // activation rows of x (rows xrows[i] when xrows is set), RMS-normalised
-// with normw first when normw is set.
+// with normw first when normw is set. A Q8_0 matrix takes gemv_q8_1 for
+// one token (a decode step of one sequence) and the tensor cores for more:
+// quant_q8 quantizes the activations once, then gemm_q8.
 func (r *runner) gemv(w, w2 matrix, x devPtr, ldx int, xrows, normw, y devPtr, ldy int, accumulate bool, ntok int) error {
-	tile, smem, err := gemvTiling(w.q8, w.cols, r.dev.smemMax, ntok)
-	if err != nil {
-		return err
-	}
 	acc := 0
 	if accumulate {
 		acc = 1
+	}
+	d, k, eps := r.dev, r.dev.mod, floatArg(r.m.Config.NormEps)
+	switch {
+	case !w.q8 || legacyGEMV:
+		return r.gemvTiled(w, w2, x, ldx, xrows, normw, y, ldy, acc, ntok)
+	case ntok == 1:
+		smem := w.cols + w.cols/8 + 4*gemvWarps
+		if smem > d.smemMax {
+			return fmt.Errorf("cuda: a row of %d values does not fit the GPU's %d bytes of shared memory", w.cols, d.smemMax)
+		}
+		grid := [2]int{min((w.rows+gemvWarps-1)/gemvWarps, gemvBlocksPerSM*d.sms), 1}
+		return d.launch(k.gemvQ8One, grid, gemvWarps*32, smem, ptrArg(w.w), ptrArg(w.d), ptrArg(w2.w), ptrArg(w2.d),
+			intArg(w.rows), intArg(w.cols), ptrArg(x), intArg(ldx), ptrArg(xrows), ptrArg(normw), eps, ptrArg(y), intArg(acc))
+	}
+	if err := r.growQ(ntok * w.cols); err != nil {
+		return err
+	}
+	if err := d.launch(k.quantQ8, [2]int{ntok, 1}, quantWarps*32, 0, ptrArg(x), intArg(ldx), ptrArg(xrows), ptrArg(normw), eps,
+		intArg(w.cols), ptrArg(r.qx), ptrArg(r.dx)); err != nil {
+		return err
+	}
+	grid := [2]int{(w.rows + 15) / 16, (ntok + 31) / 32}
+	tail := []arg{intArg(w.rows), intArg(w.cols), ptrArg(r.qx), ptrArg(r.dx), intArg(ntok), ptrArg(y), intArg(ldy), intArg(acc)}
+	if w2.w != 0 {
+		return d.launch(k.gemmQ8Gated, grid, mmaWarps*32, 0, append([]arg{ptrArg(w.w), ptrArg(w.d), ptrArg(w2.w), ptrArg(w2.d)}, tail...)...)
+	}
+	return d.launch(k.gemmQ8, grid, mmaWarps*32, 0, append([]arg{ptrArg(w.w), ptrArg(w.d)}, tail...)...)
+}
+
+// gemvBlocksPerSM bounds gemv_q8_1's grid: its warps stride over the rows
+// beyond it.
+var gemvBlocksPerSM = 2
+
+// legacyGEMV routes Q8_0 matrices through gemv_q8, the dp4a kernel that
+// tiles 8 tokens per block, for every token count (benchmarks compare).
+var legacyGEMV = false
+
+// gemvTiled launches gemv_q8 or gemv_f32: blocks of up to gemvTile tokens
+// that quantize (or copy) their activations into shared memory.
+func (r *runner) gemvTiled(w, w2 matrix, x devPtr, ldx int, xrows, normw, y devPtr, ldy int, acc int, ntok int) error {
+	tile, smem, err := gemvTiling(w.q8, w.cols, r.dev.smemMax, ntok)
+	if err != nil {
+		return err
 	}
 	// Enough blocks to fill the GPU once (two per SM); warps stride over
 	// the rows, so each block quantizes its activations once.

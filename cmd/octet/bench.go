@@ -145,7 +145,7 @@ func (o *modelBench) run(ctx context.Context) (*benchResult, error) {
 	// The bandwidth probe runs before the load and again after the
 	// measurements; the better of the two is the roofline's denominator
 	// (the machine may be busy for one of them).
-	bw0, _ := hostBandwidth(threads)
+	bw0, _ := bandwidth(b, threads)
 	// The KV cache: the prompt's blocks (shared by every sequence of the
 	// batched measurement, which only reads them), then each sequence's
 	// own blocks for the rest of the prompt's last block and its decode.
@@ -249,7 +249,7 @@ func (o *modelBench) run(ctx context.Context) (*benchResult, error) {
 			res.BatchSpeedup = res.BatchTokS / res.DecodeTokS
 		}
 	}
-	bw, from := hostBandwidth(threads)
+	bw, from := bandwidth(b, threads)
 	bw = max(bw, bw0)
 	res.BandwidthGBs, res.BandwidthFrom = bw/1e9, from
 	if bw > 0 && res.StepBytes > 0 {
@@ -287,6 +287,18 @@ func median(reps int, f func() (float64, error)) (float64, error) {
 		return v[reps/2], nil
 	}
 	return (v[reps/2-1] + v[reps/2]) / 2, nil
+}
+
+// bandwidth measures the memory that b's kernels stream weights from: the
+// backend's own probe where it has one (a GPU's device memory, through
+// device-to-device copies), else the host's.
+func bandwidth(b backends.Backend, threads int) (float64, string) {
+	if p, ok := b.(interface{ MemoryBandwidth() (float64, error) }); ok {
+		if bw, err := p.MemoryBandwidth(); err == nil {
+			return bw, "device-to-device copies of 1 GiB, read + written"
+		}
+	}
+	return hostBandwidth(threads)
 }
 
 // hostBandwidth measures the host's memory read bandwidth with threads

@@ -9,7 +9,7 @@
 
 #define GLOBAL extern "C" __attribute__((global))
 #define SHARED __attribute__((shared))
-#define DEVICE static __attribute__((device)) inline
+#define DEVICE static __attribute__((device)) inline __attribute__((always_inline))
 
 typedef signed char i8;
 typedef unsigned short u16;
@@ -220,6 +220,318 @@ GLOBAL void gemv_q8(const i8* __restrict__ W, const u16* __restrict__ Wd,
 		gemv_q8_row(W, Wd, W2, W2d, r, K, qa, da, nt, t0, Y, ldy, accumulate);
 }
 
+// quantize_row RMS-normalises the K values of x with normw (when not
+// null), then quantizes them per 32 values: q[i] = round(x_i / d) with
+// dq[c] = d = amax/127 of chunk c. The whole block
+// part (NW warps), its loads issued QUNROLL at a time; red is NW floats
+// of shared scratch. Twin: ref.RMSNorm, then the rounding that the tests bound.
+template <int NW>
+DEVICE void quantize_row(const float* __restrict__ x, int K, const float* __restrict__ normw,
+                         float eps, float* red, i8* q, float* dq) {
+	int tid = TID, lane = tid & 31, warp = tid >> 5, nblk = K >> 5;
+	float scale = 1;
+	if (normw) {
+		float ss = 0;
+		for (int i0 = 0; i0 < K; i0 += NW * 32 * QUNROLL) {
+			float v[QUNROLL];
+#pragma unroll
+			for (int e = 0; e < QUNROLL; e++) {
+				int i = i0 + e * NW * 32 + tid;
+				v[e] = i < K ? x[i] : 0.0f;
+			}
+#pragma unroll
+			for (int e = 0; e < QUNROLL; e++) ss += v[e] * v[e];
+		}
+		ss = warp_sum(ss);
+		if (lane == 0) red[warp] = ss;
+		__syncthreads();
+		float t = 0;
+		for (int w = 0; w < NW; w++) t += red[w];
+		scale = 1.0f / __builtin_sqrtf(t / K + eps);
+	}
+	for (int c0 = warp; c0 < nblk; c0 += NW * QUNROLL) {
+		float v[QUNROLL];
+#pragma unroll
+		for (int e = 0; e < QUNROLL; e++) {
+			int c = c0 + e * NW, i = c * 32 + lane;
+			v[e] = 0;
+			if (c < nblk) {
+				v[e] = x[i];
+				if (normw) v[e] = v[e] * scale * normw[i];
+			}
+		}
+#pragma unroll
+		for (int e = 0; e < QUNROLL; e++) {
+			int c = c0 + e * NW;
+			float amax = warp_max(v[e] < 0 ? -v[e] : v[e]);
+			float d = amax / 127.0f;
+			if (c < nblk) {
+				q[c * 32 + lane] = (i8)(d > 0 ? rni(v[e] / d) : 0);
+				if (lane == 0) dq[c] = d;
+			}
+		}
+	}
+}
+
+// quant_q8 quantizes row xrows[BX] (or BX) of X for gemm_q8: QX row BX gets
+// its K int8 values and DX row BX its K/32 scales. Twin: ref.RMSNorm.
+// Its QUANT_WARPS warps take a row of up to 8192 values in one round of
+// loads. Grid: ntok; block QUANT_WARPS*32.
+#define QUANT_WARPS 32
+GLOBAL void quant_q8(const float* __restrict__ X, int ldx, const int* __restrict__ xrows,
+                     const float* __restrict__ normw, float eps, int K, i8* QX, float* DX) {
+	SHARED float red[QUANT_WARPS];
+	long row = xrows ? xrows[BX] : BX;
+	quantize_row<QUANT_WARPS>(X + row * ldx, K, normw, eps, red, QX + (long)BX * K, DX + (long)BX * (K >> 5));
+}
+
+// chunk is up to 2048 values of one weight row for gemv_q8_1, 16 per lane
+// (four 512-byte loads per warp), with their raw float16 scales, and the
+// same of the up projection's row when there is one. The scales stay raw
+// so that nothing waits on the loads until the chunk is used.
+struct chunk {
+	int4v w[4], w2[4];
+	u16 s[4], s2[4];
+};
+
+DEVICE void load_chunk(chunk& c, const i8* __restrict__ W, const u16* __restrict__ Wd,
+                       const i8* __restrict__ W2, const u16* __restrict__ W2d, long r, int kb,
+                       int K, int lane) {
+	long nblk = K >> 5;
+#pragma unroll
+	for (int u = 0; u < 4; u++) {
+		int off = kb + u * 512 + lane * 16;
+		c.w[u] = c.w2[u] = (int4v){0, 0, 0, 0};
+		c.s[u] = c.s2[u] = 0;
+		if (off < K) {
+			c.w[u] = *(const int4v*)(W + r * K + off);
+			c.s[u] = Wd[r * nblk + (off >> 5)];
+			if (W2) {
+				c.w2[u] = *(const int4v*)(W2 + r * K + off);
+				c.s2[u] = W2d[r * nblk + (off >> 5)];
+			}
+		}
+	}
+}
+
+DEVICE int dot16(int4v w, int4v a) {
+	return dp4a(w.x, a.x, dp4a(w.y, a.y, dp4a(w.z, a.z, dp4a(w.w, a.w, 0))));
+}
+
+// dot_chunk adds the chunk at kb times the quantized activations qa/da
+// (shared memory) to the lane's partial sums.
+DEVICE void dot_chunk(const chunk& c, int kb, int K, const i8* qa, const float* da, int lane,
+                      int gated, float& acc, float& acc2) {
+#pragma unroll
+	for (int u = 0; u < 4; u++) {
+		int off = kb + u * 512 + lane * 16;
+		if (off >= K) continue;
+		int4v a = *(const int4v*)(qa + off);
+		float ad = da[off >> 5];
+		acc += (float)dot16(c.w[u], a) * (h2f(c.s[u]) * ad);
+		if (gated) acc2 += (float)dot16(c.w2[u], a) * (h2f(c.s2[u]) * ad);
+	}
+}
+
+// gemv_q8_1 is gemv_q8 for one token (the decode step of one sequence),
+// built against latency: each warp issues its first weight loads before
+// the block normalises and quantizes the activations, and keeps the next
+// chunk in flight while it computes the current one. Warps stride over the
+// rows, 2048 values at a time. Twin: ref.RMSNorm, ref.MatMul, ref.SiLUGate.
+// Grid: any; block WARPS*32; dynamic shared memory K + K/8 + 4*WARPS bytes
+// (no static shared memory: the launch may take all there is).
+GLOBAL void gemv_q8_1(const i8* __restrict__ W, const u16* __restrict__ Wd,
+                      const i8* __restrict__ W2, const u16* __restrict__ W2d, int rows, int K,
+                      const float* __restrict__ X, int ldx, const int* __restrict__ xrows,
+                      const float* __restrict__ normw, float eps, float* Y, int accumulate) {
+	extern SHARED int4v smem_q1[];
+	i8* qa = (i8*)smem_q1;
+	float* da = (float*)(qa + K);
+	float* red = da + (K >> 5);
+	int lane = TID & 31, warp = TID >> 5, gated = W2 != 0;
+	int stride = (int)__nvvm_read_ptx_sreg_nctaid_x() * WARPS;
+	int r = BX * WARPS + warp, kb = 0;
+	chunk cur;
+	if (r < rows) load_chunk(cur, W, Wd, W2, W2d, r, 0, K, lane);
+	long row = xrows ? xrows[0] : 0;
+	quantize_row<WARPS>(X + row * ldx, K, normw, eps, red, qa, da);
+	__syncthreads();
+	float acc = 0, acc2 = 0;
+	while (r < rows) {
+		int nr = r, nkb = kb + 2048;
+		if (nkb >= K) nr = r + stride, nkb = 0;
+		chunk next;
+		if (nr < rows) load_chunk(next, W, Wd, W2, W2d, nr, nkb, K, lane);
+		dot_chunk(cur, kb, K, qa, da, lane, gated, acc, acc2);
+		if (nkb == 0) {
+			float s = warp_sum(acc);
+			if (gated) s = silu_mul(s, warp_sum(acc2));
+			if (lane == 0) Y[r] = accumulate ? Y[r] + s : s;
+			acc = acc2 = 0;
+		}
+		cur = next, r = nr, kb = nkb;
+	}
+}
+
+// MMA_WARPS warps per gemm_q8 block split its K blocks.
+#define MMA_WARPS 8
+// The 1.5·2^23 bias: an int32 accumulator started at these float bits
+// holds, read as a float, 12582912 + the dot product while that is under
+// 2^22 in magnitude (a Q8_0 block's is at most 32·128·127), so one
+// subtraction converts it.
+#define MMA_BIAS 0x4B400000
+#define MMA_BIAS_F 12582912.0f
+
+// mma_block is one m16n8k32 int8 tensor-core product: rows g and g+8 of
+// a 16-row tile (a0/a2 and a1/a3) times the 32 values of token g of an
+// 8-token tile (b0, b1); d gets C[g][2q], C[g][2q+1], C[g+8][2q],
+// C[g+8][2q+1] (g = lane/4, q = lane%4).
+DEVICE void mma_block(int a0, int a1, int a2, int a3, int b0, int b1, float d[4]) {
+	int r0, r1, r2, r3;
+	asm("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+	    "{%10,%10,%10,%10};"
+	    : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+	    : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1), "r"(MMA_BIAS));
+	d[0] = __builtin_bit_cast(float, r0) - MMA_BIAS_F;
+	d[1] = __builtin_bit_cast(float, r1) - MMA_BIAS_F;
+	d[2] = __builtin_bit_cast(float, r2) - MMA_BIAS_F;
+	d[3] = __builtin_bit_cast(float, r3) - MMA_BIAS_F;
+}
+
+typedef int int2v __attribute__((ext_vector_type(2)));
+
+// gemm_body: Y[t][r] (=, or += when accumulate) dot(W[r], x_t) for the 16
+// rows of block BX and the tokens of tile BY (32 at most), with int8
+// tensor-core products on activations that quant_q8 quantized (QX, DX).
+// One instruction multiplies one Q8_0 block of 16 rows by 8 tokens; the
+// int32 result is scaled by both blocks' scales into float sums. The
+// warps split the K blocks (KU at a time each, loads first) and add their
+// sums through shared memory. Within a 32-value block, lane (g, q) loads
+// bytes 8q…8q+7 of rows g and g+8 and of token g: the instruction pairs
+// k indices 4q…4q+3 and 16+4q…16+4q+3 of A with the same of B, so feeding
+// both the same 8 bytes computes the same dot product in another order.
+// With GATED, W2 is the up projection and Y = silu(W·x) * (W2·x).
+template <int KU, int GATED>
+DEVICE void gemm_body(const i8* __restrict__ W, const u16* __restrict__ Wd,
+                      const i8* __restrict__ W2, const u16* __restrict__ W2d, int rows, int K,
+                      const i8* __restrict__ QX, const float* __restrict__ DX, int ntok, float* Y,
+                      int ldy, int accumulate, float* red) {
+	int lane = TID & 31, warp = TID >> 5, g = lane >> 2, q = lane & 3;
+	int nblk = K >> 5;
+	int r0 = BX * 16, t0 = BY * 32;
+	int nt = ntok - t0 < 32 ? ntok - t0 : 32, nj = (nt + 7) >> 3;
+	long ra = r0 + g < rows ? r0 + g : rows - 1, rb = r0 + g + 8 < rows ? r0 + g + 8 : rows - 1;
+	const i8* xq[4];
+	const float *xd0[4], *xd1[4];
+#pragma unroll
+	for (int j = 0; j < 4; j++) {
+		int tb = t0 + 8 * j + g, tc = t0 + 8 * j + 2 * q;
+		tb = tb < ntok ? tb : ntok - 1;
+		int tc0 = tc < ntok ? tc : ntok - 1, tc1 = tc + 1 < ntok ? tc + 1 : ntok - 1;
+		xq[j] = QX + (long)tb * K + 8 * q;
+		xd0[j] = DX + (long)tc0 * nblk;
+		xd1[j] = DX + (long)tc1 * nblk;
+	}
+	float acc[4][4], acc2[4][4];
+#pragma unroll
+	for (int j = 0; j < 4; j++)
+#pragma unroll
+		for (int c = 0; c < 4; c++) acc[j][c] = acc2[j][c] = 0;
+
+	for (int kb0 = warp; kb0 < nblk; kb0 += MMA_WARPS * KU) {
+		int2v A[KU][2], A2[KU][2], B[KU][4];
+		u16 sa[KU][2], sa2[KU][2];
+		float xs[KU][4][2];
+#pragma unroll
+		for (int e = 0; e < KU; e++) {
+			int kb = kb0 + e * MMA_WARPS;
+			kb = kb < nblk ? kb : nblk - 1; // past the end: a harmless reload, skipped below
+			A[e][0] = *(const int2v*)(W + ra * K + kb * 32 + 8 * q);
+			A[e][1] = *(const int2v*)(W + rb * K + kb * 32 + 8 * q);
+			sa[e][0] = Wd[ra * nblk + kb];
+			sa[e][1] = Wd[rb * nblk + kb];
+			if (GATED) {
+				A2[e][0] = *(const int2v*)(W2 + ra * K + kb * 32 + 8 * q);
+				A2[e][1] = *(const int2v*)(W2 + rb * K + kb * 32 + 8 * q);
+				sa2[e][0] = W2d[ra * nblk + kb];
+				sa2[e][1] = W2d[rb * nblk + kb];
+			}
+#pragma unroll
+			for (int j = 0; j < 4; j++) {
+				if (j >= nj) continue;
+				B[e][j] = *(const int2v*)(xq[j] + kb * 32);
+				xs[e][j][0] = xd0[j][kb];
+				xs[e][j][1] = xd1[j][kb];
+			}
+		}
+#pragma unroll
+		for (int e = 0; e < KU; e++) {
+			if (kb0 + e * MMA_WARPS >= nblk) continue;
+			float fa = h2f(sa[e][0]), fb = h2f(sa[e][1]);
+#pragma unroll
+			for (int j = 0; j < 4; j++) {
+				if (j >= nj) continue;
+				float d[4];
+				mma_block(A[e][0].x, A[e][1].x, A[e][0].y, A[e][1].y, B[e][j].x, B[e][j].y, d);
+				acc[j][0] += d[0] * (fa * xs[e][j][0]);
+				acc[j][1] += d[1] * (fa * xs[e][j][1]);
+				acc[j][2] += d[2] * (fb * xs[e][j][0]);
+				acc[j][3] += d[3] * (fb * xs[e][j][1]);
+				if (GATED) {
+					float ga = h2f(sa2[e][0]), gb = h2f(sa2[e][1]);
+					mma_block(A2[e][0].x, A2[e][1].x, A2[e][0].y, A2[e][1].y, B[e][j].x, B[e][j].y, d);
+					acc2[j][0] += d[0] * (ga * xs[e][j][0]);
+					acc2[j][1] += d[1] * (ga * xs[e][j][1]);
+					acc2[j][2] += d[2] * (gb * xs[e][j][0]);
+					acc2[j][3] += d[3] * (gb * xs[e][j][1]);
+				}
+			}
+		}
+	}
+	// red holds each warp's sums as [slot][warp][lane], slot = 4j + c (and
+	// 16 + 4j + c for the up projection): conflict-free both ways.
+#pragma unroll
+	for (int j = 0; j < 4; j++)
+#pragma unroll
+		for (int c = 0; c < 4; c++) {
+			red[((4 * j + c) * MMA_WARPS + warp) * 32 + lane] = acc[j][c];
+			if (GATED) red[((16 + 4 * j + c) * MMA_WARPS + warp) * 32 + lane] = acc2[j][c];
+		}
+	__syncthreads();
+	for (int idx = TID; idx < 16 * 32; idx += MMA_WARPS * 32) {
+		int ln = idx & 31, slot = idx >> 5, j = slot >> 2, c = slot & 3;
+		int row = r0 + (ln >> 2) + (c >= 2 ? 8 : 0), tok = 8 * j + 2 * (ln & 3) + (c & 1);
+		if (row >= rows || tok >= nt) continue;
+		float s = 0, s2 = 0;
+		for (int w = 0; w < MMA_WARPS; w++) {
+			s += red[(slot * MMA_WARPS + w) * 32 + ln];
+			if (GATED) s2 += red[((16 + slot) * MMA_WARPS + w) * 32 + ln];
+		}
+		if (GATED) s = silu_mul(s, s2);
+		float* y = Y + (long)(t0 + tok) * ldy + row;
+		*y = accumulate ? *y + s : s;
+	}
+}
+
+// gemm_q8 and gemm_q8_gated: gemm_body without and with the up
+// projection. Twin: ref.MatMul, ref.SiLUGate (on ref.RMSNorm'd input:
+// quant_q8 normalises). Grid: (ceil(rows/16), ceil(ntok/32)); block
+// MMA_WARPS*32.
+GLOBAL void gemm_q8(const i8* __restrict__ W, const u16* __restrict__ Wd, int rows, int K,
+                    const i8* __restrict__ QX, const float* __restrict__ DX, int ntok, float* Y,
+                    int ldy, int accumulate) {
+	SHARED float red[16 * MMA_WARPS * 32];
+	gemm_body<4, 0>(W, Wd, 0, 0, rows, K, QX, DX, ntok, Y, ldy, accumulate, red);
+}
+
+GLOBAL void gemm_q8_gated(const i8* __restrict__ W, const u16* __restrict__ Wd,
+                          const i8* __restrict__ W2, const u16* __restrict__ W2d, int rows, int K,
+                          const i8* __restrict__ QX, const float* __restrict__ DX, int ntok,
+                          float* Y, int ldy, int accumulate) {
+	SHARED float red[32 * MMA_WARPS * 32];
+	gemm_body<2, 1>(W, Wd, W2, W2d, rows, K, QX, DX, ntok, Y, ldy, accumulate, red);
+}
+
 // gemv_f32 is gemv_q8 for float32 matrices (those a model keeps unquantized),
 // with float32 activations in shared memory.
 // Twin: ref.RMSNorm, ref.MatMul, ref.SiLUGate.
@@ -284,7 +596,8 @@ GLOBAL void embed_f32(const int* tok, const float* W, int K, float* X) {
 // ([position][rdims/2][2]), keeps the rotated query in place and writes the
 // key and value rows into the token's cache slot.
 // Twin: ref.Rope (and the cache writes of ref's attention step).
-// Grid: ntok; any block size.
+// Grid: (ntok, any): the blocks of a token share its elements, one each
+// when the grid is wide enough, so no thread waits on a chain of loads.
 GLOBAL void rope_kv(float* QKV, int ld, const int* pos, const int* btoff, const int* blocks,
                     int bs, int H, int KVH, int hd, int rdims, int neox, const float* cs,
                     const float* bq, const float* bk, const float* bv, float* kc, float* vc) {
@@ -296,7 +609,8 @@ GLOBAL void rope_kv(float* QKV, int ld, const int* pos, const int* btoff, const 
 	long slot = (long)blocks[btoff[BX] + p / bs] * bs + p % bs;
 	float* kd = kc + slot * kvw;
 	int half = rdims / 2;
-	for (int idx = TID; idx < (H + KVH) * hd; idx += NTID) {
+	int first = BY * NTID + TID, stride = NTID * NBY;
+	for (int idx = first; idx < (H + KVH) * hd; idx += stride) {
 		int isq = idx < H * hd;
 		int j = isq ? idx : idx - H * hd;
 		float* src = isq ? q : k;
@@ -321,62 +635,73 @@ GLOBAL void rope_kv(float* QKV, int ld, const int* pos, const int* btoff, const 
 		dst[a] = x0 * co - x1 * si;
 		dst[c] = x0 * si + x1 * co;
 	}
-	for (int j = TID; j < kvw; j += NTID) vc[slot * kvw + j] = v[j] + (bv ? bv[j] : 0.0f);
+	for (int j = first; j < kvw; j += stride) vc[slot * kvw + j] = v[j] + (bv ? bv[j] : 0.0f);
 }
 
-#define ATT_WARPS 16
-#define ATT_UNROLL 4
 #define MAX_HD 256
 
-// attention computes causal attention of query head BX of token BY over
-// positions 0…pos[BY] of its sequence, read through its block table, with
-// an online softmax per warp merged at the end. Each warp takes ATT_UNROLL
-// positions at a time, their loads issued together, so that a decode step
-// (few blocks, long contexts) keeps enough memory requests in flight.
-// Query head h reads KV head h / (H/KVH). Twin: ref.Attention (and
-// ref.Softmax inside it). Grid: (H, ntok); block ATT_WARPS*32; hd ≤ MAX_HD.
-GLOBAL void attention(const float* QKV, int ld, const int* pos, const int* btoff,
-                      const int* blocks, int bs, int H, int KVH, int hd, float scale,
-                      const float* kc, const float* vc, float* out, int ldo) {
-	SHARED float ms[ATT_WARPS], ls[ATT_WARPS];
-	SHARED float accs[ATT_WARPS][MAX_HD];
+// attention_body computes causal attention of query head BX of token BY
+// over positions 0…pos[BY] of its sequence, read through its block table,
+// with an online softmax per warp (NW of them) merged at the end. Each
+// warp takes UN
+// positions at a time, their loads issued together, and looks up the next
+// UN positions' cache slots while it computes these, so that a decode step
+// (few blocks, long contexts) keeps memory requests in flight. Query head h
+// reads KV head h / (H/KVH). Each lane holds NU of a head's hd ≤ 32·NU
+// values: the kernels below instantiate it per head width, so that a
+// narrow head does not pay a wide one's registers (and occupancy). ms, ls
+// and accs are the block's shared scratch.
+template <int NU, int UN, int NW>
+DEVICE void attention_body(const float* QKV, int ld, const int* pos, const int* btoff,
+                           const int* blocks, int bs, int H, int KVH, int hd, float scale,
+                           const float* kc, const float* vc, float* out, int ldo,
+                           float* ms, float* ls, float* accs) {
 	int h = BX, t = BY;
 	int tid = TID, lane = tid & 31, warp = tid >> 5;
 	int kvh = h / (H / KVH);
 	long kvw = KVH * hd;
 	const float* q = QKV + (long)t * ld + h * hd;
-	float qr[MAX_HD / 32], acc[MAX_HD / 32];
+	float qr[NU], acc[NU];
 #pragma unroll
-	for (int u = 0; u < MAX_HD / 32; u++) {
+	for (int u = 0; u < NU; u++) {
 		int d = lane + 32 * u;
 		qr[u] = d < hd ? q[d] : 0.0f;
 		acc[u] = 0;
 	}
-	int nu = (hd + 31) / 32;
 	float m = -__builtin_inff(), l = 0;
 	int p = pos[t];
 	const int* bt = blocks + btoff[t];
-	for (int j0 = warp * ATT_UNROLL; j0 <= p; j0 += ATT_WARPS * ATT_UNROLL) {
-		float kx[ATT_UNROLL][MAX_HD / 32], vx[ATT_UNROLL][MAX_HD / 32], s[ATT_UNROLL];
+	// slot[e]: the cache row of position j0+e (past p: p's, masked below).
+	long slot[UN];
 #pragma unroll
-		for (int e = 0; e < ATT_UNROLL; e++) {
-			int j = j0 + e < p ? j0 + e : p; // past p: a harmless reload, masked below
-			long slot = (long)bt[j / bs] * bs + j % bs;
-			const float* kr = kc + slot * kvw + kvh * hd;
-			const float* vr = vc + slot * kvw + kvh * hd;
+	for (int e = 0; e < UN; e++) {
+		int j = warp * UN + e < p ? warp * UN + e : p;
+		slot[e] = (long)bt[j / bs] * bs + j % bs;
+	}
+	for (int j0 = warp * UN; j0 <= p; j0 += NW * UN) {
+		float kx[UN][NU], vx[UN][NU], s[UN];
 #pragma unroll
-			for (int u = 0; u < MAX_HD / 32; u++) {
+		for (int e = 0; e < UN; e++) {
+			const float* kr = kc + slot[e] * kvw + kvh * hd;
+			const float* vr = vc + slot[e] * kvw + kvh * hd;
+#pragma unroll
+			for (int u = 0; u < NU; u++) {
 				int d = lane + 32 * u;
-				kx[e][u] = u < nu && d < hd ? kr[d] : 0.0f;
-				vx[e][u] = u < nu && d < hd ? vr[d] : 0.0f;
+				kx[e][u] = d < hd ? kr[d] : 0.0f;
+				vx[e][u] = d < hd ? vr[d] : 0.0f;
 			}
+		}
+#pragma unroll
+		for (int e = 0; e < UN; e++) {
+			int j = j0 + NW * UN + e < p ? j0 + NW * UN + e : p;
+			slot[e] = (long)bt[j / bs] * bs + j % bs;
 		}
 		float mn = m;
 #pragma unroll
-		for (int e = 0; e < ATT_UNROLL; e++) {
+		for (int e = 0; e < UN; e++) {
 			float d = 0;
 #pragma unroll
-			for (int u = 0; u < MAX_HD / 32; u++) d += qr[u] * kx[e][u];
+			for (int u = 0; u < NU; u++) d += qr[u] * kx[e][u];
 			d = warp_sum(d) * scale;
 			s[e] = j0 + e <= p ? d : -__builtin_inff();
 			mn = mn > s[e] ? mn : s[e];
@@ -384,33 +709,57 @@ GLOBAL void attention(const float* QKV, int ld, const int* pos, const int* btoff
 		float c = fexp(m - mn);
 		l *= c;
 #pragma unroll
-		for (int u = 0; u < MAX_HD / 32; u++) acc[u] *= c;
+		for (int u = 0; u < NU; u++) acc[u] *= c;
 #pragma unroll
-		for (int e = 0; e < ATT_UNROLL; e++) {
+		for (int e = 0; e < UN; e++) {
 			float w = fexp(s[e] - mn);
 			l += w;
 #pragma unroll
-			for (int u = 0; u < MAX_HD / 32; u++) acc[u] += w * vx[e][u];
+			for (int u = 0; u < NU; u++) acc[u] += w * vx[e][u];
 		}
 		m = mn;
 	}
 	if (lane == 0) ms[warp] = m, ls[warp] = l;
 #pragma unroll
-	for (int u = 0; u < MAX_HD / 32; u++) {
+	for (int u = 0; u < NU; u++) {
 		int d = lane + 32 * u;
-		if (d < hd) accs[warp][d] = acc[u];
+		if (d < hd) accs[warp * MAX_HD + d] = acc[u];
 	}
 	__syncthreads();
 	float M = ms[0];
-	for (int w = 1; w < ATT_WARPS; w++) M = M > ms[w] ? M : ms[w];
-	float f[ATT_WARPS], L = 0;
-	for (int w = 0; w < ATT_WARPS; w++) {
+	for (int w = 1; w < NW; w++) M = M > ms[w] ? M : ms[w];
+	float f[NW], L = 0;
+	for (int w = 0; w < NW; w++) {
 		f[w] = ls[w] > 0 ? fexp(ms[w] - M) : 0.0f;
 		L += ls[w] * f[w];
 	}
 	for (int d = tid; d < hd; d += NTID) {
 		float o = 0;
-		for (int w = 0; w < ATT_WARPS; w++) o += accs[w][d] * f[w];
+		for (int w = 0; w < NW; w++) o += accs[w * MAX_HD + d] * f[w];
 		out[(long)t * ldo + h * hd + d] = o / L;
 	}
 }
+
+// attention_N_wW: attention_body for heads of at most 32·N values, with
+// 32·N·UN values of keys and as many of values in flight per warp, and W
+// warps: 16 when there are few (head, token) pairs for the GPU's SMs, 4
+// when there are many. Twin: ref.Attention (and ref.Softmax inside it).
+// Grid: (H, ntok); block W*32.
+#define ATTENTION(NU, UN, W)                                                                     \
+	GLOBAL void attention_##NU##_w##W(const float* QKV, int ld, const int* pos, const int* btoff, \
+	                                  const int* blocks, int bs, int H, int KVH, int hd,         \
+	                                  float scale, const float* kc, const float* vc, float* out, \
+	                                  int ldo) {                                                 \
+		SHARED float ms[W], ls[W];                                                               \
+		SHARED float accs[W * MAX_HD];                                                           \
+		attention_body<NU, UN, W>(QKV, ld, pos, btoff, blocks, bs, H, KVH, hd, scale, kc, vc,    \
+		                          out, ldo, ms, ls, accs);                                       \
+	}
+ATTENTION(1, 8, 16)
+ATTENTION(2, 8, 16)
+ATTENTION(4, 4, 16)
+ATTENTION(8, 2, 16)
+ATTENTION(1, 8, 4)
+ATTENTION(2, 8, 4)
+ATTENTION(4, 4, 4)
+ATTENTION(8, 2, 4)
