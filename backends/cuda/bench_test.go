@@ -37,9 +37,10 @@ func hbmBandwidth(b *Backend) (float64, error) {
 	return copyBW.bps, copyBW.err
 }
 
-// OCTET_CUDA_LEGACY_GEMV=1 runs the benchmarks on gemv_q8 alone (the
-// kernel before gemv_q8_1 and gemm_q8), OCTET_CUDA_GEMV_BLOCKS sets
-// gemv_q8_1's blocks per SM: the same binary compares them.
+// OCTET_CUDA_LEGACY_GEMV=1 routes every Q8_0 product of this test binary
+// through gemv_q8, the kernel before gemv_q8_1 and gemm_q8 (gpu-check sets
+// it for one benchmark run: the baseline); OCTET_CUDA_GEMV_BLOCKS sets
+// gemv_q8_1's blocks per SM. The same binary compares them.
 func init() {
 	legacyGEMV = os.Getenv("OCTET_CUDA_LEGACY_GEMV") == "1"
 	gemvBlocksPerSM = envInt("OCTET_CUDA_GEMV_BLOCKS", gemvBlocksPerSM)

@@ -289,17 +289,20 @@ type module struct {
 	attention [2][4]*kernel
 }
 
-// attentionFor is the attention kernel for heads of hd ≤ maxHeadDim values
-// and its block size: 16 warps, or 4 when many blocks are to run.
-func (m *module) attentionFor(hd int, many bool) (*kernel, int) {
+// attentionFor is the attention kernel for heads of hd values and its
+// block size: 16 warps, or 4 when many blocks are to run.
+func (m *module) attentionFor(hd int, many bool) (*kernel, int, error) {
+	if hd < 1 || hd > maxHeadDim {
+		return nil, 0, fmt.Errorf("cuda: no attention kernel for heads of %d values (at most %d)", hd, maxHeadDim)
+	}
 	i := 0
 	for 32<<i < hd {
 		i++
 	}
 	if many {
-		return m.attention[1][i], 4 * 32
+		return m.attention[1][i], 4 * 32, nil
 	}
-	return m.attention[0][i], 16 * 32
+	return m.attention[0][i], 16 * 32, nil
 }
 
 type kernel struct {

@@ -5,9 +5,11 @@
 # shared/models/stories260K. Run from the repository root. It runs the
 # correctness tests against ref, ptxas and compute-sanitizer where the
 # toolkit is installed, synthesizes tinyllama-1.1b and smollm-135m (Q8_0),
-# benchmarks copy bandwidth, decode, batched decode and prefill, runs
-# `octet bench --backend cuda`, and prints a table. Logs go to $OUT (or
-# DIR/out).
+# benchmarks copy bandwidth, decode, batched decode and prefill, then the
+# same on the legacy GEMV kernel (the baseline, OCTET_LEGACY=0 skips it),
+# times each kernel of a decode step with ncu where it is installed
+# (OCTET_PROFILE=0 skips it), runs `octet bench --backend cuda`, and prints
+# a table. Logs go to $OUT (or DIR/out).
 set -u
 dir=$(cd "${1:-.cache/gpu}" && pwd)
 out=${OUT:-$dir/out}
@@ -46,6 +48,43 @@ say "benchmarks (go test -bench, one process: copy bandwidth, decode, batch 32, 
 	-test.benchtime "${BENCHTIME:-100x}" -test.timeout=300s) >"$out/bench.log" 2>&1 || status=1
 grep -E '^Benchmark|FAIL|panic' "$out/bench.log"
 
+tl="$models/tinyllama-1.1b-q8_0.gguf"
+if [ "${OCTET_LEGACY:-1}" = 1 ]; then
+	say "the same benchmarks on the legacy GEMV kernel (gemv_q8: the baseline, same process kind, same GPU)"
+	(cd backends/cuda && OCTET_CUDA_LEGACY_GEMV=1 OCTET_BENCH_MODELS="$tl" "$dir/cuda.test" -test.run '^$' -test.bench 'Decode|Prefill' \
+		-test.benchtime "${BENCHTIME:-100x}" -test.timeout=300s) >"$out/bench-legacy.log" 2>&1 || status=1
+	grep -E '^Benchmark|FAIL|panic' "$out/bench-legacy.log"
+fi
+
+# kernels prints the per-kernel time of the last step that an ncu CSV
+# (gpu__time_duration.sum) holds: the launches from its last embedding.
+kernels() {
+	awk -F'","' '$13 == "gpu__time_duration.sum" {
+		v = $15; gsub(/[",]/, "", v); n++; name[n] = $5; t[n] = v
+		if ($5 ~ /^embed/) last = n
+	}
+	END {
+		for (i = last; i <= n; i++) { if (!(name[i] in sum)) order[++k] = name[i]; sum[name[i]] += t[i]; cnt[name[i]]++; total += t[i] }
+		printf "| kernel | launches | µs | share |\n|---|---|---|---|\n"
+		for (j = 1; j <= k; j++) printf "| %s | %d | %.1f | %.1f%% |\n", order[j], cnt[order[j]], sum[order[j]] / 1e3, 100 * sum[order[j]] / total
+		printf "| all | %d | %.1f | |\n", n - last + 1, total / 1e3
+	}' "$1"
+}
+if [ "${OCTET_PROFILE:-1}" = 1 ] && command -v ncu >/dev/null; then
+	say "per-kernel times of one tinyllama-1.1b decode step (ncu, caches flushed per kernel)"
+	prof() { # prof BATCH SKIP
+		(cd backends/cuda && OCTET_BENCH_MODELS="$tl" ncu --clock-control none --csv --metrics gpu__time_duration.sum --launch-skip "$2" \
+			"$dir/cuda.test" -test.run '^$' -test.bench "Decode/tinyllama-1.1b-q8_0/batch=$1\$" -test.benchtime 1x) >"$out/ncu-b$1.csv" 2>&1
+	}
+	if prof 1 0; then
+		kernels "$out/ncu-b1.csv" | tee "$out/kernels-b1.md"
+		# A batch of 32 first prefills each sequence as batch 1 did its one.
+		pre=$(awk -F'","' '$13 == "gpu__time_duration.sum" { n++; if ($5 ~ /^embed/) last = n } END { print last - 1 }' "$out/ncu-b1.csv")
+		echo
+		prof 32 $((32 * pre)) && kernels "$out/ncu-b32.csv" | tee "$out/kernels-b32.md"
+	fi
+fi
+
 if [ "${OCTET_BENCH:-1}" = 1 ]; then
 	say "octet bench --backend cuda"
 	for m in "$models/tinyllama-1.1b-q8_0.gguf" "$models/smollm-135m-q8_0.gguf"; do
@@ -58,23 +97,23 @@ say "table"
 awk '
 /^BenchmarkCopyBandwidth/ { for (i = 1; i <= NF; i++) if ($i == "GB/s") bw = $(i-1) }
 /^BenchmarkDecode\// {
-	split($1, p, "/"); m = p[2]; b = p[3]; sub(/-[0-9]+$/, "", b); sub("batch=", "", b)
+	split($1, p, "/"); m = p[2] (FILENAME ~ /legacy/ ? " (legacy gemv_q8)" : ""); b = p[3]; sub(/-[0-9]+$/, "", b); sub("batch=", "", b)
 	for (i = 1; i <= NF; i++) { if ($i == "tok/s") t = $(i-1); if ($i == "ms/step") ms = $(i-1); if ($i == "%roofline") rf = $(i-1) }
 	dec[m, b] = t; step[m, b] = ms; roof[m, b] = rf; if (!(m in seen)) { seen[m] = 1; order[++n] = m }
 }
 /^BenchmarkPrefill\// {
-	split($1, p, "/"); m = p[2]
+	split($1, p, "/"); m = p[2] (FILENAME ~ /legacy/ ? " (legacy gemv_q8)" : "")
 	for (i = 1; i <= NF; i++) if ($i == "tok/s") pre[m] = $(i-1)
 }
 END {
 	printf "HBM copy bandwidth (read+write, cuMemcpyDtoD 1 GiB): %s GB/s\n\n", bw
-	printf "| model | decode tok/s (b=1) | ms/step | %% of copy-bandwidth roofline | batch-32 tok/s | ×b=1 | prefill-512 tok/s |\n"
-	printf "|---|---|---|---|---|---|---|\n"
+	printf "| model | decode tok/s (b=1) | ms/step | %% of copy-bandwidth roofline | batch-8 tok/s | batch-32 tok/s | ×b=1 | prefill-512 tok/s |\n"
+	printf "|---|---|---|---|---|---|---|---|\n"
 	for (k = 1; k <= n; k++) { m = order[k]
 		r = dec[m, 1] > 0 ? dec[m, 32] / dec[m, 1] : 0
-		printf "| %s | %.0f | %.3f | %.1f%% | %.0f | %.1f× | %.0f |\n", m, dec[m, 1], step[m, 1], roof[m, 1], dec[m, 32], r, pre[m]
+		printf "| %s | %.0f | %.3f | %.1f%% | %.0f | %.0f | %.1f× | %.0f |\n", m, dec[m, 1], step[m, 1], roof[m, 1], dec[m, 8], dec[m, 32], r, pre[m]
 	}
-}' "$out/bench.log" | tee "$out/table.md"
+}' "$out/bench.log" "$out/bench-legacy.log" 2>/dev/null | tee "$out/table.md"
 grep -q -- '--- FAIL' "$out/tests.log" && status=1
 echo
 [ $status = 0 ] && echo "gpu-check: PASS" || echo "gpu-check: FAIL (logs in $out)"

@@ -75,6 +75,8 @@ func TestGEMVMatchesRef(t *testing.T) {
 		{"q8 one gather", gguf.Q8_0, 33, 64, 1, true, false, false, true},
 		{"q8 one long rows", gguf.Q8_0, 9, 5632, 1, false, false, true, false},
 		{"q8 one many rows", gguf.Q8_0, 4500, 2080, 1, true, true, false, false},
+		{"q8 ragged", gguf.Q8_0, 13, 8224, 45, true, true, true, true},
+		{"q8 one ragged", gguf.Q8_0, 13, 8224, 1, true, true, true, true},
 		{"f32", gguf.F32, 37, 100, 10, true, false, false, false},
 		{"f32 many rows", gguf.F32, 2203, 40, 33, true, false, true, false},
 		{"f16 silu acc", gguf.F16, 21, 72, 4, true, true, true, false},
@@ -331,7 +333,10 @@ func TestRopeAttentionMatchRef(t *testing.T) {
 					return err
 				}
 				scale := float32(1 / math.Sqrt(float64(c.hd)))
-				att, threads := k.attentionFor(c.hd, c.many)
+				att, threads, err := k.attentionFor(c.hd, c.many)
+				if err != nil {
+					return err
+				}
 				if err := d.launch(att, [2]int{c.H, n}, threads, 0, ptrArg(ptrs["qkv"]), intArg(ld), ptrArg(ptrs["pos"]), ptrArg(ptrs["btoff"]), ptrArg(ptrs["blocks"]),
 					intArg(bs), intArg(c.H), intArg(c.KVH), intArg(c.hd), floatArg(scale), ptrArg(ptrs["kc"]), ptrArg(ptrs["vc"]), ptrArg(ptrs["att"]), intArg(qw)); err != nil {
 					return err

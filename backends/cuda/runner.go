@@ -323,9 +323,8 @@ func (r *runner) forget(p devPtr) {
 	r.dev.free(p)
 }
 
-// growQ makes the quantized-activation buffers hold n values. Load sizes
-// them for the largest step, so steps never grow them; a kernel test's
-// harness grows them as it goes.
+// growQ makes the quantized-activation buffers hold n values: Load sizes
+// them for the largest step, a kernel test's harness as it goes.
 func (r *runner) growQ(n int) error {
 	if n <= r.qcap {
 		return nil
@@ -341,7 +340,6 @@ func (r *runner) growQ(n int) error {
 	}
 	r.forget(r.qx)
 	r.forget(r.dx)
-	r.dropGraphs()
 	r.qx, r.dx, r.qcap = qx, dx, n
 	r.allocs = append(r.allocs, qx, dx)
 	return nil
@@ -516,7 +514,10 @@ func (r *runner) launch(s stepShape) error {
 			ptrArg(l.bq), ptrArg(l.bk), ptrArg(l.bv), ptrArg(l.k), ptrArg(l.v)); err != nil {
 			return err
 		}
-		att, threads := k.attentionFor(hd, l.heads*n > d.sms)
+		att, threads, err := k.attentionFor(hd, l.heads*n > d.sms)
+		if err != nil {
+			return err
+		}
 		if err := d.launch(att, [2]int{l.heads, n}, threads, 0, ptrArg(r.qkv), intArg(ld), ptrArg(pos), ptrArg(btoff), ptrArg(blocks),
 			intArg(r.o.BlockSize), intArg(l.heads), intArg(l.kvHeads), intArg(hd), floatArg(scale), ptrArg(l.k), ptrArg(l.v), ptrArg(r.att), intArg(qw)); err != nil {
 			return err
@@ -560,8 +561,15 @@ func (r *runner) gemv(w, w2 matrix, x devPtr, ldx int, xrows, normw, y devPtr, l
 		return d.launch(k.gemvQ8One, grid, gemvWarps*32, smem, ptrArg(w.w), ptrArg(w.d), ptrArg(w2.w), ptrArg(w2.d),
 			intArg(w.rows), intArg(w.cols), ptrArg(x), intArg(ldx), ptrArg(xrows), ptrArg(normw), eps, ptrArg(y), intArg(acc))
 	}
-	if err := r.growQ(ntok * w.cols); err != nil {
-		return err
+	if need := ntok * w.cols; need > r.qcap {
+		// Load sized the buffers for every step, and a step may be
+		// under capture; only the kernel tests' harness grows them.
+		if r.graphs != nil {
+			return fmt.Errorf("cuda: a step needs %d quantized activations, the runner holds %d", need, r.qcap)
+		}
+		if err := r.growQ(need); err != nil {
+			return err
+		}
 	}
 	if err := d.launch(k.quantQ8, [2]int{ntok, 1}, quantWarps*32, 0, ptrArg(x), intArg(ldx), ptrArg(xrows), ptrArg(normw), eps,
 		intArg(w.cols), ptrArg(r.qx), ptrArg(r.dx)); err != nil {

@@ -145,7 +145,7 @@ func (o *modelBench) run(ctx context.Context) (*benchResult, error) {
 	// The bandwidth probe runs before the load and again after the
 	// measurements; the better of the two is the roofline's denominator
 	// (the machine may be busy for one of them).
-	bw0, _ := bandwidth(b, threads)
+	bw0, from0 := bandwidth(b, threads)
 	// The KV cache: the prompt's blocks (shared by every sequence of the
 	// batched measurement, which only reads them), then each sequence's
 	// own blocks for the rest of the prompt's last block and its decode.
@@ -250,7 +250,9 @@ func (o *modelBench) run(ctx context.Context) (*benchResult, error) {
 		}
 	}
 	bw, from := bandwidth(b, threads)
-	bw = max(bw, bw0)
+	if bw0 > bw {
+		bw, from = bw0, from0
+	}
 	res.BandwidthGBs, res.BandwidthFrom = bw/1e9, from
 	if bw > 0 && res.StepBytes > 0 {
 		res.RooflineTokS = bw / float64(res.StepBytes)
@@ -291,12 +293,16 @@ func median(reps int, f func() (float64, error)) (float64, error) {
 
 // bandwidth measures the memory that b's kernels stream weights from: the
 // backend's own probe where it has one (a GPU's device memory, through
-// device-to-device copies), else the host's.
+// device-to-device copies), else the host's. A backend whose probe fails
+// (no room for its buffers beside a loaded model, say) gets 0: the host's
+// figure would be a roofline for the wrong memory.
 func bandwidth(b backends.Backend, threads int) (float64, string) {
 	if p, ok := b.(interface{ MemoryBandwidth() (float64, error) }); ok {
-		if bw, err := p.MemoryBandwidth(); err == nil {
-			return bw, "device-to-device copies of 1 GiB, read + written"
+		bw, err := p.MemoryBandwidth()
+		if err != nil {
+			return 0, "device probe failed: " + err.Error()
 		}
+		return bw, "device-to-device copies of 1 GiB, read + written"
 	}
 	return hostBandwidth(threads)
 }

@@ -8,6 +8,9 @@
 // one row of kvHeads × headDim per cache slot; slot = block*bs + pos%bs.
 
 #define GLOBAL extern "C" __attribute__((global))
+// BOUNDS(n) tells the JIT a kernel's block size, so that it never gives
+// a thread more registers than n threads of a block can have.
+#define BOUNDS(n) __attribute__((launch_bounds(n)))
 #define SHARED __attribute__((shared))
 #define DEVICE static __attribute__((device)) inline __attribute__((always_inline))
 
@@ -168,7 +171,7 @@ DEVICE void gemv_q8_row(const i8* __restrict__ W, const u16* __restrict__ Wd,
 // Twin: ref.RMSNorm, ref.MatMul, ref.SiLUGate.
 // Grid: (ceil(ntok/tile), at most ceil(rows/WARPS)); block WARPS*32; dynamic shared
 // memory tile*(K + K/8) + (WARPS+1)*TILE*4 bytes.
-GLOBAL void gemv_q8(const i8* __restrict__ W, const u16* __restrict__ Wd,
+GLOBAL BOUNDS(WARPS * 32) void gemv_q8(const i8* __restrict__ W, const u16* __restrict__ Wd,
                     const i8* __restrict__ W2, const u16* __restrict__ W2d,
                     int rows, int K, const float* __restrict__ X, int ldx,
                     const int* __restrict__ xrows, const float* __restrict__ normw,
@@ -222,9 +225,8 @@ GLOBAL void gemv_q8(const i8* __restrict__ W, const u16* __restrict__ Wd,
 
 // quantize_row RMS-normalises the K values of x with normw (when not
 // null), then quantizes them per 32 values: q[i] = round(x_i / d) with
-// dq[c] = d = amax/127 of chunk c. The whole block
-// part (NW warps), its loads issued QUNROLL at a time; red is NW floats
-// of shared scratch. Twin: ref.RMSNorm, then the rounding that the tests bound.
+// dq[c] = d = amax/127 of chunk c. The whole block (NW warps) takes part,
+// its loads issued QUNROLL at a time; red is NW floats of shared scratch. Twin: ref.RMSNorm, then the rounding that the tests bound.
 template <int NW>
 DEVICE void quantize_row(const float* __restrict__ x, int K, const float* __restrict__ normw,
                          float eps, float* red, i8* q, float* dq) {
@@ -278,7 +280,7 @@ DEVICE void quantize_row(const float* __restrict__ x, int K, const float* __rest
 // Its QUANT_WARPS warps take a row of up to 8192 values in one round of
 // loads. Grid: ntok; block QUANT_WARPS*32.
 #define QUANT_WARPS 32
-GLOBAL void quant_q8(const float* __restrict__ X, int ldx, const int* __restrict__ xrows,
+GLOBAL BOUNDS(QUANT_WARPS * 32) void quant_q8(const float* __restrict__ X, int ldx, const int* __restrict__ xrows,
                      const float* __restrict__ normw, float eps, int K, i8* QX, float* DX) {
 	SHARED float red[QUANT_WARPS];
 	long row = xrows ? xrows[BX] : BX;
@@ -340,7 +342,7 @@ DEVICE void dot_chunk(const chunk& c, int kb, int K, const i8* qa, const float* 
 // rows, 2048 values at a time. Twin: ref.RMSNorm, ref.MatMul, ref.SiLUGate.
 // Grid: any; block WARPS*32; dynamic shared memory K + K/8 + 4*WARPS bytes
 // (no static shared memory: the launch may take all there is).
-GLOBAL void gemv_q8_1(const i8* __restrict__ W, const u16* __restrict__ Wd,
+GLOBAL BOUNDS(WARPS * 32) void gemv_q8_1(const i8* __restrict__ W, const u16* __restrict__ Wd,
                       const i8* __restrict__ W2, const u16* __restrict__ W2d, int rows, int K,
                       const float* __restrict__ X, int ldx, const int* __restrict__ xrows,
                       const float* __restrict__ normw, float eps, float* Y, int accumulate) {
@@ -517,14 +519,14 @@ DEVICE void gemm_body(const i8* __restrict__ W, const u16* __restrict__ Wd,
 // projection. Twin: ref.MatMul, ref.SiLUGate (on ref.RMSNorm'd input:
 // quant_q8 normalises). Grid: (ceil(rows/16), ceil(ntok/32)); block
 // MMA_WARPS*32.
-GLOBAL void gemm_q8(const i8* __restrict__ W, const u16* __restrict__ Wd, int rows, int K,
+GLOBAL BOUNDS(MMA_WARPS * 32) void gemm_q8(const i8* __restrict__ W, const u16* __restrict__ Wd, int rows, int K,
                     const i8* __restrict__ QX, const float* __restrict__ DX, int ntok, float* Y,
                     int ldy, int accumulate) {
 	SHARED float red[16 * MMA_WARPS * 32];
 	gemm_body<4, 0>(W, Wd, 0, 0, rows, K, QX, DX, ntok, Y, ldy, accumulate, red);
 }
 
-GLOBAL void gemm_q8_gated(const i8* __restrict__ W, const u16* __restrict__ Wd,
+GLOBAL BOUNDS(MMA_WARPS * 32) void gemm_q8_gated(const i8* __restrict__ W, const u16* __restrict__ Wd,
                           const i8* __restrict__ W2, const u16* __restrict__ W2d, int rows, int K,
                           const i8* __restrict__ QX, const float* __restrict__ DX, int ntok,
                           float* Y, int ldy, int accumulate) {
@@ -536,7 +538,7 @@ GLOBAL void gemm_q8_gated(const i8* __restrict__ W, const u16* __restrict__ Wd,
 // with float32 activations in shared memory.
 // Twin: ref.RMSNorm, ref.MatMul, ref.SiLUGate.
 // Dynamic shared memory tile*K*4 + (WARPS+1)*TILE*4 bytes.
-GLOBAL void gemv_f32(const float* __restrict__ W, const float* __restrict__ W2,
+GLOBAL BOUNDS(WARPS * 32) void gemv_f32(const float* __restrict__ W, const float* __restrict__ W2,
                      int rows, int K, const float* __restrict__ X, int ldx,
                      const int* __restrict__ xrows, const float* __restrict__ normw,
                      float eps, float* Y, int ldy, int accumulate, int ntok, int tile) {
@@ -643,9 +645,9 @@ GLOBAL void rope_kv(float* QKV, int ld, const int* pos, const int* btoff, const 
 // attention_body computes causal attention of query head BX of token BY
 // over positions 0…pos[BY] of its sequence, read through its block table,
 // with an online softmax per warp (NW of them) merged at the end. Each
-// warp takes UN
-// positions at a time, their loads issued together, and looks up the next
-// UN positions' cache slots while it computes these, so that a decode step
+// warp takes UN positions at a time, their loads issued together, and
+// looks up the next UN positions' cache slots while it computes these, so
+// that a decode step
 // (few blocks, long contexts) keeps memory requests in flight. Query head h
 // reads KV head h / (H/KVH). Each lane holds NU of a head's hd ≤ 32·NU
 // values: the kernels below instantiate it per head width, so that a
@@ -745,15 +747,15 @@ DEVICE void attention_body(const float* QKV, int ld, const int* pos, const int* 
 // warps: 16 when there are few (head, token) pairs for the GPU's SMs, 4
 // when there are many. Twin: ref.Attention (and ref.Softmax inside it).
 // Grid: (H, ntok); block W*32.
-#define ATTENTION(NU, UN, W)                                                                     \
-	GLOBAL void attention_##NU##_w##W(const float* QKV, int ld, const int* pos, const int* btoff, \
-	                                  const int* blocks, int bs, int H, int KVH, int hd,         \
-	                                  float scale, const float* kc, const float* vc, float* out, \
-	                                  int ldo) {                                                 \
-		SHARED float ms[W], ls[W];                                                               \
-		SHARED float accs[W * MAX_HD];                                                           \
-		attention_body<NU, UN, W>(QKV, ld, pos, btoff, blocks, bs, H, KVH, hd, scale, kc, vc,    \
-		                          out, ldo, ms, ls, accs);                                       \
+#define ATTENTION(NU, UN, W)                                                                    \
+	GLOBAL BOUNDS(W * 32) void attention_##NU##_w##W(                                           \
+	    const float* QKV, int ld, const int* pos, const int* btoff, const int* blocks, int bs,  \
+	    int H, int KVH, int hd, float scale, const float* kc, const float* vc, float* out,      \
+	    int ldo) {                                                                              \
+		SHARED float ms[W], ls[W];                                                              \
+		SHARED float accs[W * MAX_HD];                                                          \
+		attention_body<NU, UN, W>(QKV, ld, pos, btoff, blocks, bs, H, KVH, hd, scale, kc, vc,   \
+		                          out, ldo, ms, ls, accs);                                      \
 	}
 ATTENTION(1, 8, 16)
 ATTENTION(2, 8, 16)
