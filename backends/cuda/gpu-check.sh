@@ -115,6 +115,10 @@ END {
 	}
 }' "$out/bench.log" "$out/bench-legacy.log" 2>/dev/null | tee "$out/table.md"
 grep -q -- '--- FAIL' "$out/tests.log" && status=1
+if grep -q -- '--- SKIP: TestGEMVMatchesRef' "$out/tests.log"; then
+	echo "no CUDA device answered: the GPU tests skipped and nothing above was measured"
+	status=1
+fi
 echo
 [ $status = 0 ] && echo "gpu-check: PASS" || echo "gpu-check: FAIL (logs in $out)"
 exit $status
