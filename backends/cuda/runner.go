@@ -588,7 +588,8 @@ func (r *runner) gemv(w, w2 matrix, x devPtr, ldx int, xrows, normw, y devPtr, l
 var gemvBlocksPerSM = 2
 
 // legacyGEMV routes Q8_0 matrices through gemv_q8, the dp4a kernel that
-// tiles 8 tokens per block, for every token count (benchmarks compare).
+// tiles 8 tokens per block, for every token count: the baseline that the
+// benchmarks compare with, kept correct by TestGEMVMatchesRef.
 var legacyGEMV = false
 
 // gemvTiled launches gemv_q8 or gemv_f32: blocks of up to gemvTile tokens

@@ -2,10 +2,13 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/octet-dev/octet/backends"
 )
 
 // TestBenchModel: `octet bench --model` on a synthetic model, on the
@@ -78,5 +81,29 @@ func TestBenchBadInput(t *testing.T) {
 		if strings.Count(strings.TrimSpace(stderr), "\n") != 0 || !strings.Contains(stderr, c.want) {
 			t.Errorf("%v: stderr %q, want one line mentioning %q", c.args, stderr, c.want)
 		}
+	}
+}
+
+// probing is a backend with its own bandwidth probe, as the cuda one has
+// (which needs a GPU): bandwidth must take its figure, or none when it
+// fails, never the host's.
+type probing struct {
+	backends.Backend
+	bw  float64
+	err error
+}
+
+func (p probing) MemoryBandwidth() (float64, error) { return p.bw, p.err }
+
+func TestBandwidthPrefersTheBackendsProbe(t *testing.T) {
+	ref, err := backends.Open("ref")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bw, from := bandwidth(probing{ref, 3e12, nil}, 1); bw != 3e12 || !strings.Contains(from, "device") {
+		t.Errorf("working probe: %g, %q", bw, from)
+	}
+	if bw, from := bandwidth(probing{ref, 0, errors.New("out of memory")}, 1); bw != 0 || !strings.Contains(from, "out of memory") {
+		t.Errorf("failing probe: %g, %q; want 0 and the error", bw, from)
 	}
 }
