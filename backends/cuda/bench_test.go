@@ -37,14 +37,9 @@ func hbmBandwidth(b *Backend) (float64, error) {
 	return copyBW.bps, copyBW.err
 }
 
-// OCTET_CUDA_LEGACY_GEMV=1 routes every Q8_0 product of this test binary
-// through gemv_q8, the kernel before gemv_q8_1 and gemm_q8 (gpu-check sets
-// it for one benchmark run: the baseline); OCTET_CUDA_GEMV_BLOCKS sets
-// gemv_q8_1's blocks per SM. The same binary compares them.
-func init() {
-	legacyGEMV = os.Getenv("OCTET_CUDA_LEGACY_GEMV") == "1"
-	gemvBlocksPerSM = envInt("OCTET_CUDA_GEMV_BLOCKS", gemvBlocksPerSM)
-}
+// OCTET_CUDA_GEMV_BLOCKS sets gemv_q8_1's blocks per SM, so that one
+// binary compares grids.
+func init() { gemvBlocksPerSM = envInt("OCTET_CUDA_GEMV_BLOCKS", gemvBlocksPerSM) }
 
 func BenchmarkCopyBandwidth(b *testing.B) {
 	bk := openOrSkip(b)

@@ -281,10 +281,10 @@ func (d *device) dropGraph(exec uintptr) {
 
 // module is the loaded PTX and its kernels.
 type module struct {
-	handle                                     uintptr
-	arch                                       string
-	gemvQ8, gemvF32, embedQ8, embedF32, ropeKV *kernel
-	gemvQ8One, quantQ8, gemmQ8, gemmQ8Gated    *kernel
+	handle                                  uintptr
+	arch                                    string
+	gemvF32, embedQ8, embedF32, ropeKV      *kernel
+	gemvQ8One, quantQ8, gemmQ8, gemmQ8Gated *kernel
 	// attention by warps per block (16, 4) and head width (≤ 32, 64, 128, 256).
 	attention [2][4]*kernel
 }
@@ -349,7 +349,7 @@ func (d *device) loadModule() (*module, error) {
 	for _, k := range []struct {
 		dst  **kernel
 		name string
-	}{{&m.gemvQ8, "gemv_q8"}, {&m.gemvF32, "gemv_f32"}, {&m.embedQ8, "embed_q8"}, {&m.embedF32, "embed_f32"},
+	}{{&m.gemvF32, "gemv_f32"}, {&m.embedQ8, "embed_q8"}, {&m.embedF32, "embed_f32"},
 		{&m.ropeKV, "rope_kv"}, {&m.gemvQ8One, "gemv_q8_1"}, {&m.quantQ8, "quant_q8"}, {&m.gemmQ8, "gemm_q8"},
 		{&m.gemmQ8Gated, "gemm_q8_gated"},
 		{&m.attention[0][0], "attention_1_w16"}, {&m.attention[0][1], "attention_2_w16"},
@@ -366,7 +366,7 @@ func (d *device) loadModule() (*module, error) {
 		kn.fn = uintptr(d.outU64(0))
 		*k.dst = kn
 	}
-	for _, k := range []*kernel{m.gemvQ8, m.gemvF32, m.gemvQ8One} {
+	for _, k := range []*kernel{m.gemvF32, m.gemvQ8One} {
 		if err := d.drv.call("cuFuncSetAttribute", d.drv.cuFuncSetAttribute, k.fn, funcAttrMaxDynamicShared, uintptr(d.smemMax)); err != nil {
 			return nil, fmt.Errorf("%w: kernel %s", err, k.name)
 		}

@@ -5,9 +5,8 @@
 # shared/models/stories260K. Run from the repository root. It runs the
 # correctness tests against ref, ptxas and compute-sanitizer where the
 # toolkit is installed, synthesizes tinyllama-1.1b and smollm-135m (Q8_0),
-# benchmarks copy bandwidth, decode, batched decode and prefill, then the
-# same on the legacy GEMV kernel (the baseline, OCTET_LEGACY=0 skips it),
-# times each kernel of a decode step with ncu where it is installed
+# benchmarks copy bandwidth, decode, batched decode and prefill, times each
+# kernel of a decode step with ncu where it is installed
 # (OCTET_PROFILE=0 skips it), runs `octet bench --backend cuda`, and prints
 # a table. Logs go to $OUT (or DIR/out).
 set -u
@@ -49,13 +48,6 @@ say "benchmarks (go test -bench, one process: copy bandwidth, decode, batch 32, 
 grep -E '^Benchmark|FAIL|panic' "$out/bench.log"
 
 tl="$models/tinyllama-1.1b-q8_0.gguf"
-if [ "${OCTET_LEGACY:-1}" = 1 ]; then
-	say "the same benchmarks on the legacy GEMV kernel (gemv_q8: the baseline, same process kind, same GPU)"
-	(cd backends/cuda && OCTET_CUDA_LEGACY_GEMV=1 OCTET_BENCH_MODELS="$tl" "$dir/cuda.test" -test.run '^$' -test.bench 'Decode|Prefill' \
-		-test.benchtime "${BENCHTIME:-100x}" -test.timeout=300s) >"$out/bench-legacy.log" 2>&1 || status=1
-	grep -E '^Benchmark|FAIL|panic' "$out/bench-legacy.log"
-fi
-
 # kernels prints the per-kernel time of the last step that an ncu CSV
 # (gpu__time_duration.sum) holds: the launches from its last embedding.
 kernels() {
@@ -97,12 +89,12 @@ say "table"
 awk '
 /^BenchmarkCopyBandwidth/ { for (i = 1; i <= NF; i++) if ($i == "GB/s") bw = $(i-1) }
 /^BenchmarkDecode\// {
-	split($1, p, "/"); m = p[2] (FILENAME ~ /legacy/ ? " (legacy gemv_q8)" : ""); b = p[3]; sub(/-[0-9]+$/, "", b); sub("batch=", "", b)
+	split($1, p, "/"); m = p[2]; b = p[3]; sub(/-[0-9]+$/, "", b); sub("batch=", "", b)
 	for (i = 1; i <= NF; i++) { if ($i == "tok/s") t = $(i-1); if ($i == "ms/step") ms = $(i-1); if ($i == "%roofline") rf = $(i-1) }
 	dec[m, b] = t; step[m, b] = ms; roof[m, b] = rf; if (!(m in seen)) { seen[m] = 1; order[++n] = m }
 }
 /^BenchmarkPrefill\// {
-	split($1, p, "/"); m = p[2] (FILENAME ~ /legacy/ ? " (legacy gemv_q8)" : "")
+	split($1, p, "/"); m = p[2]
 	for (i = 1; i <= NF; i++) if ($i == "tok/s") pre[m] = $(i-1)
 }
 END {
@@ -113,7 +105,7 @@ END {
 		r = dec[m, 1] > 0 ? dec[m, 32] / dec[m, 1] : 0
 		printf "| %s | %.0f | %.3f | %.1f%% | %.0f | %.0f | %.1f× | %.0f |\n", m, dec[m, 1], step[m, 1], roof[m, 1], dec[m, 8], dec[m, 32], r, pre[m]
 	}
-}' "$out/bench.log" "$out/bench-legacy.log" 2>/dev/null | tee "$out/table.md"
+}' "$out/bench.log" | tee "$out/table.md"
 grep -q -- '--- FAIL' "$out/tests.log" && status=1
 if grep -q -- '--- SKIP: TestGEMVMatchesRef' "$out/tests.log"; then
 	echo "no CUDA device answered: the GPU tests skipped and nothing above was measured"

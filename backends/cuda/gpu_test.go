@@ -55,11 +55,12 @@ func tensor(rng *rand.Rand, typ gguf.TensorType, rows, cols int) *model.Tensor {
 const guard = float32(-12345.5)
 
 // TestGEMVMatchesRef compares the GEMV kernels (gemv_q8_1 for one token,
-// quant_q8 and gemm_q8 for more, the legacy gemv_q8 for any count, and
-// gemv_f32) with ref.RMSNorm, ref.MatMul and ref.SiLUGate on random inputs,
-// with guard columns and rows around the output. For Q8_0 the activations are quantized to int8 per 32
-// values: each is off by at most half its block's step d = amax/127, so a
-// dot product is off by at most Σ|w_i|·d_i/2 (plus float rounding).
+// quant_q8 and gemm_q8 for more, gemv_f32 for float matrices) with
+// ref.RMSNorm, ref.MatMul and ref.SiLUGate on random inputs, with guard
+// columns and rows around the output. For Q8_0 the activations are
+// quantized to int8 per 32 values: each is off by at most half its block's
+// step d = amax/127, so a dot product is off by at most Σ|w_i|·d_i/2 (plus
+// float rounding).
 func TestGEMVMatchesRef(t *testing.T) {
 	b := openOrSkip(t)
 	rng := rand.New(rand.NewPCG(5, 6))
@@ -82,16 +83,7 @@ func TestGEMVMatchesRef(t *testing.T) {
 		{"f16 silu acc", gguf.F16, 21, 72, 4, true, true, true, false},
 	}
 	for _, c := range cases {
-		for _, legacy := range []bool{false, true} {
-			if legacy && c.typ != gguf.Q8_0 {
-				continue
-			}
-			t.Run(fmt.Sprintf("%s legacy=%v", c.name, legacy), func(t *testing.T) {
-				defer func(was bool) { legacyGEMV = was }(legacyGEMV)
-				legacyGEMV = legacy
-				testGEMV(t, b, rng, c)
-			})
-		}
+		t.Run(c.name, func(t *testing.T) { testGEMV(t, b, rng, c) })
 	}
 }
 

@@ -550,8 +550,8 @@ func (r *runner) gemv(w, w2 matrix, x devPtr, ldx int, xrows, normw, y devPtr, l
 	}
 	d, k, eps := r.dev, r.dev.mod, floatArg(r.m.Config.NormEps)
 	switch {
-	case !w.q8 || legacyGEMV:
-		return r.gemvTiled(w, w2, x, ldx, xrows, normw, y, ldy, acc, ntok)
+	case !w.q8:
+		return r.gemvF32(w, w2, x, ldx, xrows, normw, y, ldy, acc, ntok)
 	case ntok == 1:
 		smem := w.cols + w.cols/8 + 4*gemvWarps
 		if smem > d.smemMax {
@@ -587,38 +587,26 @@ func (r *runner) gemv(w, w2 matrix, x devPtr, ldx int, xrows, normw, y devPtr, l
 // beyond it.
 var gemvBlocksPerSM = 2
 
-// legacyGEMV routes Q8_0 matrices through gemv_q8, the dp4a kernel that
-// tiles 8 tokens per block, for every token count: the baseline that the
-// benchmarks compare with, kept correct by TestGEMVMatchesRef.
-var legacyGEMV = false
-
-// gemvTiled launches gemv_q8 or gemv_f32: blocks of up to gemvTile tokens
-// that quantize (or copy) their activations into shared memory.
-func (r *runner) gemvTiled(w, w2 matrix, x devPtr, ldx int, xrows, normw, y devPtr, ldy int, acc int, ntok int) error {
-	tile, smem, err := gemvTiling(w.q8, w.cols, r.dev.smemMax, ntok)
+// gemvF32 launches gemv_f32: blocks of up to gemvTile tokens that copy
+// their activations into shared memory.
+func (r *runner) gemvF32(w, w2 matrix, x devPtr, ldx int, xrows, normw, y devPtr, ldy int, acc int, ntok int) error {
+	tile, smem, err := gemvTiling(w.cols, r.dev.smemMax, ntok)
 	if err != nil {
 		return err
 	}
 	// Enough blocks to fill the GPU once (two per SM); warps stride over
-	// the rows, so each block quantizes its activations once.
+	// the rows, so each block copies its activations once.
 	tiles := (ntok + tile - 1) / tile
 	grid := [2]int{tiles, min((w.rows+gemvWarps-1)/gemvWarps, max(1, 2*r.dev.sms/tiles))}
-	tail := []arg{intArg(w.rows), intArg(w.cols), ptrArg(x), intArg(ldx), ptrArg(xrows), ptrArg(normw),
-		floatArg(r.m.Config.NormEps), ptrArg(y), intArg(ldy), intArg(acc), intArg(ntok), intArg(tile)}
-	if w.q8 {
-		return r.dev.launch(r.dev.mod.gemvQ8, grid, gemvWarps*32, smem, append([]arg{ptrArg(w.w), ptrArg(w.d), ptrArg(w2.w), ptrArg(w2.d)}, tail...)...)
-	}
-	return r.dev.launch(r.dev.mod.gemvF32, grid, gemvWarps*32, smem, append([]arg{ptrArg(w.w), ptrArg(w2.w)}, tail...)...)
+	return r.dev.launch(r.dev.mod.gemvF32, grid, gemvWarps*32, smem, ptrArg(w.w), ptrArg(w2.w), intArg(w.rows), intArg(w.cols),
+		ptrArg(x), intArg(ldx), ptrArg(xrows), ptrArg(normw), floatArg(r.m.Config.NormEps), ptrArg(y), intArg(ldy), intArg(acc),
+		intArg(ntok), intArg(tile))
 }
 
-// gemvTiling picks the tokens per GEMV block and its dynamic shared memory:
-// each token holds K int8 values and K/32 float scales (Q8_0) or K floats,
-// plus the norm's reduction scratch.
-func gemvTiling(q8 bool, K, smemMax, ntok int) (tile, smem int, err error) {
+// gemvTiling picks the tokens per gemv_f32 block and its dynamic shared
+// memory: each token holds K floats, plus the norm's reduction scratch.
+func gemvTiling(K, smemMax, ntok int) (tile, smem int, err error) {
 	per := 4 * K
-	if q8 {
-		per = K + K/8
-	}
 	fixed := (gemvWarps + 1) * gemvTile * 4
 	tile = min(gemvTile, ntok, (smemMax-fixed)/per)
 	if tile < 1 {

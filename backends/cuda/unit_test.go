@@ -224,23 +224,21 @@ func TestSplitSteps(t *testing.T) {
 
 func TestGEMVTiling(t *testing.T) {
 	cases := []struct {
-		q8        bool
 		K, ntok   int
 		tile      int
 		smemLimit int
 	}{
-		{true, 2048, 1, 1, 227 << 10},
-		{true, 5632, 32, 8, 227 << 10},
-		{false, 5632, 32, 8, 227 << 10},
-		{false, 5632, 32, 2, 48 << 10},
+		{2048, 1, 1, 227 << 10},
+		{5632, 32, 8, 227 << 10},
+		{5632, 32, 2, 48 << 10},
 	}
 	for _, c := range cases {
-		tile, smem, err := gemvTiling(c.q8, c.K, c.smemLimit, c.ntok)
+		tile, smem, err := gemvTiling(c.K, c.smemLimit, c.ntok)
 		if err != nil || tile != c.tile || smem > c.smemLimit {
 			t.Errorf("%+v: tile %d smem %d err %v", c, tile, smem, err)
 		}
 	}
-	if _, _, err := gemvTiling(false, 1<<20, 48<<10, 1); err == nil {
+	if _, _, err := gemvTiling(1<<20, 48<<10, 1); err == nil {
 		t.Error("a row larger than shared memory: no error")
 	}
 }

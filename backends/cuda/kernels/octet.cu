@@ -111,122 +111,11 @@ DEVICE void store_row(const float* acc, const float* acc2, int gated, int nt, in
 	}
 }
 
-// gemv_q8_row is one weight row r of gemv_q8, computed by one warp for
-// the block's nt tokens.
-DEVICE void gemv_q8_row(const i8* __restrict__ W, const u16* __restrict__ Wd,
-                        const i8* __restrict__ W2, const u16* __restrict__ W2d,
-                        int r, int K, const i8* qa, const float* da, int nt, int t0,
-                        float* Y, int ldy, int accumulate) {
-	int lane = TID & 31, nblk = K >> 5;
-	const i8* wr = W + (long)r * K;
-	const u16* wdr = Wd + (long)r * nblk;
-	const i8* wr2 = W2 ? W2 + (long)r * K : 0;
-	const u16* wdr2 = W2 ? W2d + (long)r * nblk : 0;
-	float acc[TILE], acc2[TILE];
-#pragma unroll
-	for (int t = 0; t < TILE; t++) acc[t] = acc2[t] = 0;
-
-	for (int kb = 0; kb < K; kb += 2048) {
-		int4v wv[4], wv2[4];
-		float ws[4], ws2[4];
-#pragma unroll
-		for (int u = 0; u < 4; u++) {
-			int off = kb + u * 512 + lane * 16;
-			wv[u] = wv2[u] = (int4v){0, 0, 0, 0};
-			ws[u] = ws2[u] = 0;
-			if (off < K) {
-				wv[u] = *(const int4v*)(wr + off);
-				ws[u] = h2f(wdr[off >> 5]);
-				if (wr2) {
-					wv2[u] = *(const int4v*)(wr2 + off);
-					ws2[u] = h2f(wdr2[off >> 5]);
-				}
-			}
-		}
-#pragma unroll
-		for (int u = 0; u < 4; u++) {
-			int off = kb + u * 512 + lane * 16;
-#pragma unroll
-			for (int t = 0; t < TILE; t++) {
-				if (off >= K || t >= nt) continue;
-				int4v a = *(const int4v*)(qa + t * K + off);
-				float ad = da[t * nblk + (off >> 5)];
-				int s = dp4a(wv[u].x, a.x, dp4a(wv[u].y, a.y, dp4a(wv[u].z, a.z, dp4a(wv[u].w, a.w, 0))));
-				acc[t] += (float)s * ws[u] * ad;
-				if (wr2) {
-					int s2 = dp4a(wv2[u].x, a.x, dp4a(wv2[u].y, a.y, dp4a(wv2[u].z, a.z, dp4a(wv2[u].w, a.w, 0))));
-					acc2[t] += (float)s2 * ws2[u] * ad;
-				}
-			}
-		}
-	}
-	store_row(acc, acc2, wr2 != 0, nt, t0, r, Y, ldy, accumulate);
-}
-
-// gemv_q8: Y[t][r] (=, or += when accumulate) dot(W[r], x_t) for the
-// tokens t of a tile, W a Q8_0 matrix of rows × K. x_t is row xrows[t] (or
-// t) of X, RMS-normalised with normw when normw is not null, and quantized
-// to int8 per 32 values in shared memory; dot products use dp4a. With W2
-// (the up projection) Y = silu(W·x) * (W2·x).
-// Twin: ref.RMSNorm, ref.MatMul, ref.SiLUGate.
-// Grid: (ceil(ntok/tile), at most ceil(rows/WARPS)); block WARPS*32; dynamic shared
-// memory tile*(K + K/8) + (WARPS+1)*TILE*4 bytes.
-GLOBAL BOUNDS(WARPS * 32) void gemv_q8(const i8* __restrict__ W, const u16* __restrict__ Wd,
-                    const i8* __restrict__ W2, const u16* __restrict__ W2d,
-                    int rows, int K, const float* __restrict__ X, int ldx,
-                    const int* __restrict__ xrows, const float* __restrict__ normw,
-                    float eps, float* Y, int ldy, int accumulate, int ntok, int tile) {
-	extern SHARED int4v smem_q8[];
-	int t0 = BX * tile;
-	int nt = ntok - t0 < tile ? ntok - t0 : tile;
-	int nblk = K >> 5;
-	i8* qa = (i8*)smem_q8;
-	float* da = (float*)(qa + tile * K);
-	float* red = da + tile * nblk;
-	float* scale = red + WARPS * TILE;
-	int tid = TID, lane = tid & 31, warp = tid >> 5;
-
-	if (normw) norm_scales(X, ldx, xrows, t0, nt, K, eps, red, scale);
-	// Each warp quantizes 32-value chunks, QUNROLL at a time so that their
-	// loads are in flight together.
-	int total = nt * nblk;
-	for (int base = warp; base < total; base += WARPS * QUNROLL) {
-		float v[QUNROLL];
-#pragma unroll
-		for (int e = 0; e < QUNROLL; e++) {
-			int idx = base + e * WARPS;
-			v[e] = 0;
-			if (idx < total) {
-				int t = idx / nblk, i = (idx - t * nblk) * 32 + lane;
-				long row = xrows ? xrows[t0 + t] : t0 + t;
-				v[e] = X[row * ldx + i];
-				if (normw) v[e] = v[e] * scale[t] * normw[i];
-			}
-		}
-#pragma unroll
-		for (int e = 0; e < QUNROLL; e++) {
-			int idx = base + e * WARPS;
-			float amax = warp_max(v[e] < 0 ? -v[e] : v[e]);
-			float d = amax / 127.0f;
-			if (idx < total) {
-				int t = idx / nblk, c = idx - t * nblk;
-				qa[t * K + c * 32 + lane] = (i8)(d > 0 ? rni(v[e] / d) : 0);
-				if (lane == 0) da[t * nblk + c] = d;
-			}
-		}
-	}
-	__syncthreads();
-
-	// Warps walk the rows with a grid-sized stride: the grid is sized to
-	// fill the GPU once, so the activations are quantized once per block.
-	for (int r = BY * WARPS + warp; r < rows; r += NBY * WARPS)
-		gemv_q8_row(W, Wd, W2, W2d, r, K, qa, da, nt, t0, Y, ldy, accumulate);
-}
-
 // quantize_row RMS-normalises the K values of x with normw (when not
 // null), then quantizes them per 32 values: q[i] = round(x_i / d) with
 // dq[c] = d = amax/127 of chunk c. The whole block (NW warps) takes part,
-// its loads issued QUNROLL at a time; red is NW floats of shared scratch. Twin: ref.RMSNorm, then the rounding that the tests bound.
+// its loads issued QUNROLL at a time; red is NW floats of shared scratch.
+// Twin: ref.RMSNorm, then the rounding that the tests bound.
 template <int NW>
 DEVICE void quantize_row(const float* __restrict__ x, int K, const float* __restrict__ normw,
                          float eps, float* red, i8* q, float* dq) {
@@ -335,8 +224,12 @@ DEVICE void dot_chunk(const chunk& c, int kb, int K, const i8* qa, const float* 
 	}
 }
 
-// gemv_q8_1 is gemv_q8 for one token (the decode step of one sequence),
-// built against latency: each warp issues its first weight loads before
+// gemv_q8_1: Y[r] (=, or += when accumulate) dot(W[r], x) for one token x
+// (row xrows[0], or 0, of X; the decode step of one sequence), W a Q8_0
+// matrix of rows × K, x RMS-normalised with normw when not null and
+// quantized to int8 per 32 values in shared memory; dot products use dp4a.
+// With W2 (the up projection) Y = silu(W·x) * (W2·x). It is built against
+// latency: each warp issues its first weight loads before
 // the block normalises and quantizes the activations, and keeps the next
 // chunk in flight while it computes the current one. Warps stride over the
 // rows, 2048 values at a time. Twin: ref.RMSNorm, ref.MatMul, ref.SiLUGate.
@@ -534,9 +427,12 @@ GLOBAL BOUNDS(MMA_WARPS * 32) void gemm_q8_gated(const i8* __restrict__ W, const
 	gemm_body<2, 1>(W, Wd, W2, W2d, rows, K, QX, DX, ntok, Y, ldy, accumulate, red);
 }
 
-// gemv_f32 is gemv_q8 for float32 matrices (those a model keeps unquantized),
-// with float32 activations in shared memory.
-// Twin: ref.RMSNorm, ref.MatMul, ref.SiLUGate.
+// gemv_f32: Y[t][r] (=, or += when accumulate) dot(W[r], x_t) for the
+// tokens t of a tile, W a float32 matrix of rows × K (one a model keeps
+// unquantized), x_t row xrows[t] (or t) of X, RMS-normalised with normw when
+// not null, in shared memory. With W2 (the up projection) Y = silu(W·x) *
+// (W2·x). Twin: ref.RMSNorm, ref.MatMul, ref.SiLUGate.
+// Grid: (ceil(ntok/tile), at most ceil(rows/WARPS)); block WARPS*32.
 // Dynamic shared memory tile*K*4 + (WARPS+1)*TILE*4 bytes.
 GLOBAL BOUNDS(WARPS * 32) void gemv_f32(const float* __restrict__ W, const float* __restrict__ W2,
                      int rows, int K, const float* __restrict__ X, int ldx,
