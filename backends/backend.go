@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 
 	"github.com/octet-dev/octet/model"
@@ -71,32 +72,67 @@ const (
 	// for a relative error of at most 2^-11 per cached value (as llama.cpp's
 	// default cache).
 	KVF16
+	// KVQ8: one byte per value, each (position, KV head) row of head_dim
+	// values an int8 multiple of one float32 scale (Q8Round): close to a
+	// quarter of f32's memory. Attention reads the keys as they are stored
+	// and multiplies them by the query rounded the same way, in integers.
+	KVQ8
 )
 
-// ParseKVType parses "f32" or "f16".
+// ParseKVType parses "f32", "f16" or "q8".
 func ParseKVType(s string) (KVType, error) {
 	switch s {
 	case "f32":
 		return KVF32, nil
 	case "f16":
 		return KVF16, nil
+	case "q8":
+		return KVQ8, nil
 	}
-	return 0, fmt.Errorf("KV cache type %q: want f32 or f16", s)
+	return 0, fmt.Errorf("KV cache type %q: want f32, f16 or q8", s)
 }
 
 func (t KVType) String() string {
-	if t == KVF16 {
+	switch t {
+	case KVF16:
 		return "f16"
+	case KVQ8:
+		return "q8"
 	}
 	return "f32"
 }
 
-// Bytes is the size of one value.
+// Bytes is the size of one value (a q8 cache also holds a float32 scale
+// per row of head_dim values: KVBytesPerPosition counts it).
 func (t KVType) Bytes() int {
-	if t == KVF16 {
+	switch t {
+	case KVF16:
 		return 2
+	case KVQ8:
+		return 1
 	}
 	return 4
+}
+
+// Q8Round rounds x in place to the values a q8 KV cache holds for it, one
+// row of head_dim values: q·d, with d = max|x|/127 and q = x·(127/max|x|)
+// rounded to the nearest integer, ties to even (each product in float32).
+// It returns d. Every backend's q8 cache rounds the same way, so their
+// caches hold the same values.
+func Q8Round(x []float32) float32 {
+	var amax float32
+	for _, v := range x {
+		amax = max(amax, float32(math.Abs(float64(v))))
+	}
+	if amax == 0 {
+		clear(x)
+		return 0
+	}
+	id, d := 127/amax, amax/127
+	for i, v := range x {
+		x[i] = float32(math.RoundToEven(float64(v*id))) * d
+	}
+	return d
 }
 
 // KVHolder is implemented by a backend that says which KV cache types its
@@ -116,7 +152,7 @@ func PreferredKV(b Backend) KVType {
 	return KVF32
 }
 
-// ResolveKVType parses "f32" or "f16", and resolves "auto" to b's
+// ResolveKVType parses "f32", "f16" or "q8", and resolves "auto" to b's
 // PreferredKV.
 func ResolveKVType(s string, b Backend) (KVType, error) {
 	if s == "auto" {
@@ -130,9 +166,12 @@ func ResolveKVType(s string, b Backend) (KVType, error) {
 func KVBytesPerPosition(m *model.Model, t KVType) int64 {
 	var n int64
 	for _, l := range m.Layers {
-		n += 2 * int64(l.KVHeads*m.Config.HeadDim)
+		n += 2 * int64(l.KVHeads*m.Config.HeadDim*t.Bytes())
+		if t == KVQ8 {
+			n += 2 * int64(l.KVHeads) * 4 // a scale per KV head
+		}
 	}
-	return n * int64(t.Bytes())
+	return n
 }
 
 // WithDefaults fills zero fields from the model.

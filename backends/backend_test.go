@@ -2,6 +2,8 @@ package backends
 
 import (
 	"errors"
+	"math"
+	"math/rand/v2"
 	"slices"
 	"testing"
 
@@ -42,13 +44,13 @@ func TestKVType(t *testing.T) {
 		name  string
 		t     KVType
 		bytes int
-	}{{"f32", KVF32, 4}, {"f16", KVF16, 2}} {
+	}{{"f32", KVF32, 4}, {"f16", KVF16, 2}, {"q8", KVQ8, 1}} {
 		got, err := ParseKVType(c.name)
 		if err != nil || got != c.t || got.String() != c.name || got.Bytes() != c.bytes {
 			t.Errorf("%s: %v %v, %s, %d bytes", c.name, got, err, got, got.Bytes())
 		}
 	}
-	for _, bad := range []string{"", "F16", "q8_0", "bf16"} {
+	for _, bad := range []string{"", "F16", "q8_0", "Q8", "bf16"} {
 		if _, err := ParseKVType(bad); err == nil {
 			t.Errorf("%q parsed", bad)
 		}
@@ -56,6 +58,53 @@ func TestKVType(t *testing.T) {
 	m := &model.Model{Config: model.Config{HeadDim: 64}, Layers: []model.Layer{{KVHeads: 3}, {KVHeads: 1}}}
 	if got := KVBytesPerPosition(m, KVF16); got != 2*(3+1)*64*2 {
 		t.Errorf("KVBytesPerPosition = %d, want %d", got, 2*(3+1)*64*2)
+	}
+	// q8: a byte per value and a float32 scale per KV head, keys and values.
+	if got := KVBytesPerPosition(m, KVQ8); got != 2*(3+1)*(64+4) {
+		t.Errorf("KVBytesPerPosition(q8) = %d, want %d", got, 2*(3+1)*(64+4))
+	}
+}
+
+func TestQ8Round(t *testing.T) {
+	for _, c := range []struct {
+		x, want []float32
+		d       float32
+	}{
+		{[]float32{0, 0, 0}, []float32{0, 0, 0}, 0},
+		// the largest value is exact; the others land on multiples of 1/127
+		{[]float32{-2.54, 1, 0.011, 0.029}, []float32{-2.54, 1, 0.02, 0.02}, 0.02},
+		// ties: 0.5 and 1.5 steps round to even (0 and 2)
+		{[]float32{127, 0.5, 1.5, -0.5, -2.5}, []float32{127, 0, 2, 0, -2}, 1},
+	} {
+		x := slices.Clone(c.x)
+		d := Q8Round(x)
+		if math.Abs(float64(d-c.d)) > 1e-7 {
+			t.Errorf("%v: scale %g, want %g", c.x, d, c.d)
+		}
+		for i := range x {
+			if math.Abs(float64(x[i]-c.want[i])) > 1e-6 {
+				t.Errorf("%v: rounded to %v, want %v", c.x, x, c.want)
+				break
+			}
+		}
+	}
+	// Every rounded value is an integer multiple of the scale within ±127
+	// of it, and within half a step of the value it replaces.
+	rng := rand.New(rand.NewPCG(1, 1))
+	for range 200 {
+		n := 1 + rng.IntN(300)
+		x := make([]float32, n)
+		for i := range x {
+			x[i] = float32(rng.NormFloat64() * math.Exp(rng.NormFloat64()*3))
+		}
+		y := slices.Clone(x)
+		d := Q8Round(y)
+		for i := range y {
+			q := float64(y[i]) / float64(d)
+			if math.Abs(q-math.Round(q)) > 1e-3 || math.Abs(q) > 127.001 || math.Abs(float64(y[i]-x[i])) > 0.5001*float64(d) {
+				t.Fatalf("x[%d] = %g → %g, scale %g", i, x[i], y[i], d)
+			}
+		}
 	}
 }
 

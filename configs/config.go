@@ -247,9 +247,9 @@ func (t *Tuning) problems() []problem {
 	intRange("max_running", t.MaxRunning, 1, 4096)
 	intRange("kv_cache_mb", t.KVCacheMB, 0, 1<<24)
 	switch t.KVType { // as backends.ParseKVType, and "auto"
-	case "auto", "f32", "f16":
+	case "auto", "f32", "f16", "q8":
 	default:
-		add("kv_type", "%q is not a KV cache type (auto, f32, f16)", t.KVType)
+		add("kv_type", "%q is not a KV cache type (auto, f32, f16, q8)", t.KVType)
 	}
 	switch t.Policy {
 	case "fcfs", "priority", "fair":

@@ -24,8 +24,10 @@ type Backend struct {
 // Name is "cpu-" and the variant: "cpu-avx512", "cpu-avx2", "cpu-portable".
 func (b *Backend) Name() string { return "cpu-" + b.lib.variant }
 
-// HoldsKV reports that the library's caches hold f32 and f16 values.
-func (b *Backend) HoldsKV(t backends.KVType) bool { return t == backends.KVF32 || t == backends.KVF16 }
+// HoldsKV reports that the library's caches hold f32, f16 and q8 values.
+func (b *Backend) HoldsKV(t backends.KVType) bool {
+	return t == backends.KVF32 || t == backends.KVF16 || t == backends.KVQ8
+}
 
 // Variant is the instruction-set variant of the loaded library.
 func (b *Backend) Variant() string { return b.lib.variant }

@@ -134,7 +134,7 @@ func BenchmarkAttention(b *testing.B) {
 // reports the rate at which it reads them.
 func benchAttention[T float32 | uint16](b *testing.B, k *kernels, out, q []float32, kc, vc []T, blocks []int32, bs, pos, heads, kv, hd int) {
 	for b.Loop() {
-		if err := attention(k, out, q, kc, vc, blocks, bs, pos, heads, kv, hd); err != nil {
+		if err := attention(k, out, q, kc, vc, blocks, bs, pos, heads, kv, hd, false); err != nil {
 			b.Fatal(err)
 		}
 	}

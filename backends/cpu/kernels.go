@@ -173,11 +173,15 @@ func (k *kernels) rope(x []float32, heads, headDim, pos int, rc model.RopeConfig
 // table blocks (blockSize positions each) in caches kc and vc, in the
 // runner's layout: rows of kvHeads×headDim in vc; in kc each block's keys
 // transposed, one row of blockSize per dimension (oc_k_index in internal.h).
-// The caches hold float32 values, or f16 bits (uint16).
-func attention[T float32 | uint16](k *kernels, out, q []float32, kc, vc []T, blocks []int32, blockSize, pos, heads, kvHeads, headDim int) error {
+// The caches hold float32 values, or f16 bits (uint16). With q8 set they
+// hold float32 values which the library rounds into a q8 cache (and the
+// query with them) as a runner's q8 cache does.
+func attention[T float32 | uint16](k *kernels, out, q []float32, kc, vc []T, blocks []int32, blockSize, pos, heads, kvHeads, headDim int, q8 bool) error {
 	typ := int64(gguf.F32)
 	if _, f16 := any(kc).([]uint16); f16 {
 		typ = int64(gguf.F16)
+	} else if q8 {
+		typ = int64(gguf.Q8_0)
 	}
 	need("out", out, heads*headDim)
 	need("q", q, heads*headDim)

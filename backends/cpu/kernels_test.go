@@ -6,9 +6,11 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
+	"github.com/octet-dev/octet/backends"
 	"github.com/octet-dev/octet/backends/ref"
 	"github.com/octet-dev/octet/model"
 	"github.com/octet-dev/octet/model/gguf"
@@ -394,27 +396,47 @@ func TestAttention(t *testing.T) {
 			for p := range slots {
 				slots[p] = int(blocks[p/c.bs])*c.bs + p%c.bs
 			}
-			want := make([]float32, c.heads*c.hd)
-			ref.Attention(want, q, kc, vc, slots, c.heads, c.kv, c.hd)
-			y := newGuarded(len(want))
-			if err := attention(k, y.s(), q, keysBlocked(kc, c.bs, kvw), vc, blocks, c.bs, c.pos, c.heads, c.kv, c.hd); err != nil {
-				t.Fatal(err)
+			// check compares the library's attention (run) with ref's
+			// over caches kr, vr and query qr.
+			check := func(name string, qr, kr, vr []float32, run func(y []float32) error) {
+				t.Helper()
+				want := make([]float32, c.heads*c.hd)
+				ref.Attention(want, qr, kr, vr, slots, c.heads, c.kv, c.hd)
+				y := newGuarded(len(want))
+				if err := run(y.s()); err != nil {
+					t.Fatal(err)
+				}
+				y.check(t)
+				checkNear(t, fmt.Sprintf("%s %+v", name, c), y.s(), want, 1e-5, 1e-6)
 			}
-			y.check(t)
-			checkNear(t, fmt.Sprintf("%+v", c), y.s(), want, 1e-5, 1e-6)
-
+			check("f32", q, kc, vc, func(y []float32) error {
+				return attention(k, y, q, keysBlocked(kc, c.bs, kvw), vc, blocks, c.bs, c.pos, c.heads, c.kv, c.hd, false)
+			})
 			// A cache of f16 values: ref over the same values rounded.
 			k16, kr := halves(kc)
 			v16, vr := halves(vc)
-			ref.Attention(want, q, kr, vr, slots, c.heads, c.kv, c.hd)
-			y = newGuarded(len(want))
-			if err := attention(k, y.s(), q, keysBlocked(k16, c.bs, kvw), v16, blocks, c.bs, c.pos, c.heads, c.kv, c.hd); err != nil {
-				t.Fatal(err)
-			}
-			y.check(t)
-			checkNear(t, fmt.Sprintf("f16 %+v", c), y.s(), want, 1e-5, 1e-6)
+			check("f16", q, kr, vr, func(y []float32) error {
+				return attention(k, y, q, keysBlocked(k16, c.bs, kvw), v16, blocks, c.bs, c.pos, c.heads, c.kv, c.hd, false)
+			})
+			// A q8 cache: ref over the keys, values and query rounded
+			// as backends.Q8Round rounds them. The products are exact
+			// in int32 on the library's side, so only the scaling and
+			// the softmax's sums differ in float order.
+			check("q8", q8Rows(q, c.hd), q8Rows(kc, c.hd), q8Rows(vc, c.hd), func(y []float32) error {
+				return attention(k, y, q, keysBlocked(kc, c.bs, kvw), vc, blocks, c.bs, c.pos, c.heads, c.kv, c.hd, true)
+			})
 		}
 	})
+}
+
+// q8Rows returns x with each row of n values rounded as a q8 KV cache
+// holds it.
+func q8Rows(x []float32, n int) []float32 {
+	out := slices.Clone(x)
+	for i := 0; i < len(out); i += n {
+		backends.Q8Round(out[i : i+n])
+	}
+	return out
 }
 
 // halves returns x rounded to f16: the bits, and the values as float32.

@@ -82,6 +82,12 @@ func testModels() []testModel {
 		// a row of logits, so 2e-3 here.
 		{"stories-f32-kvf16", shared("stories260K-f32.gguf"), 2e-3, false, backends.KVF16},
 		{"tiny-qwen2-q8_0-kvf16", syn("tiny-qwen2", gguf.Q8_0), 0.05, false, backends.KVF16},
+		// q8 KV caches: both sides round each cached row (and the query)
+		// to int8 steps of 1/127 of its largest value, from inputs that
+		// differ in their last f32 bits, so now and then a value lands
+		// one step away.
+		{"stories-f32-kvq8", shared("stories260K-f32.gguf"), 1e-2, false, backends.KVQ8},
+		{"tiny-qwen2-q8_0-kvq8", syn("tiny-qwen2", gguf.Q8_0), 0.05, false, backends.KVQ8},
 	}
 }
 

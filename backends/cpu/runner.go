@@ -99,8 +99,11 @@ func newRunner(l *library, m *model.Model, o backends.LoadOptions) (*runner, err
 	if c.Rope.NeoX {
 		d.ropeNeox = 1
 	}
-	if o.KV == backends.KVF16 {
+	switch o.KV {
+	case backends.KVF16:
 		d.kvType = int64(gguf.F16)
+	case backends.KVQ8:
+		d.kvType = int64(gguf.Q8_0)
 	}
 	// Vectors the library copies during oc_runner_new; keep them alive.
 	var keep [][]float32

@@ -37,8 +37,8 @@ type Backend struct{}
 // Name implements backends.Backend.
 func (Backend) Name() string { return "ref" }
 
-// HoldsKV reports that ref's caches hold f32 values (an f16 cache's values
-// are rounded to f16 and kept as f32).
+// HoldsKV reports that ref's caches hold f32 values (an f16 or q8 cache's
+// values are rounded to f16 or q8 and kept as f32).
 func (Backend) HoldsKV(t backends.KVType) bool { return t == backends.KVF32 }
 
 // Load implements backends.Backend.
@@ -47,9 +47,9 @@ func (Backend) Load(m *model.Model, o backends.LoadOptions) (backends.Runner, er
 	if o.Threads <= 0 {
 		o.Threads = runtime.GOMAXPROCS(0)
 	}
-	if o.KV == backends.KVF16 {
-		o.Logger.Warn("ref backend: the f16 KV cache's values are kept as f32, in twice the memory an f16 cache takes",
-			"kv_bytes", 2*backends.KVBytesPerPosition(m, o.KV)*int64(o.KVBlocks)*int64(o.BlockSize))
+	if o.KV != backends.KVF32 {
+		o.Logger.Warn("ref backend: the KV cache's "+o.KV.String()+" values are kept as f32, in more memory than the type takes",
+			"kv_bytes", backends.KVBytesPerPosition(m, backends.KVF32)*int64(o.KVBlocks)*int64(o.BlockSize))
 	}
 	c := &m.Config
 	r := &runner{m: m, o: o, k: make([][]float32, c.Layers), v: make([][]float32, c.Layers)}
@@ -177,8 +177,14 @@ func (r *runner) attention(l int, rows []row, x, xn []float32) {
 		Rope(q[i*qw:(i+1)*qw], layer.Heads, hd, rw.pos, c.Rope, r.m.RopeFreqs)
 		Rope(k[i*kvw:(i+1)*kvw], layer.KVHeads, hd, rw.pos, c.Rope, r.m.RopeFreqs)
 		s := rw.slots[rw.pos]
-		r.store(r.k[l][s*kvw:(s+1)*kvw], k[i*kvw:(i+1)*kvw])
-		r.store(r.v[l][s*kvw:(s+1)*kvw], v[i*kvw:(i+1)*kvw])
+		r.store(r.k[l][s*kvw:(s+1)*kvw], k[i*kvw:(i+1)*kvw], hd)
+		r.store(r.v[l][s*kvw:(s+1)*kvw], v[i*kvw:(i+1)*kvw], hd)
+		if r.o.KV == backends.KVQ8 {
+			// A q8 cache's keys meet the query rounded as they are.
+			for h := 0; h < layer.Heads; h++ {
+				backends.Q8Round(q[i*qw+h*hd : i*qw+(h+1)*hd])
+			}
+		}
 	}
 	att := make([]float32, n*qw)
 	ParallelFor(n, th, func(lo, hi int) {
@@ -233,16 +239,23 @@ var (
 	_ backends.KVHolder = Backend{}
 )
 
-// store copies src into the KV cache at dst: as they are, or rounded to
-// the nearest f16 values when the cache is f16 (ref keeps them as f32, so
-// its own memory does not shrink; its results are those of a cache of f16
-// values, the twin of the fast backends').
-func (r *runner) store(dst, src []float32) {
-	if r.o.KV != backends.KVF16 {
+// store copies src into the KV cache at dst: as they are, rounded to the
+// nearest f16 values when the cache is f16, or to q8 values (rows of hd)
+// when it is q8. ref keeps them as f32, so its own memory does not shrink;
+// its results are those of a cache of f16 or q8 values, the twin of the
+// fast backends'.
+func (r *runner) store(dst, src []float32, hd int) {
+	switch r.o.KV {
+	case backends.KVF16:
+		for i, x := range src {
+			dst[i] = gguf.F16ToF32(gguf.F32ToF16(x))
+		}
+	case backends.KVQ8:
 		copy(dst, src)
-		return
-	}
-	for i, x := range src {
-		dst[i] = gguf.F16ToF32(gguf.F32ToF16(x))
+		for h := 0; h < len(dst); h += hd {
+			backends.Q8Round(dst[h : h+hd])
+		}
+	default:
+		copy(dst, src)
 	}
 }

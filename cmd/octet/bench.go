@@ -68,7 +68,7 @@ does not depend on them.`,
 	f.IntVar(&o.batch, "batch", 1, "sequences decoded together in the batched measurement (1: skip it)")
 	f.IntVar(&o.reps, "reps", 3, "repetitions of each measurement (the median is reported)")
 	f.IntVar(&o.threads, "threads", 0, "CPU threads (0: all)")
-	o.kv.register(f, "kv-type", "auto", "the KV cache's values: auto (the backend's preferred, as the daemon), f32 or f16")
+	o.kv.register(f, "kv-type", "auto", "the KV cache's values: auto (the backend's preferred, as the daemon), f32, f16 or q8")
 	f.BoolVar(&asJSON, "json", false, "print one JSON object")
 	srv.flags(f)
 	f.BoolVarP(&verbose, "verbose", "v", false, "log backend selection and loading")

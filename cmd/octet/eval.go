@@ -35,7 +35,7 @@ func (e *evalFlags) register(f *pflag.FlagSet, ctxDefault int) {
 	f.IntVar(&e.parallel, "parallel", 0, "chunks run together in one forward step (0: about 512 tokens' worth)")
 	f.BoolVar(&e.jsonOut, "json", false, "print one JSON object")
 	f.BoolVarP(&e.verbose, "verbose", "v", false, "log backend selection")
-	e.kv.register(f, "kv-type", "f32", "the KV cache's values: f32 or f16")
+	e.kv.register(f, "kv-type", "f32", "the KV cache's values: f32, f16 or q8")
 }
 
 func (e *evalFlags) options(desc string) eval.Options {
@@ -200,7 +200,7 @@ func kldCmd() *cobra.Command {
 	f.StringVar(&file, "file", "", "text file (required)")
 	f.BoolVar(&gate, "gate", false, "also print the quality gate's verdict")
 	ef.register(f, 512)
-	baseKV.register(f, "base-kv-type", "", "the baseline's KV cache values, f32 or f16 (default: as --kv-type); with --base the same file, what a KV type costs")
+	baseKV.register(f, "base-kv-type", "", "the baseline's KV cache values, f32, f16 or q8 (default: as --kv-type); with --base the same file, what a KV type costs")
 	gateFlags(f, &g)
 	cmd.MarkFlagRequired("model")
 	cmd.MarkFlagRequired("base")

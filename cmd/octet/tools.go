@@ -21,7 +21,7 @@ import (
 func joinNames() string { return strings.Join(backends.Names(), ", ") }
 
 // kvFlag is a KV cache type flag (bench's and eval's --kv-type, kld's
-// --base-kv-type): "f32" or "f16", and "auto" (the backend's preferred
+// --base-kv-type): "f32", "f16" or "q8", and "auto" (the backend's preferred
 // type, as the daemon's kv_type = "auto") where it starts as "auto".
 type kvFlag struct {
 	name      string // checked by Set
@@ -38,9 +38,9 @@ func (k *kvFlag) String() string { return k.name }
 
 func (k *kvFlag) Type() string {
 	if k.allowAuto {
-		return "auto|f32|f16"
+		return "auto|f32|f16|q8"
 	}
-	return "f32|f16"
+	return "f32|f16|q8"
 }
 
 func (k *kvFlag) Set(s string) error {

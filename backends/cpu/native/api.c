@@ -281,17 +281,57 @@ OC_EXPORT int64_t oc_k_rope(const oc_kargs *a) {
 	return OC_OK;
 }
 
+/* Attention over a q8 cache made from f32 caches in the layout above:
+ * positions 0…npos-1 are rounded and stored as the runner stores them. */
+static int64_t attention_q8(kctx *c, const oc_kargs *a, int64_t group, int64_t kvw, float scale) {
+	const int64_t bs = a->block_size, hd = a->head_dim, kvh = a->kv_heads, npos = a->pos + 1;
+	if (hd % 4 || hd > OC_KV8_MAX_HD || group * hd > c->kmax)
+		return OC_ERR_ARG;
+	int64_t nblk = 0;
+	for (int64_t b = 0; b <= a->pos / bs; b++)
+		nblk = a->blocks[b] + 1 > nblk ? a->blocks[b] + 1 : nblk;
+	size_t slots = (size_t)(nblk * bs);
+	uint8_t *kc = oc_alloc(slots * (size_t)kvw);
+	int8_t *vc = oc_alloc(slots * (size_t)kvw);
+	float *ks = oc_alloc(slots * (size_t)kvh * 4), *vs = oc_alloc(slots * (size_t)kvh * 4);
+	float *k = oc_alloc((size_t)kvw * 4);
+	int64_t rc = OC_ERR_NOMEM;
+	if (kc && vc && ks && vs && k) {
+		const float *kin = a->w;
+		for (int64_t j = 0; j < npos; j++) {
+			int64_t slot = (int64_t)a->blocks[j / bs] * bs + j % bs;
+			for (int64_t e = 0; e < kvw; e++)
+				k[e] = kin[oc_k_index(slot, bs, kvw, hd, e / hd, e % hd)];
+			oc_kv8_store(kc, vc, ks, vs, k, a->x2 + slot * kvw, slot, bs, kvh, hd, 0, kvh);
+		}
+		oc_scratch *s = &c->scr[0];
+		for (int64_t g = 0; g < kvh; g++)
+			oc_attention_q8(a->y + g * group * hd, a->x + g * group * hd, kc, vc, ks, vs, kvh, a->blocks, bs,
+					npos, g, group, hd, scale, s->att, s->qq, s->qd, s->qs);
+		rc = OC_OK;
+	}
+	oc_free(kc);
+	oc_free(vc);
+	oc_free(ks);
+	oc_free(vs);
+	oc_free(k);
+	return rc;
+}
+
 /* ref.Attention for one query row x (heads × head_dim) over positions
  * 0…pos of a sequence whose block table is blocks: K cache w, V cache x2,
  * in the runner's layout (internal.h), of f16 values when type is OC_F16
- * (else f32); output y. */
+ * (else f32); output y. With type OC_Q8_0 the caches hold f32 values,
+ * which the kernel rounds into a q8 cache first. */
 OC_EXPORT int64_t oc_k_attention(void *h, const oc_kargs *a) {
 	kctx *c = h;
 	int64_t group = a->heads / a->kv_heads, kvw = a->kv_heads * a->head_dim;
 	if (a->heads % a->kv_heads || (size_t)group * (size_t)((a->pos + 1 + 15) / 16 * 16) > c->scr[0].att_n ||
-	    (a->type != OC_F32 && a->type != OC_F16))
+	    (a->type != OC_F32 && a->type != OC_F16 && a->type != OC_Q8_0))
 		return OC_ERR_ARG;
 	float scale = (float)(1.0 / sqrt((double)a->head_dim));
+	if (a->type == OC_Q8_0)
+		return attention_q8(c, a, group, kvw, scale);
 	for (int64_t g = 0; g < a->kv_heads; g++)
 		oc_attention_group(a->y + g * group * a->head_dim, a->x + g * group * a->head_dim, a->w,
 				   (const void *)a->x2, a->type == OC_F16, kvw, a->blocks, a->block_size, a->pos + 1, g,

@@ -145,6 +145,9 @@ typedef struct oc_scratch {
 	uint8_t *pack; /* packed weight panels (q8), OC_CHUNK rows */
 	float *rowf;   /* weight rows decoded to f32 */
 	float *att;    /* attention scores: group × context */
+	int8_t *qq;    /* a query rounded for a q8 cache: group × hd bytes, */
+	float *qd;     /* its scales */
+	int32_t *qs;   /* and sums, group each */
 	size_t pack_bytes, rowf_n, att_n;
 } oc_scratch;
 
@@ -236,6 +239,33 @@ void oc_rope_angles(float *cs, float *sn, const double *pw, const double *fr, do
 OC_INLINE int64_t oc_k_index(int64_t slot, int64_t bs, int64_t kvw, int64_t hd, int64_t g, int64_t d) {
 	return slot / bs * bs * kvw + (g * hd + d) * bs + slot % bs;
 }
+/*
+ * A q8 cache (kv_type OC_Q8_0, ops.c) holds each (position, KV head) row of
+ * hd values as int8 multiples of one f32 scale. Keys are stored +128 and
+ * by groups of 4 dimensions: dimension d of KV head g of the key at slot
+ * lies at oc_k8_index; values at slot·kvw + g·hd + d as in the other
+ * caches; the scales of both at oc_kv8_scale_index.
+ */
+OC_INLINE int64_t oc_k8_index(int64_t slot, int64_t bs, int64_t kvw, int64_t hd, int64_t g, int64_t d) {
+	return slot / bs * bs * kvw + g * hd * bs + (d / 4) * 4 * bs + slot % bs * 4 + d % 4;
+}
+OC_INLINE int64_t oc_kv8_scale_index(int64_t slot, int64_t bs, int64_t kv_heads, int64_t g) {
+	return (slot / bs * kv_heads + g) * bs + slot % bs;
+}
+#define OC_KV8_MAX_HD 1024 /* the widest head a q8 cache takes */
+/* Rounds the n values of x to int8 multiples of the returned scale, as
+ * backends.Q8Round: d = max|x|/127, q = x·(127/max|x|) rounded to nearest
+ * even. */
+float oc_q8_row(int8_t *q, const float *x, int64_t n);
+/* Stores the keys k and values v (ng·hd values each) of KV heads g0…
+ * g0+ng-1 of the token at slot into a q8 cache. */
+void oc_kv8_store(uint8_t *kc, int8_t *vc, float *ks, float *vs, const float *k, const float *v, int64_t slot,
+		  int64_t bs, int64_t kv_heads, int64_t hd, int64_t g0, int64_t ng);
+/* oc_attention_group over a q8 cache; qq holds nh·hd bytes and qd, qs nh
+ * values (the rounded query). */
+void oc_attention_q8(float *out, const float *q, const uint8_t *kc, const int8_t *vc, const float *ks,
+		     const float *vs, int64_t kv_heads, const int32_t *blocks, int64_t bs, int64_t npos, int64_t g,
+		     int64_t nh, int64_t hd, float scale, float *scores, int8_t *qq, float *qd, int32_t *qs);
 /*
  * Attention of one query token over positions 0…npos-1 of its sequence,
  * for the query heads h0…h0+nh-1 that share KV head g. slot(j) =

@@ -63,7 +63,7 @@ typedef struct oc_model_desc {
 	 * weights' pointers are then read only during oc_runner_new); 0: read
 	 * them where they lie for the runner's life. */
 	int64_t repack;
-	int64_t kv_type; /* the KV cache's values: OC_F32 or OC_F16 */
+	int64_t kv_type; /* the KV cache's values: OC_F32, OC_F16 or OC_Q8_0 (q8 rows) */
 } oc_model_desc;
 
 /*

@@ -225,14 +225,17 @@ OC_INLINE void prefetch_span(const char *p, int64_t len, int64_t rows, int64_t s
 	}
 }
 
+/* The kinds of cache values the kernels below take as a constant. */
+enum { KV_F32 = 0, KV_F16 = 1, KV_Q8 = 2 };
+
 /* Asks for the values of the block that starts at position j (a multiple
  * of bs; none when j ≥ npos): w of each row from value off (KV head × hd +
- * the first dimension wanted). */
-OC_INLINE void prefetch_values(const void *vc, int f16, const int32_t *blocks, int64_t j, int64_t bs, int64_t npos,
+ * the first dimension wanted), in a cache of values of the given kind. */
+OC_INLINE void prefetch_values(const void *vc, int kind, const int32_t *blocks, int64_t j, int64_t bs, int64_t npos,
 			       int64_t kvw, int64_t off, int64_t w) {
 	if (j >= npos)
 		return;
-	const int64_t es = f16 ? 2 : 4, cnt = npos - j < bs ? npos - j : bs;
+	const int64_t es = kind == KV_F16 ? 2 : kind == KV_Q8 ? 1 : 4, cnt = npos - j < bs ? npos - j : bs;
 	prefetch_span((const char *)vc + ((int64_t)blocks[j / bs] * bs * kvw + off) * es, w * es, cnt, kvw * es);
 }
 
@@ -247,8 +250,12 @@ OC_INLINE float kv_at(const void *c, int64_t i, const int F16) {
 #define HB 4 /* heads per pass of scores_heads and pv_heads */
 #define TILE_OK(hd) 1
 
-/* The values i… of the lanes in m (the others 0). */
+/* The values i… of the lanes in m (the others 0), of a cache of f32
+ * (F16 0), f16 (KV_F16) or int8 (KV_Q8) values. */
 OC_INLINE __m512 kv_load(const void *c, int64_t i, __mmask16 m, const int F16) {
+	if (F16 == KV_Q8) /* a whole row folds its load into the conversion */
+		return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(m == 0xffff ? _mm_loadu_si128((const __m128i *)((const int8_t *)c + i))
+								 : _mm_maskz_loadu_epi8(m, (const int8_t *)c + i)));
 	if (F16)
 		return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, (const uint16_t *)c + i));
 	return _mm512_maskz_loadu_ps(m, (const float *)c + i);
@@ -281,9 +288,12 @@ OC_INLINE void scores_heads(float *s, int64_t ld, const float *q, const int NH, 
 }
 
 /* out_h[d0…d0+64) (within hd) = Σ_j p_h[j]·v_j[d0…] for NH heads (p_h at
- * p + h·ld, out_h at out + h·hd) over the npos positions of the block table. */
+ * p + h·ld, out_h at out + h·hd) over the npos positions of the block table.
+ * In a q8 cache (F16 = KV_Q8) v_j is row j's int8 values times its scale,
+ * in vs (KV head g of kv_heads). */
 OC_INLINE void pv_heads(float *out, const float *p, int64_t ld, const int NH, const void *vc, int64_t kvw, int64_t off,
-			const int32_t *blocks, int64_t bs, int64_t npos, int64_t hd, int64_t d0, const int F16) {
+			const int32_t *blocks, int64_t bs, int64_t npos, int64_t hd, int64_t d0, const int F16,
+			const float *vs, int64_t kv_heads, int64_t g) {
 	__mmask16 m[4];
 	for (int i = 0; i < 4; i++) {
 		int64_t left = hd - d0 - 16 * i;
@@ -296,13 +306,14 @@ OC_INLINE void pv_heads(float *out, const float *p, int64_t ld, const int NH, co
 	for (int64_t j0 = 0, blk = 0; j0 < npos; j0 += bs, blk++) {
 		int64_t cnt = npos - j0 < bs ? npos - j0 : bs;
 		int64_t vb = (int64_t)blocks[blk] * bs * kvw + off + d0;
+		const float *sv = F16 == KV_Q8 ? vs + oc_kv8_scale_index((int64_t)blocks[blk] * bs, bs, kv_heads, g) : NULL;
 		prefetch_values(vc, F16, blocks, j0 + bs, bs, npos, kvw, off + d0, hd - d0 < 64 ? hd - d0 : 64);
 		for (int64_t jj = 0; jj < cnt; jj++) {
 			__m512 v[4];
 			for (int i = 0; i < 4; i++)
 				v[i] = kv_load(vc, vb + jj * kvw + 16 * i, m[i], F16);
 			for (int h = 0; h < NH; h++) {
-				__m512 pv = _mm512_set1_ps(p[h * ld + j0 + jj]);
+				__m512 pv = _mm512_set1_ps(F16 == KV_Q8 ? p[h * ld + j0 + jj] * sv[jj] : p[h * ld + j0 + jj]);
 				for (int i = 0; i < 4; i++)
 					acc[h][i] = _mm512_fmadd_ps(pv, v[i], acc[h][i]);
 			}
@@ -360,9 +371,11 @@ OC_INLINE void scores_heads(float *s, int64_t ld, const float *q, const int NH, 
 					    _mm256_mul_ps(a[h][i], _mm256_set1_ps(scale)));
 }
 
-/* As the AVX-512 one, over 32 dimensions (hd a multiple of 8). */
+/* As the AVX-512 one, over 32 dimensions (hd a multiple of 8), of f32 and
+ * f16 caches only (q8 takes the portable loops here). */
 OC_INLINE void pv_heads(float *out, const float *p, int64_t ld, const int NH, const void *vc, int64_t kvw, int64_t off,
-			const int32_t *blocks, int64_t bs, int64_t npos, int64_t hd, int64_t d0, const int F16) {
+			const int32_t *blocks, int64_t bs, int64_t npos, int64_t hd, int64_t d0, const int F16,
+			const float *vs, int64_t kv_heads, int64_t g) {
 	int nv = hd - d0 >= 32 ? 4 : (int)((hd - d0) / 8);
 	__m256 acc[2][4];
 	for (int h = 0; h < NH; h++)
@@ -466,7 +479,7 @@ static void pv_group(float *out, const float *p, int64_t ld, int64_t nh, const v
 		     int64_t off, const int32_t *blocks, int64_t bs, int64_t npos, int64_t hd) {
 	for (int64_t d0 = 0; d0 < hd; d0 += PV_WIDTH)
 		for (int64_t h = 0; h < nh; h += HB) {
-#define PV(NH, F16) pv_heads(out + h * hd, p + h * ld, ld, NH, vc, kvw, off, blocks, bs, npos, hd, d0, F16)
+#define PV(NH, F16) pv_heads(out + h * hd, p + h * ld, ld, NH, vc, kvw, off, blocks, bs, npos, hd, d0, F16, NULL, 0, 0)
 			BY_HEADS(PV, nh - h >= HB ? HB : nh - h, f16)
 #undef PV
 		}
@@ -524,4 +537,204 @@ void oc_attention_group(float *out, const float *q, const void *kc, const void *
 			}
 		}
 	}
+}
+
+/* ------------------------------------------------------ q8 KV cache */
+
+/*
+ * A q8 cache (internal.h: oc_k8_index) holds int8 rows with a scale each,
+ * about half an f16 cache's bytes. The keys are unsigned (k+128) in groups
+ * of 4 dimensions, so that with AVX-512 VNNI one vpdpbusd multiplies 4
+ * dimensions of 16 keys by 4 bytes of the query (rounded the same way,
+ * signed) in int32: a quarter of the instructions of the f32 scores, and
+ * exact. The offset adds 128·Σq to every key's sum, which the sum's
+ * starting value takes away.
+ */
+
+float oc_q8_row(int8_t *q, const float *x, int64_t n) {
+	float amax = 0;
+#if defined(OC_ISA_AVX512)
+	__m512 m = _mm512_setzero_ps();
+	for (int64_t i = 0; i < n; i += 16) {
+		__mmask16 k = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+		m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_maskz_loadu_ps(k, x + i)));
+	}
+	amax = _mm512_reduce_max_ps(m);
+#else
+	for (int64_t i = 0; i < n; i++) {
+		float a = fabsf(x[i]);
+		amax = a > amax ? a : amax;
+	}
+#endif
+	if (amax == 0) {
+		for (int64_t i = 0; i < n; i++)
+			q[i] = 0;
+		return 0;
+	}
+	float id = 127.0f / amax; /* |x·id| ≤ 127.5 never rounds past 127 */
+#if defined(OC_ISA_AVX512)
+	__m512 vid = _mm512_set1_ps(id);
+	for (int64_t i = 0; i < n; i += 16) {
+		__mmask16 k = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+		__m512i v = _mm512_cvtps_epi32(_mm512_mul_ps(_mm512_maskz_loadu_ps(k, x + i), vid));
+		_mm_mask_storeu_epi8(q + i, k, _mm512_cvtsepi32_epi8(v));
+	}
+#else
+	for (int64_t i = 0; i < n; i++)
+		q[i] = (int8_t)nearbyintf(x[i] * id);
+#endif
+	return amax / 127.0f;
+}
+
+void oc_kv8_store(uint8_t *kc, int8_t *vc, float *ks, float *vs, const float *k, const float *v, int64_t slot,
+		  int64_t bs, int64_t kv_heads, int64_t hd, int64_t g0, int64_t ng) {
+	const int64_t kvw = kv_heads * hd;
+	int8_t row[OC_KV8_MAX_HD];
+	for (int64_t g = g0; g < g0 + ng; g++) {
+		ks[oc_kv8_scale_index(slot, bs, kv_heads, g)] = oc_q8_row(row, k + (g - g0) * hd, hd);
+		for (int64_t d = 0; d < hd; d++)
+			kc[oc_k8_index(slot, bs, kvw, hd, g, d)] = (uint8_t)(row[d] + 128);
+		vs[oc_kv8_scale_index(slot, bs, kv_heads, g)] = oc_q8_row(vc + slot * kvw + g * hd, v + (g - g0) * hd, hd);
+	}
+}
+
+/* Up to 16 consecutive keys of one block: their first group of 4
+ * dimensions starts at byte off of the K cache, their scales at soff;
+ * their scores go to column j. */
+typedef struct {
+	int64_t off, soff, j, cnt;
+} k8tile;
+
+#if defined(OC_ISA_AVX512)
+#define NT8 4
+
+/* Scores of NH heads (qq: rows of hd bytes, sums qs, scales qd) against
+ * NT8 tiles (tiles of 0 keys add nothing), times scale, into s (rows ld
+ * apart). */
+OC_INLINE void scores8_heads(float *s, int64_t ld, const int8_t *qq, const int32_t *qs, const float *qd, const int NH,
+			     int64_t hd, const uint8_t *kc, const float *ks, const k8tile *t, int64_t bs, float scale) {
+	__mmask16 m[NT8];
+	__m512i a[4][NT8];
+	for (int i = 0; i < NT8; i++)
+		m[i] = (__mmask16)((1u << t[i].cnt) - 1);
+	for (int h = 0; h < NH; h++)
+		for (int i = 0; i < NT8; i++)
+			a[h][i] = _mm512_set1_epi32(-128 * qs[h]);
+	for (int64_t e = 0; e < hd / 4; e++) {
+		__m512i k[NT8];
+		for (int i = 0; i < NT8; i++)
+			k[i] = _mm512_maskz_loadu_epi32(m[i], kc + t[i].off + e * 4 * bs);
+		for (int h = 0; h < NH; h++) {
+			int32_t qv;
+			memcpy(&qv, qq + h * hd + 4 * e, 4);
+			__m512i qb = _mm512_set1_epi32(qv);
+			for (int i = 0; i < NT8; i++)
+				a[h][i] = _mm512_dpbusd_epi32(a[h][i], k[i], qb);
+		}
+	}
+	for (int h = 0; h < NH; h++)
+		for (int i = 0; i < NT8; i++) {
+			__m512 d = _mm512_mul_ps(_mm512_maskz_loadu_ps(m[i], ks + t[i].soff), _mm512_set1_ps(qd[h] * scale));
+			_mm512_mask_storeu_ps(s + h * ld + t[i].j, m[i], _mm512_mul_ps(_mm512_cvtepi32_ps(a[h][i]), d));
+		}
+}
+
+/* A switch on a head count of 1…4, calling F with it as a constant. */
+#define BY_HEADS8(F, nh)                                                     \
+	switch (nh) {                                                        \
+	case 4: F(4); break;                                                 \
+	case 3: F(3); break;                                                 \
+	case 2: F(2); break;                                                 \
+	default: F(1); break;                                                \
+	}
+
+static void scores8_group(float *s, int64_t ld, const int8_t *qq, const int32_t *qs, const float *qd, int64_t nh,
+			  int64_t hd, const uint8_t *kc, const float *ks, const int8_t *vc, int64_t kv_heads, int64_t g,
+			  const int32_t *blocks, int64_t bs, int64_t npos, float scale) {
+	const int64_t kvw = kv_heads * hd;
+	k8tile t[NT8];
+	int n = 0;
+	for (int64_t j0 = 0, blk = 0; j0 < npos; j0 += bs, blk++) {
+		int64_t slot = (int64_t)blocks[blk] * bs, cnt = npos - j0 < bs ? npos - j0 : bs;
+		int64_t kt = oc_k8_index(slot, bs, kvw, hd, g, 0), st = oc_kv8_scale_index(slot, bs, kv_heads, g);
+		/* the next block's keys, or in the last block the first values (as scores_group) */
+		if (j0 + bs < npos)
+			prefetch_span((const char *)kc + oc_k8_index((int64_t)blocks[blk + 1] * bs, bs, kvw, hd, g, 0), hd * bs, 1, 0);
+		else
+			prefetch_span((const char *)(vc + (int64_t)blocks[0] * bs * kvw + g * hd), hd, npos < bs ? npos : bs, kvw);
+		for (int64_t jj = 0; jj < cnt; jj += 16) {
+			t[n++] = (k8tile){kt + jj * 4, st + jj, j0 + jj, cnt - jj < 16 ? cnt - jj : 16};
+			int last = jj + 16 >= cnt && j0 + cnt >= npos;
+			if (n < NT8 && !last)
+				continue;
+			for (; n < NT8; n++)
+				t[n] = (k8tile){kt, st, 0, 0};
+			for (int64_t h = 0; h < nh; h += 4) {
+#define SCORES8(NH) scores8_heads(s + h * ld, ld, qq + h * hd, qs + h, qd + h, NH, hd, kc, ks, t, bs, scale)
+				BY_HEADS8(SCORES8, nh - h >= 4 ? 4 : nh - h)
+#undef SCORES8
+			}
+			n = 0;
+		}
+	}
+}
+#endif
+
+void oc_attention_q8(float *out, const float *q, const uint8_t *kc, const int8_t *vc, const float *ks,
+		     const float *vs, int64_t kv_heads, const int32_t *blocks, int64_t bs, int64_t npos, int64_t g,
+		     int64_t nh, int64_t hd, float scale, float *scores, int8_t *qq, float *qd, int32_t *qs) {
+	const int64_t ld = (npos + 15) / 16 * 16;
+#if !defined(OC_ISA_AVX512)
+	const int64_t kvw = kv_heads * hd, off = g * hd;
+#endif
+	for (int64_t h = 0; h < nh; h++) {
+		qd[h] = oc_q8_row(qq + h * hd, q + h * hd, hd);
+		int32_t sum = 0;
+		for (int64_t d = 0; d < hd; d++)
+			sum += qq[h * hd + d];
+		qs[h] = sum;
+	}
+#if defined(OC_ISA_AVX512)
+	scores8_group(scores, ld, qq, qs, qd, nh, hd, kc, ks, vc, kv_heads, g, blocks, bs, npos, scale);
+#else
+	for (int64_t j0 = 0, blk = 0; j0 < npos; j0 += bs, blk++) {
+		int64_t slot = (int64_t)blocks[blk] * bs, cnt = npos - j0 < bs ? npos - j0 : bs;
+		for (int64_t jj = 0; jj < cnt; jj++) {
+			float dk = ks[oc_kv8_scale_index(slot + jj, bs, kv_heads, g)];
+			for (int64_t h = 0; h < nh; h++) {
+				int32_t acc = -128 * qs[h];
+				for (int64_t d = 0; d < hd; d++)
+					acc += (int32_t)qq[h * hd + d] * kc[oc_k8_index(slot + jj, bs, kvw, hd, g, d)];
+				scores[h * ld + j0 + jj] = (float)acc * (dk * (qd[h] * scale));
+			}
+		}
+	}
+#endif
+	for (int64_t h = 0; h < nh; h++)
+		oc_softmax(scores + h * ld, npos);
+#if defined(OC_ISA_AVX512)
+	for (int64_t d0 = 0; d0 < hd; d0 += 64)
+		for (int64_t h = 0; h < nh; h += 4) {
+#define PV8(NH)                                                                                                  \
+	pv_heads(out + h * hd, scores + h * ld, ld, NH, vc, kv_heads * hd, g * hd, blocks, bs, npos, hd, d0, KV_Q8, vs, \
+		 kv_heads, g)
+			BY_HEADS8(PV8, nh - h >= 4 ? 4 : nh - h)
+#undef PV8
+		}
+#else
+	for (int64_t h = 0; h < nh; h++)
+		memset(out + h * hd, 0, (size_t)hd * sizeof(float));
+	for (int64_t j0 = 0, blk = 0; j0 < npos; j0 += bs, blk++) {
+		int64_t cnt = npos - j0 < bs ? npos - j0 : bs;
+		for (int64_t jj = 0; jj < cnt; jj++) {
+			const int8_t *vr = vc + ((int64_t)blocks[blk] * bs + jj) * kvw + off;
+			float sv = vs[oc_kv8_scale_index((int64_t)blocks[blk] * bs + jj, bs, kv_heads, g)];
+			for (int64_t h = 0; h < nh; h++) {
+				float pj = scores[h * ld + j0 + jj] * sv;
+				for (int64_t d = 0; d < hd; d++)
+					out[h * hd + d] += pj * (float)vr[d];
+			}
+		}
+	}
+#endif
 }

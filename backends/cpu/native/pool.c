@@ -314,7 +314,10 @@ int oc_scratch_init(oc_scratch *s, int64_t kmax, int64_t ctx, int64_t group) {
 	s->pack = oc_alloc(s->pack_bytes);
 	s->rowf = oc_alloc(s->rowf_n * 4);
 	s->att = oc_alloc(s->att_n * 4);
-	if (!s->pack || !s->rowf || !s->att) {
+	s->qq = oc_alloc((size_t)kp);
+	s->qd = oc_alloc((size_t)group * 4);
+	s->qs = oc_alloc((size_t)group * 4);
+	if (!s->pack || !s->rowf || !s->att || !s->qq || !s->qd || !s->qs) {
 		oc_scratch_free(s);
 		return OC_ERR_NOMEM;
 	}
@@ -325,5 +328,8 @@ void oc_scratch_free(oc_scratch *s) {
 	oc_free(s->pack);
 	oc_free(s->rowf);
 	oc_free(s->att);
+	oc_free(s->qq);
+	oc_free(s->qd);
+	oc_free(s->qs);
 	memset(s, 0, sizeof *s);
 }
