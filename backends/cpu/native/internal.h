@@ -252,7 +252,7 @@ OC_INLINE int64_t oc_k8_index(int64_t slot, int64_t bs, int64_t kvw, int64_t hd,
 OC_INLINE int64_t oc_kv8_scale_index(int64_t slot, int64_t bs, int64_t kv_heads, int64_t g) {
 	return (slot / bs * kv_heads + g) * bs + slot % bs;
 }
-#define OC_KV8_MAX_HD 1024 /* the widest head a q8 cache takes */
+#define OC_KV8_MAX_HD 512 /* the widest head a q8 cache takes (f32 sums of its scores stay exact, ops.c) */
 /* Rounds the n values of x to int8 multiples of the returned scale, as
  * backends.Q8Round: d = max|x|/127, q = x·(127/max|x|) rounded to nearest
  * even. */

@@ -331,8 +331,11 @@ OC_INLINE void pv_heads(float *out, const float *p, int64_t ld, const int NH, co
 #define HB 2
 #define TILE_OK(hd) ((hd) % 8 == 0)
 
-/* The values i…i+cnt-1 (cnt ≤ 8; the other lanes 0). */
+/* The values i…i+cnt-1 (cnt ≤ 8; the other lanes 0), of a cache of f32
+ * (F16 0), f16 (KV_F16) or int8 (KV_Q8: cnt 8 only) values. */
 OC_INLINE __m256 kv_load(const void *c, int64_t i, int64_t cnt, const int F16) {
+	if (F16 == KV_Q8)
+		return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)((const int8_t *)c + i))));
 	if (F16) {
 		const uint16_t *h = (const uint16_t *)c + i;
 		if (cnt >= 8)
@@ -371,8 +374,7 @@ OC_INLINE void scores_heads(float *s, int64_t ld, const float *q, const int NH, 
 					    _mm256_mul_ps(a[h][i], _mm256_set1_ps(scale)));
 }
 
-/* As the AVX-512 one, over 32 dimensions (hd a multiple of 8), of f32 and
- * f16 caches only (q8 takes the portable loops here). */
+/* As the AVX-512 one, over 32 dimensions (hd a multiple of 8). */
 OC_INLINE void pv_heads(float *out, const float *p, int64_t ld, const int NH, const void *vc, int64_t kvw, int64_t off,
 			const int32_t *blocks, int64_t bs, int64_t npos, int64_t hd, int64_t d0, const int F16,
 			const float *vs, int64_t kv_heads, int64_t g) {
@@ -384,13 +386,14 @@ OC_INLINE void pv_heads(float *out, const float *p, int64_t ld, const int NH, co
 	for (int64_t j0 = 0, blk = 0; j0 < npos; j0 += bs, blk++) {
 		int64_t cnt = npos - j0 < bs ? npos - j0 : bs;
 		int64_t vb = (int64_t)blocks[blk] * bs * kvw + off + d0;
+		const float *sv = F16 == KV_Q8 ? vs + oc_kv8_scale_index((int64_t)blocks[blk] * bs, bs, kv_heads, g) : NULL;
 		prefetch_values(vc, F16, blocks, j0 + bs, bs, npos, kvw, off + d0, nv * 8);
 		for (int64_t jj = 0; jj < cnt; jj++) {
 			__m256 v[4];
 			for (int i = 0; i < nv; i++)
 				v[i] = kv_load(vc, vb + jj * kvw + 8 * i, 8, F16);
 			for (int h = 0; h < NH; h++) {
-				__m256 pv = _mm256_set1_ps(p[h * ld + j0 + jj]);
+				__m256 pv = _mm256_set1_ps(F16 == KV_Q8 ? p[h * ld + j0 + jj] * sv[jj] : p[h * ld + j0 + jj]);
 				for (int i = 0; i < nv; i++)
 					acc[h][i] = _mm256_fmadd_ps(pv, v[i], acc[h][i]);
 			}
@@ -606,7 +609,9 @@ typedef struct {
 } k8tile;
 
 #if defined(OC_ISA_AVX512)
-#define NT8 4
+#define VW8 16 /* keys per tile */
+#define NT8 4  /* tiles per pass */
+#define HB8 4  /* heads per pass */
 
 /* Scores of NH heads (qq: rows of hd bytes, sums qs, scales qd) against
  * NT8 tiles (tiles of 0 keys add nothing), times scale, into s (rows ld
@@ -639,7 +644,7 @@ OC_INLINE void scores8_heads(float *s, int64_t ld, const int8_t *qq, const int32
 		}
 }
 
-/* A switch on a head count of 1…4, calling F with it as a constant. */
+/* A switch on a head count of 1…HB8, calling F with it as a constant. */
 #define BY_HEADS8(F, nh)                                                     \
 	switch (nh) {                                                        \
 	case 4: F(4); break;                                                 \
@@ -648,6 +653,97 @@ OC_INLINE void scores8_heads(float *s, int64_t ld, const int8_t *qq, const int32
 	default: F(1); break;                                                \
 	}
 
+#elif defined(OC_ISA_AVX2) || defined(OC_ISA_AVXVNNI)
+#define VW8 8
+#define NT8 2
+#define HB8 2
+
+#if defined(OC_ISA_AVXVNNI)
+/* As the AVX-512 one, for tiles of ≤ 8 keys. */
+OC_INLINE void scores8_heads(float *s, int64_t ld, const int8_t *qq, const int32_t *qs, const float *qd, const int NH,
+			     int64_t hd, const uint8_t *kc, const float *ks, const k8tile *t, int64_t bs, float scale) {
+	const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+	__m256i m[NT8], a[2][NT8];
+	for (int i = 0; i < NT8; i++)
+		m[i] = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)t[i].cnt), lane);
+	for (int h = 0; h < NH; h++)
+		for (int i = 0; i < NT8; i++)
+			a[h][i] = _mm256_set1_epi32(-128 * qs[h]);
+	for (int64_t e = 0; e < hd / 4; e++) {
+		__m256i k[NT8];
+		for (int i = 0; i < NT8; i++)
+			k[i] = _mm256_maskload_epi32((const int *)(kc + t[i].off + e * 4 * bs), m[i]);
+		for (int h = 0; h < NH; h++) {
+			int32_t qv;
+			memcpy(&qv, qq + h * hd + 4 * e, 4);
+			__m256i qb = _mm256_set1_epi32(qv);
+			for (int i = 0; i < NT8; i++)
+				a[h][i] = _mm256_dpbusd_avx_epi32(a[h][i], k[i], qb);
+		}
+	}
+	for (int h = 0; h < NH; h++)
+		for (int i = 0; i < NT8; i++) {
+			__m256 d = _mm256_mul_ps(_mm256_maskload_ps(ks + t[i].soff, m[i]), _mm256_set1_ps(qd[h] * scale));
+			_mm256_maskstore_ps(s + h * ld + t[i].j, m[i], _mm256_mul_ps(_mm256_cvtepi32_ps(a[h][i]), d));
+		}
+}
+#else
+/*
+ * As the AVX-512 one, for tiles of ≤ 8 keys, without VNNI: each load of 4
+ * dimensions of 8 keys is regrouped by dimension (a byte shuffle in each
+ * 128-bit half, then dwords across them), widened to f32 and multiplied by
+ * the query's int8 values as floats. Every product and partial sum is an
+ * integer below 2^24 in magnitude (255·127·hd with hd ≤ OC_KV8_MAX_HD), so
+ * the f32 sums are exact: the same scores as the integer ones.
+ */
+OC_INLINE void scores8_heads(float *s, int64_t ld, const int8_t *qq, const int32_t *qs, const float *qd, const int NH,
+			     int64_t hd, const uint8_t *kc, const float *ks, const k8tile *t, int64_t bs, float scale) {
+	const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+	const __m256i byd = _mm256_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15, 0, 4, 8, 12, 1, 5, 9,
+					     13, 2, 6, 10, 14, 3, 7, 11, 15);
+	const __m256i dws = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+	__m256i m[NT8];
+	__m256 a[2][NT8];
+	for (int i = 0; i < NT8; i++)
+		m[i] = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)t[i].cnt), lane);
+	for (int h = 0; h < NH; h++)
+		for (int i = 0; i < NT8; i++)
+			a[h][i] = _mm256_setzero_ps();
+	for (int64_t e = 0; e < hd / 4; e++) {
+		__m256 k[NT8][4];
+		for (int i = 0; i < NT8; i++) {
+			__m256i w = _mm256_maskload_epi32((const int *)(kc + t[i].off + e * 4 * bs), m[i]);
+			w = _mm256_permutevar8x32_epi32(_mm256_shuffle_epi8(w, byd), dws);
+			__m128i lo = _mm256_castsi256_si128(w), hi = _mm256_extracti128_si256(w, 1);
+			k[i][0] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo));
+			k[i][1] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)));
+			k[i][2] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi));
+			k[i][3] = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)));
+		}
+		for (int h = 0; h < NH; h++)
+			for (int c = 0; c < 4; c++) {
+				__m256 qv = _mm256_set1_ps((float)qq[h * hd + 4 * e + c]);
+				for (int i = 0; i < NT8; i++)
+					a[h][i] = _mm256_fmadd_ps(qv, k[i][c], a[h][i]);
+			}
+	}
+	for (int h = 0; h < NH; h++)
+		for (int i = 0; i < NT8; i++) {
+			__m256 d = _mm256_mul_ps(_mm256_maskload_ps(ks + t[i].soff, m[i]), _mm256_set1_ps(qd[h] * scale));
+			__m256 sum = _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_cvtps_epi32(a[h][i]), _mm256_set1_epi32(-128 * qs[h])));
+			_mm256_maskstore_ps(s + h * ld + t[i].j, m[i], _mm256_mul_ps(sum, d));
+		}
+}
+#endif
+
+#define BY_HEADS8(F, nh)                                                     \
+	switch (nh) {                                                        \
+	case 2: F(2); break;                                                 \
+	default: F(1); break;                                                \
+	}
+#endif
+
+#if defined(VW8)
 static void scores8_group(float *s, int64_t ld, const int8_t *qq, const int32_t *qs, const float *qd, int64_t nh,
 			  int64_t hd, const uint8_t *kc, const float *ks, const int8_t *vc, int64_t kv_heads, int64_t g,
 			  const int32_t *blocks, int64_t bs, int64_t npos, float scale) {
@@ -662,16 +758,16 @@ static void scores8_group(float *s, int64_t ld, const int8_t *qq, const int32_t 
 			prefetch_span((const char *)kc + oc_k8_index((int64_t)blocks[blk + 1] * bs, bs, kvw, hd, g, 0), hd * bs, 1, 0);
 		else
 			prefetch_span((const char *)(vc + (int64_t)blocks[0] * bs * kvw + g * hd), hd, npos < bs ? npos : bs, kvw);
-		for (int64_t jj = 0; jj < cnt; jj += 16) {
-			t[n++] = (k8tile){kt + jj * 4, st + jj, j0 + jj, cnt - jj < 16 ? cnt - jj : 16};
-			int last = jj + 16 >= cnt && j0 + cnt >= npos;
+		for (int64_t jj = 0; jj < cnt; jj += VW8) {
+			t[n++] = (k8tile){kt + jj * 4, st + jj, j0 + jj, cnt - jj < VW8 ? cnt - jj : VW8};
+			int last = jj + VW8 >= cnt && j0 + cnt >= npos;
 			if (n < NT8 && !last)
 				continue;
 			for (; n < NT8; n++)
 				t[n] = (k8tile){kt, st, 0, 0};
-			for (int64_t h = 0; h < nh; h += 4) {
+			for (int64_t h = 0; h < nh; h += HB8) {
 #define SCORES8(NH) scores8_heads(s + h * ld, ld, qq + h * hd, qs + h, qd + h, NH, hd, kc, ks, t, bs, scale)
-				BY_HEADS8(SCORES8, nh - h >= 4 ? 4 : nh - h)
+				BY_HEADS8(SCORES8, nh - h >= HB8 ? HB8 : nh - h)
 #undef SCORES8
 			}
 			n = 0;
@@ -683,10 +779,7 @@ static void scores8_group(float *s, int64_t ld, const int8_t *qq, const int32_t 
 void oc_attention_q8(float *out, const float *q, const uint8_t *kc, const int8_t *vc, const float *ks,
 		     const float *vs, int64_t kv_heads, const int32_t *blocks, int64_t bs, int64_t npos, int64_t g,
 		     int64_t nh, int64_t hd, float scale, float *scores, int8_t *qq, float *qd, int32_t *qs) {
-	const int64_t ld = (npos + 15) / 16 * 16;
-#if !defined(OC_ISA_AVX512)
-	const int64_t kvw = kv_heads * hd, off = g * hd;
-#endif
+	const int64_t ld = (npos + 15) / 16 * 16, kvw = kv_heads * hd, off = g * hd;
 	for (int64_t h = 0; h < nh; h++) {
 		qd[h] = oc_q8_row(qq + h * hd, q + h * hd, hd);
 		int32_t sum = 0;
@@ -694,9 +787,20 @@ void oc_attention_q8(float *out, const float *q, const uint8_t *kc, const int8_t
 			sum += qq[h * hd + d];
 		qs[h] = sum;
 	}
-#if defined(OC_ISA_AVX512)
-	scores8_group(scores, ld, qq, qs, qd, nh, hd, kc, ks, vc, kv_heads, g, blocks, bs, npos, scale);
-#else
+#if defined(VW8)
+	if (TILE_OK(hd)) {
+		scores8_group(scores, ld, qq, qs, qd, nh, hd, kc, ks, vc, kv_heads, g, blocks, bs, npos, scale);
+		for (int64_t h = 0; h < nh; h++)
+			oc_softmax(scores + h * ld, npos);
+		for (int64_t d0 = 0; d0 < hd; d0 += PV_WIDTH)
+			for (int64_t h = 0; h < nh; h += HB8) {
+#define PV8(NH) pv_heads(out + h * hd, scores + h * ld, ld, NH, vc, kvw, off, blocks, bs, npos, hd, d0, KV_Q8, vs, kv_heads, g)
+				BY_HEADS8(PV8, nh - h >= HB8 ? HB8 : nh - h)
+#undef PV8
+			}
+		return;
+	}
+#endif
 	for (int64_t j0 = 0, blk = 0; j0 < npos; j0 += bs, blk++) {
 		int64_t slot = (int64_t)blocks[blk] * bs, cnt = npos - j0 < bs ? npos - j0 : bs;
 		for (int64_t jj = 0; jj < cnt; jj++) {
@@ -709,21 +813,10 @@ void oc_attention_q8(float *out, const float *q, const uint8_t *kc, const int8_t
 			}
 		}
 	}
-#endif
-	for (int64_t h = 0; h < nh; h++)
+	for (int64_t h = 0; h < nh; h++) {
 		oc_softmax(scores + h * ld, npos);
-#if defined(OC_ISA_AVX512)
-	for (int64_t d0 = 0; d0 < hd; d0 += 64)
-		for (int64_t h = 0; h < nh; h += 4) {
-#define PV8(NH)                                                                                                  \
-	pv_heads(out + h * hd, scores + h * ld, ld, NH, vc, kv_heads * hd, g * hd, blocks, bs, npos, hd, d0, KV_Q8, vs, \
-		 kv_heads, g)
-			BY_HEADS8(PV8, nh - h >= 4 ? 4 : nh - h)
-#undef PV8
-		}
-#else
-	for (int64_t h = 0; h < nh; h++)
 		memset(out + h * hd, 0, (size_t)hd * sizeof(float));
+	}
 	for (int64_t j0 = 0, blk = 0; j0 < npos; j0 += bs, blk++) {
 		int64_t cnt = npos - j0 < bs ? npos - j0 : bs;
 		for (int64_t jj = 0; jj < cnt; jj++) {
@@ -736,5 +829,4 @@ void oc_attention_q8(float *out, const float *q, const uint8_t *kc, const int8_t
 			}
 		}
 	}
-#endif
 }
