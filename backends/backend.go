@@ -114,17 +114,32 @@ func (t KVType) Bytes() int {
 	return 4
 }
 
+// Q8RowMin is the smallest max|x| of a row Q8Round scales; smaller rows
+// (and rows with a NaN or an infinity) become zeros.
+const Q8RowMin = 1e-30
+
+// CheckQ8Heads says whether a q8 KV cache takes heads of headDim values:
+// a multiple of 4 (the key layout's groups) and at most 512 (so the cpu
+// kernels' f32 sums of integer products stay exact).
+func CheckQ8Heads(headDim int) error {
+	if headDim%4 != 0 || headDim > 512 {
+		return fmt.Errorf("a q8 KV cache needs heads of a multiple of 4 values, at most 512 (this model's are %d)", headDim)
+	}
+	return nil
+}
+
 // Q8Round rounds x in place to the values a q8 KV cache holds for it, one
 // row of head_dim values: q·d, with d = max|x|/127 and q = x·(127/max|x|)
 // rounded to the nearest integer, ties to even (each product in float32).
-// It returns d. Every backend's q8 cache rounds the same way, so their
-// caches hold the same values.
+// A row whose max|x| is below Q8RowMin (0, or so small that 127/max|x|
+// overflows), infinite or NaN becomes zeros with d = 0. It returns d. Every backend's
+// q8 cache rounds the same way, so their caches hold the same values.
 func Q8Round(x []float32) float32 {
 	var amax float32
 	for _, v := range x {
-		amax = max(amax, float32(math.Abs(float64(v))))
+		amax = max(amax, float32(math.Abs(float64(v)))) // NaN if any is
 	}
-	if amax == 0 {
+	if !(amax >= Q8RowMin && amax <= math.MaxFloat32) {
 		clear(x)
 		return 0
 	}

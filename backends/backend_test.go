@@ -75,6 +75,10 @@ func TestQ8Round(t *testing.T) {
 		{[]float32{-2.54, 1, 0.011, 0.029}, []float32{-2.54, 1, 0.02, 0.02}, 0.02},
 		// ties: 0.5 and 1.5 steps round to even (0 and 2)
 		{[]float32{127, 0.5, 1.5, -0.5, -2.5}, []float32{127, 0, 2, 0, -2}, 1},
+		// rows too small to scale, or with a NaN or an infinity: zeros
+		{[]float32{1e-31, -1e-32}, []float32{0, 0}, 0},
+		{[]float32{1, float32(math.NaN()), 2}, []float32{0, 0, 0}, 0},
+		{[]float32{1, float32(math.Inf(-1))}, []float32{0, 0}, 0},
 	} {
 		x := slices.Clone(c.x)
 		d := Q8Round(x)

@@ -61,7 +61,7 @@ type ocKArgs struct {
 	ropeFreqs                               unsafe.Pointer
 }
 
-const abiVersion = 5
+const abiVersion = 6
 
 // goLayout lists what oc_abi_layout returns, computed on the Go side.
 func goLayout() []int64 {

@@ -422,8 +422,17 @@ func TestAttention(t *testing.T) {
 			// as backends.Q8Round rounds them. The products are exact
 			// in int32 on the library's side, so only the scaling and
 			// the softmax's sums differ in float order.
-			check("q8", q8Rows(q, c.hd), q8Rows(kc, c.hd), q8Rows(vc, c.hd), func(y []float32) error {
-				return attention(k, y, q, keysBlocked(kc, c.bs, kvw), vc, blocks, c.bs, c.pos, c.heads, c.kv, c.hd, true)
+			// Rows it cannot scale become zeros on both sides: one of
+			// keys too small, one of values with a NaN, one with an
+			// infinity (positions 0 and pos, KV head 0).
+			kq, vq := slices.Clone(kc), slices.Clone(vc)
+			for d := range c.hd {
+				kq[slots[0]*kvw+d] = 1e-35
+			}
+			vq[slots[0]*kvw+1] = float32(math.NaN())
+			vq[slots[c.pos]*kvw] = float32(math.Inf(1))
+			check("q8", q8Rows(q, c.hd), q8Rows(kq, c.hd), q8Rows(vq, c.hd), func(y []float32) error {
+				return attention(k, y, q, keysBlocked(kq, c.bs, kvw), vq, blocks, c.bs, c.pos, c.heads, c.kv, c.hd, true)
 			})
 		}
 	})

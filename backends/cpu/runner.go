@@ -103,6 +103,9 @@ func newRunner(l *library, m *model.Model, o backends.LoadOptions) (*runner, err
 	case backends.KVF16:
 		d.kvType = int64(gguf.F16)
 	case backends.KVQ8:
+		if err := backends.CheckQ8Heads(c.HeadDim); err != nil {
+			return nil, fmt.Errorf("cpu: %w", err)
+		}
 		d.kvType = int64(gguf.Q8_0)
 	}
 	// Vectors the library copies during oc_runner_new; keep them alive.

@@ -47,6 +47,11 @@ func (Backend) Load(m *model.Model, o backends.LoadOptions) (backends.Runner, er
 	if o.Threads <= 0 {
 		o.Threads = runtime.GOMAXPROCS(0)
 	}
+	if o.KV == backends.KVQ8 {
+		if err := backends.CheckQ8Heads(m.Config.HeadDim); err != nil {
+			return nil, fmt.Errorf("ref: %w", err)
+		}
+	}
 	if o.KV != backends.KVF32 {
 		o.Logger.Warn("ref backend: the KV cache's "+o.KV.String()+" values are kept as f32, in more memory than the type takes",
 			"kv_bytes", backends.KVBytesPerPosition(m, backends.KVF32)*int64(o.KVBlocks)*int64(o.BlockSize))

@@ -55,7 +55,7 @@ typedef struct {
 	oc_pool *pool;
 	oc_scratch *scr;
 	int n;
-	int64_t kmax;
+	int64_t kmax, group;
 	void *qa_mem;
 	size_t qa_bytes;
 	oc_qact qa;
@@ -80,6 +80,7 @@ OC_EXPORT void *oc_ctx_new(int64_t threads, int64_t kmax, int64_t maxpos, int64_
 	}
 	c->n = oc_pool_threads(c->pool);
 	c->kmax = kmax;
+	c->group = group;
 	c->scr = calloc((size_t)c->n, sizeof(oc_scratch));
 	for (int i = 0; c->scr && i < c->n; i++)
 		if (oc_scratch_init(&c->scr[i], kmax, maxpos, group) != OC_OK) {
@@ -285,7 +286,7 @@ OC_EXPORT int64_t oc_k_rope(const oc_kargs *a) {
  * positions 0…npos-1 are rounded and stored as the runner stores them. */
 static int64_t attention_q8(kctx *c, const oc_kargs *a, int64_t group, int64_t kvw, float scale) {
 	const int64_t bs = a->block_size, hd = a->head_dim, kvh = a->kv_heads, npos = a->pos + 1;
-	if (hd % 4 || hd > OC_KV8_MAX_HD || group * hd > c->kmax)
+	if (hd % 4 || hd > OC_KV8_MAX_HD || group * hd > c->kmax || group > c->group)
 		return OC_ERR_ARG;
 	int64_t nblk = 0;
 	for (int64_t b = 0; b <= a->pos / bs; b++)

@@ -255,7 +255,9 @@ OC_INLINE int64_t oc_kv8_scale_index(int64_t slot, int64_t bs, int64_t kv_heads,
 #define OC_KV8_MAX_HD 512 /* the widest head a q8 cache takes (f32 sums of its scores stay exact, ops.c) */
 /* Rounds the n values of x to int8 multiples of the returned scale, as
  * backends.Q8Round: d = max|x|/127, q = x·(127/max|x|) rounded to nearest
- * even. */
+ * even; a row whose max|x| is below OC_Q8_ROW_MIN (0, or so small that
+ * 127/max|x| overflows), infinite or NaN is all zeros with scale 0. */
+#define OC_Q8_ROW_MIN 1e-30f
 float oc_q8_row(int8_t *q, const float *x, int64_t n);
 /* Stores the keys k and values v (ng·hd values each) of KV heads g0…
  * g0+ng-1 of the token at slot into a q8 cache. */

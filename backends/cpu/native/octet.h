@@ -26,7 +26,7 @@
 
 #include <stdint.h>
 
-#define OC_ABI_VERSION 5
+#define OC_ABI_VERSION 6
 
 /* Tensor element types, numbered as ggml numbers them. */
 enum { OC_F32 = 0, OC_F16 = 1, OC_Q8_0 = 8, OC_BF16 = 30 };

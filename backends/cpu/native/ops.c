@@ -3,6 +3,7 @@
  * attention over the paged KV cache. Each is the loop of its twin in
  * backends/ref/ops.go, reordered only where SIMD sums in another order.
  */
+#include <float.h>
 #include <math.h>
 
 #include "internal.h"
@@ -558,23 +559,28 @@ float oc_q8_row(int8_t *q, const float *x, int64_t n) {
 	float amax = 0;
 #if defined(OC_ISA_AVX512)
 	__m512 m = _mm512_setzero_ps();
+	__mmask16 nan = 0;
 	for (int64_t i = 0; i < n; i += 16) {
 		__mmask16 k = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
-		m = _mm512_max_ps(m, _mm512_abs_ps(_mm512_maskz_loadu_ps(k, x + i)));
+		__m512 v = _mm512_maskz_loadu_ps(k, x + i);
+		m = _mm512_max_ps(m, _mm512_abs_ps(v));
+		nan |= _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
 	}
-	amax = _mm512_reduce_max_ps(m);
+	amax = nan ? NAN : _mm512_reduce_max_ps(m);
 #else
 	for (int64_t i = 0; i < n; i++) {
 		float a = fabsf(x[i]);
-		amax = a > amax ? a : amax;
+		amax = a > amax || a != a ? a : amax;
+		if (a != a)
+			break;
 	}
 #endif
-	if (amax == 0) {
+	if (!(amax >= OC_Q8_ROW_MIN && amax <= FLT_MAX)) { /* 0, too small for 127/amax, infinite or NaN */
 		for (int64_t i = 0; i < n; i++)
 			q[i] = 0;
 		return 0;
 	}
-	float id = 127.0f / amax; /* |x·id| ≤ 127.5 never rounds past 127 */
+	float id = 127.0f / amax; /* |x·id| is at most 127.00002: never rounds past 127 */
 #if defined(OC_ISA_AVX512)
 	__m512 vid = _mm512_set1_ps(id);
 	for (int64_t i = 0; i < n; i += 16) {
