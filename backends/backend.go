@@ -132,8 +132,9 @@ func CheckQ8Heads(headDim int) error {
 // row of head_dim values: q·d, with d = max|x|/127 and q = x·(127/max|x|)
 // rounded to the nearest integer, ties to even (each product in float32).
 // A row whose max|x| is below Q8RowMin (0, or so small that 127/max|x|
-// overflows), infinite or NaN becomes zeros with d = 0. It returns d. Every backend's
-// q8 cache rounds the same way, so their caches hold the same values.
+// overflows), infinite or NaN becomes zeros with d = 0. It returns d.
+// Every backend's q8 cache rounds the same way, so their caches hold the
+// same values.
 func Q8Round(x []float32) float32 {
 	var amax float32
 	for _, v := range x {
