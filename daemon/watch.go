@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/fsnotify/fsnotify"
+
+	"github.com/octet-dev/octet/configs"
 )
 
 // watch runs the reloader's passes until ctx ends: after file events in the
@@ -63,12 +65,14 @@ func (r *reloader) watch(ctx context.Context) {
 				continue
 			}
 			name := filepath.Clean(ev.Name)
-			if cfgDir != "" && filepath.Dir(name) == cfgDir {
-				cfgDirty = true
-			}
 			if ev.Has(fsnotify.Remove|fsnotify.Rename) && watched[name] {
 				delete(watched, name) // a watched folder went; the rescan adds it back when it returns
 			}
+			models, config := fileEvent(name, ev.Op, modelsDir, cfgDir, r.s.cfg.Load())
+			if !models && !config {
+				continue
+			}
+			cfgDirty = cfgDirty || config
 			wake.Reset(r.debounce)
 			continue
 		case err, ok := <-errs:
@@ -90,4 +94,34 @@ func (r *reloader) watch(ctx context.Context) {
 			wake.Reset(r.settle / 2)
 		}
 	}
+}
+
+// fileEvent sorts a file event (op on name): whether it may change the
+// served models (any event in the models folder, or on a watched folder
+// itself), and whether it may change the configuration: any event on a file
+// it is read from (the config file, the tuning.toml beside it,
+// api_keys_file), or a file created, removed or renamed beside the config
+// (editors and Kubernetes' config maps swap files and links that way). A
+// mere write to another file beside the config starts no pass: a log
+// written there, for one, would otherwise wake a pass whose report it
+// records, and so on forever (seen with `octet serve --config
+// dir/octet.toml 2> dir/octet.log`: a reload pass and a "config unchanged"
+// line every 100 ms).
+func fileEvent(name string, op fsnotify.Op, modelsDir, cfgDir string, c *configs.Config) (models, config bool) {
+	models = name == modelsDir || name == cfgDir || filepath.Dir(name) == modelsDir
+	if cfgDir == "" || c == nil || c.File == "" {
+		return models, false
+	}
+	if filepath.Dir(name) == cfgDir && op.Has(fsnotify.Create|fsnotify.Remove|fsnotify.Rename) {
+		return models, true
+	}
+	for _, f := range []string{c.File, filepath.Join(filepath.Dir(c.File), "tuning.toml"), c.Auth.APIKeysFile} {
+		if f == "" {
+			continue
+		}
+		if a, err := filepath.Abs(f); err == nil && a == name {
+			return models, true
+		}
+	}
+	return models, false
 }
