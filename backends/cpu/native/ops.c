@@ -601,8 +601,10 @@ void oc_kv8_store(uint8_t *kc, int8_t *vc, float *ks, float *vs, const float *k,
 	int8_t row[OC_KV8_MAX_HD];
 	for (int64_t g = g0; g < g0 + ng; g++) {
 		ks[oc_kv8_scale_index(slot, bs, kv_heads, g)] = oc_q8_row(row, k + (g - g0) * hd, hd);
-		for (int64_t d = 0; d < hd; d++)
-			kc[oc_k8_index(slot, bs, kvw, hd, g, d)] = (uint8_t)(row[d] + 128);
+		uint8_t *kt = kc + oc_k8_index(slot, bs, kvw, hd, g, 0); /* then 4 bytes every 4·bs */
+		for (int64_t d = 0; d < hd; d += 4)
+			for (int c = 0; c < 4; c++)
+				kt[d * bs + c] = (uint8_t)(row[d + c] + 128);
 		vs[oc_kv8_scale_index(slot, bs, kv_heads, g)] = oc_q8_row(vc + slot * kvw + g * hd, v + (g - g0) * hd, hd);
 	}
 }
