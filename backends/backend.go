@@ -118,12 +118,17 @@ func (t KVType) Bytes() int {
 // (and rows with a NaN or an infinity) become zeros.
 const Q8RowMin = 1e-30
 
+// Q8MaxHeadDim is the widest head a q8 KV cache takes, so that the cpu
+// kernels' f32 sums of integer products stay exact (OC_KV8_MAX_HD in the
+// cpu library, which refuses wider heads too).
+const Q8MaxHeadDim = 512
+
 // CheckQ8Heads says whether a q8 KV cache takes heads of headDim values:
-// a multiple of 4 (the key layout's groups) and at most 512 (so the cpu
-// kernels' f32 sums of integer products stay exact).
+// a multiple of 4 (the key layout's groups) and at most Q8MaxHeadDim.
 func CheckQ8Heads(headDim int) error {
-	if headDim%4 != 0 || headDim > 512 {
-		return fmt.Errorf("a q8 KV cache needs heads of a multiple of 4 values, at most 512 (this model's are %d)", headDim)
+	if headDim%4 != 0 || headDim > Q8MaxHeadDim {
+		return fmt.Errorf("a q8 KV cache needs heads of a multiple of 4 values, at most %d (this model's are %d)",
+			Q8MaxHeadDim, headDim)
 	}
 	return nil
 }

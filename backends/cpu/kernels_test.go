@@ -438,6 +438,23 @@ func TestAttention(t *testing.T) {
 	})
 }
 
+// TestQ8HeadLimit: the library takes q8 heads up to backends.Q8MaxHeadDim
+// wide and refuses wider ones (its OC_KV8_MAX_HD is the same bound).
+func TestQ8HeadLimit(t *testing.T) {
+	eachKernels(t, 1, func(t *testing.T, k *kernels) {
+		rng := rand.New(rand.NewPCG(8, 8))
+		for _, hd := range []int{backends.Q8MaxHeadDim, backends.Q8MaxHeadDim + 4} {
+			const bs = 16
+			kc, vc, q := randVec(rng, bs*hd, 1), randVec(rng, bs*hd, 1), randVec(rng, hd, 1)
+			out := make([]float32, hd)
+			err := attention(k, out, q, keysBlocked(kc, bs, hd), vc, []int32{0}, bs, 3, 1, 1, hd, true)
+			if (err == nil) != (hd <= backends.Q8MaxHeadDim) {
+				t.Errorf("heads of %d: %v", hd, err)
+			}
+		}
+	})
+}
+
 // q8Rows returns x with each row of n values rounded as a q8 KV cache
 // holds it.
 func q8Rows(x []float32, n int) []float32 {
