@@ -59,8 +59,8 @@ func (b *Backend) HoldsKV(t backends.KVType) bool { return t == backends.KVF32 }
 // compute capability and the kernels chosen for it.
 func (b *Backend) Describe() string {
 	d := b.dev
-	return fmt.Sprintf("%s, %.1f GiB, compute %d.%d, %d SMs, PTX %s, kernels: dp4a Q8_0 GEMV for one token, int8 tensor-core GEMM (mma.sync) for more, paged attention, CUDA graphs %v",
-		b.Name(), float64(d.totalMem)/(1<<30), d.ccMajor, d.ccMinor, d.sms, d.mod.arch, d.graphs())
+	return fmt.Sprintf("%s, %.1f GiB, compute %d.%d, %d SMs, PTX %s, kernels: dp4a Q8_0 GEMV for one token, int8 tensor-core GEMM (mma.sync) for more, paged attention, CUDA graphs %v, programmatic dependent launch %v",
+		b.Name(), float64(d.totalMem)/(1<<30), d.ccMajor, d.ccMinor, d.sms, d.mod.arch, d.graphs(), d.pdl)
 }
 
 // MemoryBandwidth measures the GPU's memory bandwidth: bytes read plus

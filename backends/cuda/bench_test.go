@@ -126,6 +126,9 @@ func BenchmarkDecode(b *testing.B) {
 				b.ReportMetric(1e3/steps, "ms/step")
 				b.ReportMetric(steps*float64(m.WeightBytes())/1e9, "GB/s")
 				b.ReportMetric(steps*float64(m.WeightBytes())/bw*100, "%roofline")
+				if pdl(bk) {
+					b.ReportMetric(1, "pdl")
+				}
 			})
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"os"
 	"runtime"
 	"strings"
 	"syscall"
@@ -38,6 +39,12 @@ type device struct {
 	stream uintptr
 	args   *params
 	mod    *module
+	// pdl: kernels are launched with programmatic dependent launch
+	// (compute capability 9.0 and later, a driver with cuLaunchKernelEx,
+	// and OCTET_CUDA_PDL not "0"): each may start while the one before it
+	// finishes, and waits for it inside (see kernels/octet.cu).
+	pdl  bool
+	lcfg *launchConfig
 	// stage is pinned host memory (cuMemAllocHost) that every copy between
 	// Go memory and the device goes through: the driver never reads or
 	// writes the Go heap.
@@ -137,6 +144,10 @@ func (d *device) init() error {
 	if d.args, err = newParams(32); err != nil {
 		return err
 	}
+	if d.lcfg, err = newLaunchConfig(); err != nil {
+		return err
+	}
+	d.pdl = d.ccMajor >= 9 && c.cuLaunchKernelEx != 0 && os.Getenv("OCTET_CUDA_PDL") != "0"
 	d.mod, err = d.loadModule()
 	return err
 }
@@ -238,6 +249,9 @@ func (d *device) launch(k *kernel, grid [2]int, block, smem int, args ...arg) er
 	if err != nil {
 		return err
 	}
+	if d.pdl {
+		return d.drv.call("cuLaunchKernelEx "+k.name, d.drv.cuLaunchKernelEx, d.lcfg.set(grid, block, smem, d.stream), k.fn, kp, 0)
+	}
 	return d.drv.call("cuLaunchKernel "+k.name, d.drv.cuLaunchKernel, k.fn,
 		uintptr(grid[0]), uintptr(grid[1]), 1, uintptr(block), 1, 1, uintptr(smem), d.stream, kp, 0)
 }
@@ -281,10 +295,11 @@ func (d *device) dropGraph(exec uintptr) {
 
 // module is the loaded PTX and its kernels.
 type module struct {
-	handle                                  uintptr
-	arch                                    string
-	gemvF32, embedQ8, embedF32, ropeKV      *kernel
-	gemvQ8One, quantQ8, gemmQ8, gemmQ8Gated *kernel
+	handle                             uintptr
+	arch                               string
+	gemvF32, embedQ8, embedF32, ropeKV *kernel
+	gemvQ8One, gemvQ8Gated, quantQ8    *kernel
+	gemmQ8, gemmQ8Gated                *kernel
 	// attention by warps per block (16, 4) and head width (≤ 32, 64, 128, 256).
 	attention [2][4]*kernel
 }
@@ -350,7 +365,7 @@ func (d *device) loadModule() (*module, error) {
 		dst  **kernel
 		name string
 	}{{&m.gemvF32, "gemv_f32"}, {&m.embedQ8, "embed_q8"}, {&m.embedF32, "embed_f32"},
-		{&m.ropeKV, "rope_kv"}, {&m.gemvQ8One, "gemv_q8_1"}, {&m.quantQ8, "quant_q8"}, {&m.gemmQ8, "gemm_q8"},
+		{&m.ropeKV, "rope_kv"}, {&m.gemvQ8One, "gemv_q8_1"}, {&m.gemvQ8Gated, "gemv_q8_1_gated"}, {&m.quantQ8, "quant_q8"}, {&m.gemmQ8, "gemm_q8"},
 		{&m.gemmQ8Gated, "gemm_q8_gated"},
 		{&m.attention[0][0], "attention_1_w16"}, {&m.attention[0][1], "attention_2_w16"},
 		{&m.attention[0][2], "attention_4_w16"}, {&m.attention[0][3], "attention_8_w16"},
@@ -366,7 +381,7 @@ func (d *device) loadModule() (*module, error) {
 		kn.fn = uintptr(d.outU64(0))
 		*k.dst = kn
 	}
-	for _, k := range []*kernel{m.gemvF32, m.gemvQ8One} {
+	for _, k := range []*kernel{m.gemvF32, m.gemvQ8One, m.gemvQ8Gated} {
 		if err := d.drv.call("cuFuncSetAttribute", d.drv.cuFuncSetAttribute, k.fn, funcAttrMaxDynamicShared, uintptr(d.smemMax)); err != nil {
 			return nil, fmt.Errorf("%w: kernel %s", err, k.name)
 		}

@@ -43,13 +43,24 @@
 // come back. A step shape (tokens, logit rows) seen twice is captured as a
 // CUDA graph and replayed from then on.
 //
-// Each Q8_0 product quantizes its activations to int8 per 32 values:
-//   - one token (a decode step of one sequence): gemv_q8_1, dp4a, each
-//     block normalising and quantizing the activations into shared memory
-//     while its warps' first weight loads are in flight;
-//   - more: quant_q8 normalises and quantizes them once, then gemm_q8 runs
-//     int8 tensor-core products (mma.sync m16n8k32, one Q8_0 block of 16
-//     rows by 8 tokens each), scaled into float sums per block.
+// Each Q8_0 product quantizes its activations to int8 per 32 values, in
+// one pass that also sums their squares: the RMSNorm factor scales a
+// chunk's values alike and leaves the int8 values as they are, so it is
+// applied to the sums (or folded into the scales) afterwards.
+//   - one token (a decode step of one sequence): gemv_q8_1 (gemv_q8_1_gated
+//     for the gate and up projections with the SiLU gate), dp4a, each block
+//     quantizing the activations into shared memory while its warps' first
+//     weight loads are in flight;
+//   - more: quant_q8 quantizes them once, then gemm_q8 runs int8
+//     tensor-core products (mma.sync m16n8k32, one Q8_0 block of 16 rows by
+//     8 tokens each), scaled into float sums per block.
+//
+// On compute capability 9.0 and later the step's kernels go out with
+// programmatic dependent launch (cuLaunchKernelEx): each starts while the
+// one before it finishes, issues its weight loads and L2 prefetches, and
+// waits (griddepcontrol.wait) before it touches what an earlier kernel
+// wrote. OCTET_CUDA_PDL=0 turns it off; a driver that cannot capture such
+// launches into a graph gets plain ones.
 //
 // Attention comes in one kernel per head width (32, 64, 128, 256 values),
 // with 16 warps per (head, token) when there are few of them for the SMs

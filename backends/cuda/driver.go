@@ -27,7 +27,7 @@ type driver struct {
 	cuMemAlloc, cuMemFree, cuMemcpyHtoD, cuMemcpyDtoH, cuMemcpyDtoD       uintptr
 	cuMemsetD8, cuMemAllocHost, cuMemFreeHost                             uintptr
 	cuModuleLoadDataEx, cuModuleGetFunction, cuModuleUnload               uintptr
-	cuFuncSetAttribute, cuLaunchKernel                                    uintptr
+	cuFuncSetAttribute, cuLaunchKernel, cuLaunchKernelEx                  uintptr
 	cuStreamCreate, cuStreamDestroy, cuStreamSynchronize                  uintptr
 	cuStreamBeginCapture, cuStreamEndCapture                              uintptr
 	cuGraphInstantiate, cuGraphLaunch, cuGraphExecDestroy, cuGraphDestroy uintptr
@@ -74,6 +74,7 @@ func (d *driver) symbols() []symbol {
 		{name: "cuModuleUnload", dst: &d.cuModuleUnload},
 		{name: "cuFuncSetAttribute", dst: &d.cuFuncSetAttribute},
 		{name: "cuLaunchKernel", dst: &d.cuLaunchKernel},
+		{name: "cuLaunchKernelEx", dst: &d.cuLaunchKernelEx, optional: true},
 		{name: "cuStreamCreate", dst: &d.cuStreamCreate},
 		{name: "cuStreamDestroy", dst: &d.cuStreamDestroy, v2: true},
 		{name: "cuStreamSynchronize", dst: &d.cuStreamSynchronize},

@@ -539,22 +539,49 @@ func greedyIDs(t *testing.T, r backends.Runner, prompt []int32, n int) []int32 {
 }
 
 // TestGreedyStoriesMatchesRef: the greedy text of the real model on the GPU
-// is ref's, token for token.
+// is ref's, token for token, with programmatic dependent launch and (where
+// the device has it) without.
 func TestGreedyStoriesMatchesRef(t *testing.T) {
 	b := openOrSkip(t)
-	for _, name := range []string{"stories260K-q8_0-f16mix.gguf", "stories260K-f32.gguf"} {
-		t.Run(name, func(t *testing.T) {
-			m := backendtest.LoadShared(t, name)
-			o := backends.LoadOptions{MaxContext: 256}
-			prompt := m.Tok.Encode("Once upon a time, there was a little girl", true, false)
-			want := greedyIDs(t, loadRunner(t, ref.Backend{}, m, o), prompt, 100)
-			got := greedyIDs(t, loadRunner(t, b, m, o), prompt, 100)
-			if !slices.Equal(got, want) {
-				t.Fatalf("greedy text differs from ref:\n gpu: %q\n ref: %q", m.Tok.Decode(got, false), m.Tok.Decode(want, false))
-			}
-			t.Logf("%q", m.Tok.Decode(got, false))
-		})
+	modes := []bool{false}
+	if pdl(b) {
+		modes = []bool{true, false}
 	}
+	for _, name := range []string{"stories260K-q8_0-f16mix.gguf", "stories260K-f32.gguf"} {
+		for _, mode := range modes {
+			t.Run(fmt.Sprintf("%s/pdl=%v", name, mode), func(t *testing.T) {
+				defer setPDL(b, mode)()
+				m := backendtest.LoadShared(t, name)
+				o := backends.LoadOptions{MaxContext: 256}
+				prompt := m.Tok.Encode("Once upon a time, there was a little girl", true, false)
+				want := greedyIDs(t, loadRunner(t, ref.Backend{}, m, o), prompt, 100)
+				got := greedyIDs(t, loadRunner(t, b, m, o), prompt, 100)
+				if !slices.Equal(got, want) {
+					t.Fatalf("greedy text differs from ref:\n gpu: %q\n ref: %q", m.Tok.Decode(got, false), m.Tok.Decode(want, false))
+				}
+				if pdl(b) != mode {
+					t.Errorf("programmatic dependent launch %v after the run, want %v (a capture fell back to plain launches)", pdl(b), mode)
+				}
+				t.Logf("%q", m.Tok.Decode(got, false))
+			})
+		}
+	}
+}
+
+// pdl reports whether b's device launches with programmatic dependent
+// launch.
+func pdl(b *Backend) bool {
+	var on bool
+	b.dev.do(func() error { on = b.dev.pdl; return nil })
+	return on
+}
+
+// setPDL turns b's programmatic dependent launch on or off and returns what
+// restores it.
+func setPDL(b *Backend, on bool) func() {
+	was := pdl(b)
+	b.dev.do(func() error { b.dev.pdl = on; return nil })
+	return func() { b.dev.do(func() error { b.dev.pdl = was; return nil }) }
 }
 
 func TestForwardRejects(t *testing.T) {

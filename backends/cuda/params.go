@@ -62,3 +62,51 @@ func (p *params) slot(i int) (value uint64, ptr uintptr) {
 }
 
 func (p *params) free() error { return syscall.Munmap(p.mem) }
+
+// launchConfig is cuLaunchKernelEx's CUlaunchConfig with one
+// CUlaunchAttribute, in a mapping outside the Go heap (as params is):
+//
+//	CUlaunchConfig, 56 bytes: gridDimX, gridDimY, gridDimZ, blockDimX,
+//	blockDimY, blockDimZ, sharedMemBytes (uint32 each, offsets 0 to 24),
+//	hStream at 32, attrs at 40, numAttrs (uint32) at 48.
+//	CUlaunchAttribute, 72 bytes, at launchAttrOffset: id (uint32) at 0,
+//	value (a 64-byte union) at 8.
+//
+// The driver reads it during the call only. Owned by the device goroutine.
+type launchConfig struct{ mem []byte }
+
+const (
+	launchAttrOffset = 64
+	// CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION: the kernel may
+	// start before the one before it in the stream has finished, and waits
+	// for it itself (griddepcontrol.wait).
+	attrProgrammaticStreamSerialization = 6
+)
+
+func newLaunchConfig() (*launchConfig, error) {
+	mem, err := syscall.Mmap(-1, 0, 4096, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE)
+	if err != nil {
+		return nil, fmt.Errorf("cuda: mapping the launch configuration: %w", err)
+	}
+	return &launchConfig{mem: mem}, nil
+}
+
+// set fills in one launch of grid × block threads with smem bytes of
+// dynamic shared memory on stream, programmatic stream serialization
+// allowed, and returns the config's address for cuLaunchKernelEx.
+func (c *launchConfig) set(grid [2]int, block, smem int, stream uintptr) uintptr {
+	m, le := c.mem, binary.LittleEndian
+	for i, v := range []int{grid[0], grid[1], 1, block, 1, 1, smem, 0} {
+		le.PutUint32(m[4*i:], uint32(v))
+	}
+	le.PutUint64(m[32:], uint64(stream))
+	le.PutUint64(m[40:], uint64(uintptr(unsafe.Pointer(&m[launchAttrOffset]))))
+	le.PutUint64(m[48:], 1)
+	a := m[launchAttrOffset : launchAttrOffset+72]
+	clear(a)
+	le.PutUint32(a, attrProgrammaticStreamSerialization)
+	le.PutUint32(a[8:], 1)
+	return uintptr(unsafe.Pointer(&m[0]))
+}
+
+func (c *launchConfig) free() error { return syscall.Munmap(c.mem) }

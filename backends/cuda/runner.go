@@ -448,6 +448,12 @@ func (r *runner) run(s *step, dst []float32) error {
 		}
 	case seen && r.dev.graphs():
 		g, err := r.dev.capture(func() error { return r.launch(shape) })
+		if err != nil && r.dev.pdl {
+			// A driver that cannot capture programmatic dependent
+			// launches captures plain ones.
+			r.dev.pdl = false
+			g, err = r.dev.capture(func() error { return r.launch(shape) })
+		}
 		if err != nil {
 			return err
 		}
@@ -540,9 +546,10 @@ func (r *runner) launch(s stepShape) error {
 
 // gemv launches y = w·x (or silu(w·x)*(w2·x), or y += w·x) over ntok
 // activation rows of x (rows xrows[i] when xrows is set), RMS-normalised
-// with normw first when normw is set. A Q8_0 matrix takes gemv_q8_1 for
-// one token (a decode step of one sequence) and the tensor cores for more:
-// quant_q8 quantizes the activations once, then gemm_q8.
+// with normw first when normw is set. A Q8_0 matrix takes gemv_q8_1 (or
+// gemv_q8_1_gated, with w2) for one token (a decode step of one sequence)
+// and the tensor cores for more: quant_q8 quantizes the activations once,
+// then gemm_q8.
 func (r *runner) gemv(w, w2 matrix, x devPtr, ldx int, xrows, normw, y devPtr, ldy int, accumulate bool, ntok int) error {
 	acc := 0
 	if accumulate {
@@ -558,8 +565,11 @@ func (r *runner) gemv(w, w2 matrix, x devPtr, ldx int, xrows, normw, y devPtr, l
 			return fmt.Errorf("cuda: a row of %d values does not fit the GPU's %d bytes of shared memory", w.cols, d.smemMax)
 		}
 		grid := [2]int{min((w.rows+gemvWarps-1)/gemvWarps, gemvBlocksPerSM*d.sms), 1}
-		return d.launch(k.gemvQ8One, grid, gemvWarps*32, smem, ptrArg(w.w), ptrArg(w.d), ptrArg(w2.w), ptrArg(w2.d),
-			intArg(w.rows), intArg(w.cols), ptrArg(x), intArg(ldx), ptrArg(xrows), ptrArg(normw), eps, ptrArg(y), intArg(acc))
+		tail := []arg{intArg(w.rows), intArg(w.cols), ptrArg(x), intArg(ldx), ptrArg(xrows), ptrArg(normw), eps, ptrArg(y), intArg(acc)}
+		if w2.w != 0 {
+			return d.launch(k.gemvQ8Gated, grid, gemvWarps*32, smem, append([]arg{ptrArg(w.w), ptrArg(w.d), ptrArg(w2.w), ptrArg(w2.d)}, tail...)...)
+		}
+		return d.launch(k.gemvQ8One, grid, gemvWarps*32, smem, append([]arg{ptrArg(w.w), ptrArg(w.d)}, tail...)...)
 	}
 	if need := ntok * w.cols; need > r.qcap {
 		// Load sized the buffers for every step, and a step may be

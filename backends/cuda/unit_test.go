@@ -54,6 +54,55 @@ func TestParamsPacking(t *testing.T) {
 	}
 }
 
+// cLaunchConfig and cLaunchAttribute mirror cuda.h's CUlaunchConfig and
+// CUlaunchAttribute field by field; Go lays them out as C does on amd64 and
+// arm64.
+type cLaunchAttribute struct {
+	id    uint32
+	_     [4]byte
+	value [64]byte
+}
+
+type cLaunchConfig struct {
+	gridX, gridY, gridZ, blockX, blockY, blockZ, smem uint32
+	stream                                            uintptr
+	attrs                                             *cLaunchAttribute
+	numAttrs                                          uint32
+}
+
+func TestLaunchConfigPacking(t *testing.T) {
+	if unsafe.Sizeof(cLaunchConfig{}) != 56 || unsafe.Sizeof(cLaunchAttribute{}) != 72 {
+		t.Fatalf("mirror sizes %d and %d, want cuda.h's 56 and 72", unsafe.Sizeof(cLaunchConfig{}), unsafe.Sizeof(cLaunchAttribute{}))
+	}
+	c, err := newLaunchConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.free()
+	for _, l := range []struct {
+		grid        [2]int
+		block, smem int
+		stream      uintptr
+	}{{[2]int{264, 1}, 256, 2336, 0x7f00dead0000}, {[2]int{32, 7}, 512, 0, 0}} {
+		if p := c.set(l.grid, l.block, l.smem, l.stream); p != uintptr(unsafe.Pointer(&c.mem[0])) {
+			t.Fatalf("set returned %#x, want the mapping's start", p)
+		}
+		cfg := (*cLaunchConfig)(unsafe.Pointer(&c.mem[0]))
+		got := []uint32{cfg.gridX, cfg.gridY, cfg.gridZ, cfg.blockX, cfg.blockY, cfg.blockZ, cfg.smem}
+		want := []uint32{uint32(l.grid[0]), uint32(l.grid[1]), 1, uint32(l.block), 1, 1, uint32(l.smem)}
+		if !slices.Equal(got, want) || cfg.stream != l.stream || cfg.numAttrs != 1 {
+			t.Fatalf("config %v stream %#x attrs %d, want %v stream %#x and one attribute", got, cfg.stream, cfg.numAttrs, want, l.stream)
+		}
+		a := cfg.attrs
+		if uintptr(unsafe.Pointer(a)) != uintptr(unsafe.Pointer(&c.mem[launchAttrOffset])) {
+			t.Fatal("attrs does not point at the attribute in the mapping")
+		}
+		if a.id != 6 || *(*int32)(unsafe.Pointer(&a.value[0])) != 1 || slices.ContainsFunc(a.value[4:], func(b byte) bool { return b != 0 }) {
+			t.Fatalf("attribute id %d value %v, want programmatic stream serialization (6) allowed (1)", a.id, a.value[:8])
+		}
+	}
+}
+
 func TestErrorMapping(t *testing.T) {
 	cases := []struct {
 		code       int

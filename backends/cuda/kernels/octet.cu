@@ -27,7 +27,6 @@ typedef int int4v __attribute__((ext_vector_type(4)));
 // per block, sharing each weight load.
 #define WARPS 8
 #define TILE 8
-#define QUNROLL 8
 #define NBY ((int)__nvvm_read_ptx_sreg_nctaid_y())
 
 DEVICE float h2f(u16 h) {
@@ -71,6 +70,45 @@ DEVICE int rni(float x) {
 
 DEVICE float silu_mul(float g, float u) { return g / (1.0f + fexp(-g)) * u; }
 
+// Programmatic dependent launch (sm_90 and later; nothing before). A step's
+// kernels are launched so that each may start while the one before it
+// finishes: every kernel calls GRID_LAUNCH first, which lets the next one's
+// blocks be scheduled, and GRID_WAIT before it reads anything an earlier
+// kernel of the step wrote or writes anything at all; GRID_WAIT returns when
+// the kernel before has completed and its writes are visible. Every kernel
+// waits, so completion is ordered transitively. Before waiting, a kernel
+// may read only what no kernel of the step writes: weights, the step's
+// metadata. What a kernel of the step wrote is read with plain (coherent)
+// loads, never through the non-coherent path that const __restrict__
+// parameters get: that path may keep a line read before the writer
+// finished.
+#if __CUDA_ARCH__ >= 900
+#define GRID_LAUNCH() asm volatile("griddepcontrol.launch_dependents;" ::: "memory")
+#define GRID_WAIT() asm volatile("griddepcontrol.wait;" ::: "memory")
+#else
+#define GRID_LAUNCH()
+#define GRID_WAIT()
+#endif
+#define GRID_START() \
+	do {             \
+		GRID_LAUNCH(); \
+		GRID_WAIT();   \
+	} while (0)
+
+// prefetch_l2 asks L2 for the 128-byte line holding p and does not wait.
+DEVICE void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
+
+// prefetch_rows asks L2 for rows r, r+stride, … of a Q8_0 matrix of rows ×
+// K, at most n of them, with their scales; the first row from value kb0 on.
+DEVICE void prefetch_rows(const i8* W, const u16* Wd, int r, int stride, int rows, int K, int kb0,
+                          int n, int lane) {
+	for (; r < rows && n > 0; r += stride, kb0 = 0, n--) {
+		for (int off = kb0 + lane * 128; off < K; off += 32 * 128) prefetch_l2(W + (long)r * K + off);
+		const char* d = (const char*)(Wd + (long)r * (K >> 5));
+		for (int off = lane * 128; off < K / 16; off += 32 * 128) prefetch_l2(d + off);
+	}
+}
+
 // norm_scales stores, for each of the block's nt tokens, the RMSNorm factor
 // 1/sqrt(mean(x²)+eps) in scale[t] (ref.RMSNorm without the weight).
 DEVICE void norm_scales(const float* X, int ldx, const int* xrows, int t0, int nt, int K,
@@ -111,93 +149,125 @@ DEVICE void store_row(const float* acc, const float* acc2, int gated, int nt, in
 	}
 }
 
-// quantize_row RMS-normalises the K values of x with normw (when not
-// null), then quantizes them per 32 values: q[i] = round(x_i / d) with
-// dq[c] = d = amax/127 of chunk c. The whole block (NW warps) takes part,
-// its loads issued QUNROLL at a time; red is NW floats of shared scratch.
-// Twin: ref.RMSNorm, then the rounding that the tests bound.
+typedef float float4v __attribute__((ext_vector_type(4)));
+
+DEVICE float rcp(float x) {
+	float y;
+	asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+	return y;
+}
+
+DEVICE int pack4(float4v u, float inv) {
+	return (rni(u.x * inv) & 0xff) | (rni(u.y * inv) & 0xff) << 8 | (rni(u.z * inv) & 0xff) << 16 |
+	       (int)((unsigned)rni(u.w * inv) << 24);
+}
+
+// QROUNDS rounds of 4 values per lane are loaded together in quantize_vec.
+#define QROUNDS 2
+
+// quantize_vec quantizes the K values v_i = x_i·normw_i (x_i when normw is
+// null) per 32: q[i] = round(v_i·127/amax), dq[c] = amax/127 of chunk c.
+// With normw it returns the RMSNorm factor 1/sqrt(mean(x²)+eps), else 1.
+// The factor scales every value of a chunk alike and so leaves q as it is:
+// the caller multiplies the dot products (or dq) by it, which needs no
+// second pass over x. Each lane takes 4 values, 8 lanes a chunk; the NW
+// warps of the block take part and their loads go out QROUNDS at a time.
+// It ends with a barrier, after which q and dq are visible to the block.
+// red is NW floats of shared scratch. x and normw are 16-byte aligned and
+// K is a multiple of 32. Twin: ref.RMSNorm, then the rounding that the tests
+// bound.
 template <int NW>
-DEVICE void quantize_row(const float* __restrict__ x, int K, const float* __restrict__ normw,
-                         float eps, float* red, i8* q, float* dq) {
-	int tid = TID, lane = tid & 31, warp = tid >> 5, nblk = K >> 5;
-	float scale = 1;
-	if (normw) {
-		float ss = 0;
-		for (int i0 = 0; i0 < K; i0 += NW * 32 * QUNROLL) {
-			float v[QUNROLL];
+DEVICE float quantize_vec(const float* x, int K, const float* __restrict__ normw,
+                          float eps, float* red, i8* q, float* dq) {
+	int tid = TID, lane = tid & 31, warp = tid >> 5;
+	float ss = 0;
+	// The loop runs alike in every lane (the shuffles below need the whole
+	// warp); lanes past K take zeros.
+	for (int i0 = warp * 128; i0 < K; i0 += NW * 128 * QROUNDS) {
+		float4v v[QROUNDS], w[QROUNDS];
 #pragma unroll
-			for (int e = 0; e < QUNROLL; e++) {
-				int i = i0 + e * NW * 32 + tid;
-				v[e] = i < K ? x[i] : 0.0f;
-			}
-#pragma unroll
-			for (int e = 0; e < QUNROLL; e++) ss += v[e] * v[e];
-		}
-		ss = warp_sum(ss);
-		if (lane == 0) red[warp] = ss;
-		__syncthreads();
-		float t = 0;
-		for (int w = 0; w < NW; w++) t += red[w];
-		scale = 1.0f / __builtin_sqrtf(t / K + eps);
-	}
-	for (int c0 = warp; c0 < nblk; c0 += NW * QUNROLL) {
-		float v[QUNROLL];
-#pragma unroll
-		for (int e = 0; e < QUNROLL; e++) {
-			int c = c0 + e * NW, i = c * 32 + lane;
-			v[e] = 0;
-			if (c < nblk) {
-				v[e] = x[i];
-				if (normw) v[e] = v[e] * scale * normw[i];
+		for (int e = 0; e < QROUNDS; e++) {
+			int i = i0 + e * NW * 128 + lane * 4;
+			v[e] = (float4v){0, 0, 0, 0};
+			w[e] = (float4v){1, 1, 1, 1};
+			if (i < K) {
+				v[e] = *(const float4v*)(x + i);
+				if (normw) w[e] = *(const float4v*)(normw + i);
 			}
 		}
 #pragma unroll
-		for (int e = 0; e < QUNROLL; e++) {
-			int c = c0 + e * NW;
-			float amax = warp_max(v[e] < 0 ? -v[e] : v[e]);
-			float d = amax / 127.0f;
-			if (c < nblk) {
-				q[c * 32 + lane] = (i8)(d > 0 ? rni(v[e] / d) : 0);
-				if (lane == 0) dq[c] = d;
+		for (int e = 0; e < QROUNDS; e++) {
+			int i = i0 + e * NW * 128 + lane * 4;
+			ss += v[e].x * v[e].x + v[e].y * v[e].y + v[e].z * v[e].z + v[e].w * v[e].w;
+			float4v u = v[e] * w[e];
+			float m = __builtin_fmaxf(__builtin_fmaxf(__builtin_fabsf(u.x), __builtin_fabsf(u.y)),
+			                          __builtin_fmaxf(__builtin_fabsf(u.z), __builtin_fabsf(u.w)));
+			for (int o = 1; o < 8; o <<= 1) m = __builtin_fmaxf(m, __nvvm_shfl_sync_bfly_f32(0xffffffff, m, o, 31));
+			float inv = m > 0 ? 127.0f * rcp(m) : 0.0f;
+			if (i < K) {
+				*(int*)(q + i) = pack4(u, inv);
+				if ((lane & 7) == 0) dq[i >> 5] = m * (1.0f / 127.0f);
 			}
 		}
 	}
+	ss = warp_sum(ss);
+	if (lane == 0) red[warp] = ss;
+	__syncthreads();
+	if (!normw) return 1.0f;
+	float t = 0;
+	for (int w = 0; w < NW; w++) t += red[w];
+	return 1.0f / __builtin_sqrtf(t / K + eps);
 }
 
 // quant_q8 quantizes row xrows[BX] (or BX) of X for gemm_q8: QX row BX gets
-// its K int8 values and DX row BX its K/32 scales. Twin: ref.RMSNorm.
-// Its QUANT_WARPS warps take a row of up to 8192 values in one round of
-// loads. Grid: ntok; block QUANT_WARPS*32.
+// its K int8 values and DX row BX its K/32 scales, the RMSNorm factor
+// folded into the scales. Twin: ref.RMSNorm. Its QUANT_WARPS warps take a
+// row of up to 8192 values in one round of loads. Grid: ntok; block
+// QUANT_WARPS*32.
 #define QUANT_WARPS 32
-GLOBAL BOUNDS(QUANT_WARPS * 32) void quant_q8(const float* __restrict__ X, int ldx, const int* __restrict__ xrows,
+GLOBAL BOUNDS(QUANT_WARPS * 32) void quant_q8(const float* X, int ldx, const int* __restrict__ xrows,
                      const float* __restrict__ normw, float eps, int K, i8* QX, float* DX) {
 	SHARED float red[QUANT_WARPS];
+	GRID_START();
 	long row = xrows ? xrows[BX] : BX;
-	quantize_row<QUANT_WARPS>(X + row * ldx, K, normw, eps, red, QX + (long)BX * K, DX + (long)BX * (K >> 5));
+	float* dx = DX + (long)BX * (K >> 5);
+	float s = quantize_vec<QUANT_WARPS>(X + row * ldx, K, normw, eps, red, QX + (long)BX * K, dx);
+	if (normw)
+		for (int c = TID; c < K >> 5; c += QUANT_WARPS * 32) dx[c] *= s;
 }
 
-// chunk is up to 2048 values of one weight row for gemv_q8_1, 16 per lane
-// (four 512-byte loads per warp), with their raw float16 scales, and the
-// same of the up projection's row when there is one. The scales stay raw
-// so that nothing waits on the loads until the chunk is used.
+// CHUNK_LOADS is the 512-byte loads per warp of one weight row in a
+// gemv_q8_1 chunk: 4 (2048 values), or 2 (1024) with GATED, which loads
+// the up projection's row beside it, so that the two buffers of each fit
+// the same registers.
+#define CHUNK_LOADS(GATED) (GATED ? 2 : 4)
+#define CHUNK(GATED) (CHUNK_LOADS(GATED) * 512)
+
+// chunk is CHUNK values of one weight row for gemv_q8_1, 16 per lane, with
+// their raw float16 scales, and with GATED the same of the up projection's
+// row. The scales stay raw so that nothing waits on the loads until the
+// chunk is used.
+template <int GATED>
 struct chunk {
-	int4v w[4], w2[4];
-	u16 s[4], s2[4];
+	int4v w[CHUNK_LOADS(GATED)], w2[GATED ? CHUNK_LOADS(GATED) : 1];
+	u16 s[CHUNK_LOADS(GATED)], s2[GATED ? CHUNK_LOADS(GATED) : 1];
 };
 
-DEVICE void load_chunk(chunk& c, const i8* __restrict__ W, const u16* __restrict__ Wd,
+template <int GATED>
+DEVICE void load_chunk(chunk<GATED>& c, const i8* __restrict__ W, const u16* __restrict__ Wd,
                        const i8* __restrict__ W2, const u16* __restrict__ W2d, long r, int kb,
                        int K, int lane) {
 	long nblk = K >> 5;
 #pragma unroll
-	for (int u = 0; u < 4; u++) {
+	for (int u = 0; u < CHUNK_LOADS(GATED); u++) {
 		int off = kb + u * 512 + lane * 16;
-		c.w[u] = c.w2[u] = (int4v){0, 0, 0, 0};
-		c.s[u] = c.s2[u] = 0;
+		c.w[u] = (int4v){0, 0, 0, 0};
+		c.s[u] = 0;
+		if (GATED) c.w2[u] = (int4v){0, 0, 0, 0}, c.s2[u] = 0;
 		if (off < K) {
 			c.w[u] = *(const int4v*)(W + r * K + off);
 			c.s[u] = Wd[r * nblk + (off >> 5)];
-			if (W2) {
+			if (GATED) {
 				c.w2[u] = *(const int4v*)(W2 + r * K + off);
 				c.s2[u] = W2d[r * nblk + (off >> 5)];
 			}
@@ -211,61 +281,88 @@ DEVICE int dot16(int4v w, int4v a) {
 
 // dot_chunk adds the chunk at kb times the quantized activations qa/da
 // (shared memory) to the lane's partial sums.
-DEVICE void dot_chunk(const chunk& c, int kb, int K, const i8* qa, const float* da, int lane,
-                      int gated, float& acc, float& acc2) {
+template <int GATED>
+DEVICE void dot_chunk(const chunk<GATED>& c, int kb, int K, const i8* qa, const float* da, int lane,
+                      float& acc, float& acc2) {
 #pragma unroll
-	for (int u = 0; u < 4; u++) {
+	for (int u = 0; u < CHUNK_LOADS(GATED); u++) {
 		int off = kb + u * 512 + lane * 16;
 		if (off >= K) continue;
 		int4v a = *(const int4v*)(qa + off);
 		float ad = da[off >> 5];
 		acc += (float)dot16(c.w[u], a) * (h2f(c.s[u]) * ad);
-		if (gated) acc2 += (float)dot16(c.w2[u], a) * (h2f(c.s2[u]) * ad);
+		if (GATED) acc2 += (float)dot16(c.w2[u], a) * (h2f(c.s2[u]) * ad);
 	}
 }
 
-// gemv_q8_1: Y[r] (=, or += when accumulate) dot(W[r], x) for one token x
+// PREFETCH_ROWS: rows per warp that gemv_q8_1 asks L2 for ahead of use.
+#define PREFETCH_ROWS 4
+
+// gemv1_body: Y[r] (=, or += when accumulate) dot(W[r], x) for one token x
 // (row xrows[0], or 0, of X; the decode step of one sequence), W a Q8_0
 // matrix of rows × K, x RMS-normalised with normw when not null and
 // quantized to int8 per 32 values in shared memory; dot products use dp4a.
-// With W2 (the up projection) Y = silu(W·x) * (W2·x). It is built against
-// latency: each warp issues its first weight loads before
-// the block normalises and quantizes the activations, and keeps the next
-// chunk in flight while it computes the current one. Warps stride over the
-// rows, 2048 values at a time. Twin: ref.RMSNorm, ref.MatMul, ref.SiLUGate.
-// Grid: any; block WARPS*32; dynamic shared memory K + K/8 + 4*WARPS bytes
-// (no static shared memory: the launch may take all there is).
-GLOBAL BOUNDS(WARPS * 32) void gemv_q8_1(const i8* __restrict__ W, const u16* __restrict__ Wd,
-                      const i8* __restrict__ W2, const u16* __restrict__ W2d, int rows, int K,
-                      const float* __restrict__ X, int ldx, const int* __restrict__ xrows,
-                      const float* __restrict__ normw, float eps, float* Y, int accumulate) {
-	extern SHARED int4v smem_q1[];
-	i8* qa = (i8*)smem_q1;
+// With GATED, W2 is the up projection and Y = silu(W·x) * (W2·x). It is
+// built against latency: before waiting for the kernel before it, each
+// warp loads its first chunk of weights and asks L2 for the rest of its
+// next rows; it keeps the next chunk in flight while it computes the
+// current one. Warps stride over the rows, a chunk at a time. Twin:
+// ref.RMSNorm, ref.MatMul, ref.SiLUGate.
+template <int GATED>
+DEVICE void gemv1_body(const i8* __restrict__ W, const u16* __restrict__ Wd,
+                       const i8* __restrict__ W2, const u16* __restrict__ W2d, int rows, int K,
+                       const float* X, int ldx, const int* __restrict__ xrows,
+                       const float* __restrict__ normw, float eps, float* Y, int accumulate,
+                       int4v* smem) {
+	i8* qa = (i8*)smem;
 	float* da = (float*)(qa + K);
 	float* red = da + (K >> 5);
-	int lane = TID & 31, warp = TID >> 5, gated = W2 != 0;
+	int lane = TID & 31, warp = TID >> 5;
 	int stride = (int)__nvvm_read_ptx_sreg_nctaid_x() * WARPS;
 	int r = BX * WARPS + warp, kb = 0;
-	chunk cur;
-	if (r < rows) load_chunk(cur, W, Wd, W2, W2d, r, 0, K, lane);
+	chunk<GATED> cur;
+	if (r < rows) load_chunk<GATED>(cur, W, Wd, W2, W2d, r, 0, K, lane);
+	prefetch_rows(W, Wd, r, stride, rows, K, CHUNK(GATED), PREFETCH_ROWS, lane);
+	if (GATED) prefetch_rows(W2, W2d, r, stride, rows, K, CHUNK(GATED), PREFETCH_ROWS, lane);
+	GRID_START();
 	long row = xrows ? xrows[0] : 0;
-	quantize_row<WARPS>(X + row * ldx, K, normw, eps, red, qa, da);
-	__syncthreads();
+	float s = quantize_vec<WARPS>(X + row * ldx, K, normw, eps, red, qa, da);
 	float acc = 0, acc2 = 0;
 	while (r < rows) {
-		int nr = r, nkb = kb + 2048;
+		int nr = r, nkb = kb + CHUNK(GATED);
 		if (nkb >= K) nr = r + stride, nkb = 0;
-		chunk next;
-		if (nr < rows) load_chunk(next, W, Wd, W2, W2d, nr, nkb, K, lane);
-		dot_chunk(cur, kb, K, qa, da, lane, gated, acc, acc2);
+		chunk<GATED> next;
+		if (nr < rows) load_chunk<GATED>(next, W, Wd, W2, W2d, nr, nkb, K, lane);
+		dot_chunk<GATED>(cur, kb, K, qa, da, lane, acc, acc2);
 		if (nkb == 0) {
-			float s = warp_sum(acc);
-			if (gated) s = silu_mul(s, warp_sum(acc2));
-			if (lane == 0) Y[r] = accumulate ? Y[r] + s : s;
+			float v = warp_sum(acc) * s;
+			if (GATED) v = silu_mul(v, warp_sum(acc2) * s);
+			if (lane == 0) Y[r] = accumulate ? Y[r] + v : v;
 			acc = acc2 = 0;
 		}
 		cur = next, r = nr, kb = nkb;
 	}
+}
+
+// gemv_q8_1 and gemv_q8_1_gated: gemv1_body without and with the up
+// projection. Grid: any; block WARPS*32; dynamic shared memory K + K/8 +
+// 4*WARPS bytes (no static shared memory: the launch may take all there
+// is). Both stay near 64 registers, so that the next kernel's blocks fit
+// beside theirs.
+GLOBAL BOUNDS(WARPS * 32) void gemv_q8_1(const i8* __restrict__ W, const u16* __restrict__ Wd, int rows, int K,
+                      const float* X, int ldx, const int* __restrict__ xrows,
+                      const float* __restrict__ normw, float eps, float* Y, int accumulate) {
+	extern SHARED int4v smem_q1[];
+	gemv1_body<0>(W, Wd, 0, 0, rows, K, X, ldx, xrows, normw, eps, Y, accumulate, smem_q1);
+}
+
+GLOBAL BOUNDS(WARPS * 32) void gemv_q8_1_gated(
+    const i8* __restrict__ W, const u16* __restrict__ Wd, const i8* __restrict__ W2,
+    const u16* __restrict__ W2d, int rows, int K, const float* X, int ldx,
+    const int* __restrict__ xrows, const float* __restrict__ normw, float eps, float* Y,
+    int accumulate) {
+	extern SHARED int4v smem_q1[];
+	gemv1_body<1>(W, Wd, W2, W2d, rows, K, X, ldx, xrows, normw, eps, Y, accumulate, smem_q1);
 }
 
 // MMA_WARPS warps per gemm_q8 block split its K blocks.
@@ -309,13 +406,19 @@ typedef int int2v __attribute__((ext_vector_type(2)));
 template <int KU, int GATED>
 DEVICE void gemm_body(const i8* __restrict__ W, const u16* __restrict__ Wd,
                       const i8* __restrict__ W2, const u16* __restrict__ W2d, int rows, int K,
-                      const i8* __restrict__ QX, const float* __restrict__ DX, int ntok, float* Y,
+                      const i8* QX, const float* DX, int ntok, float* Y,
                       int ldy, int accumulate, float* red) {
 	int lane = TID & 31, warp = TID >> 5, g = lane >> 2, q = lane & 3;
 	int nblk = K >> 5;
 	int r0 = BX * 16, t0 = BY * 32;
 	int nt = ntok - t0 < 32 ? ntok - t0 : 32, nj = (nt + 7) >> 3;
 	long ra = r0 + g < rows ? r0 + g : rows - 1, rb = r0 + g + 8 < rows ? r0 + g + 8 : rows - 1;
+	// The block's 16 weight rows go to L2 while the kernel before finishes.
+	if (BY == 0) {
+		prefetch_rows(W, Wd, r0 + warp, MMA_WARPS, r0 + 16 < rows ? r0 + 16 : rows, K, 0, 2, lane);
+		if (GATED) prefetch_rows(W2, W2d, r0 + warp, MMA_WARPS, r0 + 16 < rows ? r0 + 16 : rows, K, 0, 2, lane);
+	}
+	GRID_START();
 	const i8* xq[4];
 	const float *xd0[4], *xd1[4];
 #pragma unroll
@@ -413,7 +516,7 @@ DEVICE void gemm_body(const i8* __restrict__ W, const u16* __restrict__ Wd,
 // quant_q8 normalises). Grid: (ceil(rows/16), ceil(ntok/32)); block
 // MMA_WARPS*32.
 GLOBAL BOUNDS(MMA_WARPS * 32) void gemm_q8(const i8* __restrict__ W, const u16* __restrict__ Wd, int rows, int K,
-                    const i8* __restrict__ QX, const float* __restrict__ DX, int ntok, float* Y,
+                    const i8* QX, const float* DX, int ntok, float* Y,
                     int ldy, int accumulate) {
 	SHARED float red[16 * MMA_WARPS * 32];
 	gemm_body<4, 0>(W, Wd, 0, 0, rows, K, QX, DX, ntok, Y, ldy, accumulate, red);
@@ -421,7 +524,7 @@ GLOBAL BOUNDS(MMA_WARPS * 32) void gemm_q8(const i8* __restrict__ W, const u16* 
 
 GLOBAL BOUNDS(MMA_WARPS * 32) void gemm_q8_gated(const i8* __restrict__ W, const u16* __restrict__ Wd,
                           const i8* __restrict__ W2, const u16* __restrict__ W2d, int rows, int K,
-                          const i8* __restrict__ QX, const float* __restrict__ DX, int ntok,
+                          const i8* QX, const float* DX, int ntok,
                           float* Y, int ldy, int accumulate) {
 	SHARED float red[32 * MMA_WARPS * 32];
 	gemm_body<2, 1>(W, Wd, W2, W2d, rows, K, QX, DX, ntok, Y, ldy, accumulate, red);
@@ -435,7 +538,7 @@ GLOBAL BOUNDS(MMA_WARPS * 32) void gemm_q8_gated(const i8* __restrict__ W, const
 // Grid: (ceil(ntok/tile), at most ceil(rows/WARPS)); block WARPS*32.
 // Dynamic shared memory tile*K*4 + (WARPS+1)*TILE*4 bytes.
 GLOBAL BOUNDS(WARPS * 32) void gemv_f32(const float* __restrict__ W, const float* __restrict__ W2,
-                     int rows, int K, const float* __restrict__ X, int ldx,
+                     int rows, int K, const float* X, int ldx,
                      const int* __restrict__ xrows, const float* __restrict__ normw,
                      float eps, float* Y, int ldy, int accumulate, int ntok, int tile) {
 	extern SHARED float smem_f32[];
@@ -445,6 +548,7 @@ GLOBAL BOUNDS(WARPS * 32) void gemv_f32(const float* __restrict__ W, const float
 	float* red = xa + tile * K;
 	float* scale = red + WARPS * TILE;
 	int tid = TID, lane = tid & 31, warp = tid >> 5;
+	GRID_START();
 
 	if (normw) norm_scales(X, ldx, xrows, t0, nt, K, eps, red, scale);
 	for (int idx = tid; idx < nt * K; idx += WARPS * 32) {
@@ -478,6 +582,7 @@ GLOBAL BOUNDS(WARPS * 32) void gemv_f32(const float* __restrict__ W, const float
 // embed_q8 sets X[t] to row tok[t] of the Q8_0 matrix W (K columns).
 // Twin: model.Tensor.DequantizeRow. Grid: ntok; any block size.
 GLOBAL void embed_q8(const int* tok, const i8* W, const u16* Wd, int K, float* X) {
+	GRID_START();
 	long row = tok[BX];
 	for (int i = TID; i < K; i += NTID)
 		X[(long)BX * K + i] = (float)W[row * K + i] * h2f(Wd[row * (K >> 5) + (i >> 5)]);
@@ -485,6 +590,7 @@ GLOBAL void embed_q8(const int* tok, const i8* W, const u16* Wd, int K, float* X
 
 // embed_f32 is embed_q8 for a float32 matrix.
 GLOBAL void embed_f32(const int* tok, const float* W, int K, float* X) {
+	GRID_START();
 	long row = tok[BX];
 	for (int i = TID; i < K; i += NTID) X[(long)BX * K + i] = W[row * K + i];
 }
@@ -499,6 +605,7 @@ GLOBAL void embed_f32(const int* tok, const float* W, int K, float* X) {
 GLOBAL void rope_kv(float* QKV, int ld, const int* pos, const int* btoff, const int* blocks,
                     int bs, int H, int KVH, int hd, int rdims, int neox, const float* cs,
                     const float* bq, const float* bk, const float* bv, float* kc, float* vc) {
+	GRID_START();
 	float* q = QKV + (long)BX * ld;
 	float* k = q + H * hd;
 	const float* v = k + KVH * hd;
@@ -557,6 +664,7 @@ DEVICE void attention_body(const float* QKV, int ld, const int* pos, const int* 
 	int h = BX, t = BY;
 	int tid = TID, lane = tid & 31, warp = tid >> 5;
 	int kvh = h / (H / KVH);
+	GRID_START();
 	long kvw = KVH * hd;
 	const float* q = QKV + (long)t * ld + h * hd;
 	float qr[NU], acc[NU];
