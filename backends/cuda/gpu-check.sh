@@ -46,6 +46,11 @@ say "benchmarks (go test -bench, one process: copy bandwidth, decode, batch 32, 
 (cd backends/cuda && OCTET_BENCH_MODELS="$list" "$dir/cuda.test" -test.run '^$' -test.bench 'CopyBandwidth|Decode|Prefill' \
 	-test.benchtime "${BENCHTIME:-100x}" -test.timeout=300s) >"$out/bench.log" 2>&1 || status=1
 grep -E '^Benchmark|FAIL|panic' "$out/bench.log"
+# The same decode of one sequence with plain launches, for the table's
+# "without PDL" column (the GPU has programmatic dependent launch when the
+# runs above report the pdl metric).
+(cd backends/cuda && OCTET_CUDA_PDL=0 OCTET_BENCH_MODELS="$list" "$dir/cuda.test" -test.run '^$' -test.bench 'Decode/.*/batch=1$' \
+	-test.benchtime "${BENCHTIME:-100x}" -test.timeout=120s) 2>&1 | sed -n 's/^BenchmarkDecode/NoPDLDecode/p' >>"$out/bench.log"
 
 tl="$models/tinyllama-1.1b-q8_0.gguf"
 # kernels prints the per-kernel time of the last step that an ncu CSV
@@ -93,17 +98,20 @@ awk '
 	for (i = 1; i <= NF; i++) { if ($i == "tok/s") t = $(i-1); if ($i == "ms/step") ms = $(i-1); if ($i == "%roofline") rf = $(i-1) }
 	dec[m, b] = t; step[m, b] = ms; roof[m, b] = rf; if (!(m in seen)) { seen[m] = 1; order[++n] = m }
 }
+/^NoPDLDecode\// {
+	split($1, p, "/"); for (i = 1; i <= NF; i++) if ($i == "tok/s") nopdl[p[2]] = $(i-1)
+}
 /^BenchmarkPrefill\// {
 	split($1, p, "/"); m = p[2]
 	for (i = 1; i <= NF; i++) if ($i == "tok/s") pre[m] = $(i-1)
 }
 END {
 	printf "HBM copy bandwidth (read+write, cuMemcpyDtoD 1 GiB): %s GB/s\n\n", bw
-	printf "| model | decode tok/s (b=1) | ms/step | %% of copy-bandwidth roofline | batch-8 tok/s | batch-32 tok/s | ×b=1 | prefill-512 tok/s |\n"
-	printf "|---|---|---|---|---|---|---|---|\n"
+	printf "| model | decode tok/s (b=1) | ms/step | %% of copy-bandwidth roofline | b=1 without PDL | batch-8 tok/s | batch-32 tok/s | ×b=1 | prefill-512 tok/s |\n"
+	printf "|---|---|---|---|---|---|---|---|---|\n"
 	for (k = 1; k <= n; k++) { m = order[k]
 		r = dec[m, 1] > 0 ? dec[m, 32] / dec[m, 1] : 0
-		printf "| %s | %.0f | %.3f | %.1f%% | %.0f | %.0f | %.1f× | %.0f |\n", m, dec[m, 1], step[m, 1], roof[m, 1], dec[m, 8], dec[m, 32], r, pre[m]
+		printf "| %s | %.0f | %.3f | %.1f%% | %.0f | %.0f | %.0f | %.1f× | %.0f |\n", m, dec[m, 1], step[m, 1], roof[m, 1], nopdl[m], dec[m, 8], dec[m, 32], r, pre[m]
 	}
 }' "$out/bench.log" | tee "$out/table.md"
 grep -q -- '--- FAIL' "$out/tests.log" && status=1
