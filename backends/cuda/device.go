@@ -40,9 +40,10 @@ type device struct {
 	args   *params
 	mod    *module
 	// pdl: kernels are launched with programmatic dependent launch
-	// (compute capability 9.0 and later, a driver with cuLaunchKernelEx,
-	// and OCTET_CUDA_PDL not "0"): each may start while the one before it
-	// finishes, and waits for it inside (see kernels/octet.cu).
+	// (the sm_90 PTX, whose kernels wait for the one before them; a driver
+	// with cuLaunchKernelEx; OCTET_CUDA_PDL not "0"): each may start while
+	// the one before it finishes, and waits for it inside (see
+	// kernels/octet.cu).
 	pdl  bool
 	lcfg *launchConfig
 	// stage is pinned host memory (cuMemAllocHost) that every copy between
@@ -147,9 +148,12 @@ func (d *device) init() error {
 	if d.lcfg, err = newLaunchConfig(); err != nil {
 		return err
 	}
-	d.pdl = d.ccMajor >= 9 && c.cuLaunchKernelEx != 0 && os.Getenv("OCTET_CUDA_PDL") != "0"
-	d.mod, err = d.loadModule()
-	return err
+	if d.mod, err = d.loadModule(); err != nil {
+		return err
+	}
+	// Only the sm_90 PTX's kernels wait for the kernel before them.
+	d.pdl = d.mod.arch == "sm_90" && c.cuLaunchKernelEx != 0 && os.Getenv("OCTET_CUDA_PDL") != "0"
+	return nil
 }
 
 // do runs f on the device's goroutine and returns its error.
@@ -336,7 +340,7 @@ const (
 // loadModule JIT-compiles the embedded PTX for this device; a failure
 // carries the JIT's error log.
 func (d *device) loadModule() (*module, error) {
-	arch, src := ptxFor(d.ccMajor)
+	arch, src := ptxFor(d.ccMajor, os.Getenv("OCTET_CUDA_PTX"))
 	const logSize = 16 << 10
 	// Options, values and the two logs live outside the Go heap: the
 	// driver writes the logs during the call.

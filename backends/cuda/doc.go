@@ -5,9 +5,10 @@
 // The kernels are CUDA C in kernels/, compiled to PTX by Debian's clang-16
 // (`make ptx`), committed, embedded with go:embed and JIT-compiled by the
 // driver for the GPU it finds (PTX 7.8 for sm_90 and later, PTX 7.2 for
-// sm_80). Every kernel has its twin in backends/ref; the tests compare them
-// on random inputs and on the real model when a GPU answers, and skip with
-// a message otherwise.
+// sm_80; OCTET_CUDA_PTX=sm_80 takes the latter on any GPU, which is how
+// `make gpu-check` tests it on a Hopper host). Every kernel has its twin in
+// backends/ref; the tests compare them on random inputs and on the real
+// model when a GPU answers, and skip with a message otherwise.
 //
 // # Threads
 //

@@ -12,9 +12,11 @@ var (
 	ptxSM90 string
 )
 
-// ptxFor picks the PTX for a device of compute capability major.x.
-func ptxFor(major int) (arch, src string) {
-	if major >= 9 {
+// ptxFor picks the PTX for a device of compute capability major.x. force
+// "sm_80" (OCTET_CUDA_PTX) takes the Ampere PTX on any device, so that a
+// Hopper host can test it; the driver JIT-compiles it for the device.
+func ptxFor(major int, force string) (arch, src string) {
+	if major >= 9 && force != "sm_80" {
 		return "sm_90", ptxSM90
 	}
 	return "sm_80", ptxSM80

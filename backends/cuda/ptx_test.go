@@ -43,3 +43,40 @@ func TestPTXCurrent(t *testing.T) {
 		}
 	}
 }
+
+func TestPTXFor(t *testing.T) {
+	for _, c := range []struct {
+		major int
+		force string
+		want  string
+	}{{8, "", "sm_80"}, {9, "", "sm_90"}, {10, "", "sm_90"}, {9, "sm_80", "sm_80"}, {8, "sm_90", "sm_80"}} {
+		arch, src := ptxFor(c.major, c.force)
+		if arch != c.want || !strings.Contains(src, ".target "+c.want) {
+			t.Errorf("ptxFor(%d, %q) = %s, want %s (and its PTX)", c.major, c.force, arch, c.want)
+		}
+	}
+}
+
+// TestPTXKernelsWait holds every kernel of the sm_90 PTX to the rule that
+// programmatic dependent launch rests on (kernels/octet.cu, GRID_START):
+// each one waits for the kernel before it. A kernel that did not could
+// finish before its predecessor, and the next kernel, waiting only on it,
+// would read unfinished data. The sm_80 PTX, launched without PDL, has no
+// such instruction (PTX 7.2 lacks it).
+func TestPTXKernelsWait(t *testing.T) {
+	for _, c := range []struct {
+		src  string
+		wait bool
+	}{{ptxSM90, true}, {ptxSM80, false}} {
+		entries := strings.Split(c.src, ".entry ")[1:]
+		if len(entries) < 10 {
+			t.Fatalf("%d kernels in the PTX", len(entries))
+		}
+		for _, e := range entries {
+			name, _, _ := strings.Cut(e, "(")
+			if strings.Contains(e, "griddepcontrol.wait") != c.wait || strings.Contains(e, "griddepcontrol.launch_dependents") != c.wait {
+				t.Errorf("kernel %s: griddepcontrol wait and launch present = %v, want %v", name, !c.wait, c.wait)
+			}
+		}
+	}
+}
