@@ -267,8 +267,22 @@ func (d *device) graphs() bool {
 		c.cuGraphLaunch != 0 && c.cuGraphExecDestroy != 0 && c.cuGraphDestroy != 0
 }
 
-// capture records the launches of f on the stream into an executable graph.
+// capture records the launches of f on the stream into an executable
+// graph. A driver that cannot capture programmatic dependent launches
+// captures plain ones: PDL stays off when that works, and was not the
+// trouble when it does not.
 func (d *device) capture(f func() error) (uintptr, error) {
+	g, err := d.captureOnce(f)
+	if err != nil && d.pdl {
+		d.pdl = false
+		if g, err = d.captureOnce(f); err != nil {
+			d.pdl = true
+		}
+	}
+	return g, err
+}
+
+func (d *device) captureOnce(f func() error) (uintptr, error) {
 	c := d.drv
 	const modeThreadLocal = 1
 	if err := c.call("cuStreamBeginCapture", c.cuStreamBeginCapture, d.stream, modeThreadLocal); err != nil {

@@ -83,29 +83,31 @@ const (
 	attrProgrammaticStreamSerialization = 6
 )
 
+// newLaunchConfig maps the config and writes what every launch shares:
+// the attribute (programmatic stream serialization allowed) and the
+// pointer to it. The mapping starts zeroed.
 func newLaunchConfig() (*launchConfig, error) {
 	mem, err := syscall.Mmap(-1, 0, 4096, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE)
 	if err != nil {
 		return nil, fmt.Errorf("cuda: mapping the launch configuration: %w", err)
 	}
+	le := binary.LittleEndian
+	le.PutUint64(mem[40:], uint64(uintptr(unsafe.Pointer(&mem[launchAttrOffset]))))
+	le.PutUint32(mem[48:], 1)
+	le.PutUint32(mem[launchAttrOffset:], attrProgrammaticStreamSerialization)
+	le.PutUint32(mem[launchAttrOffset+8:], 1)
 	return &launchConfig{mem: mem}, nil
 }
 
 // set fills in one launch of grid × block threads with smem bytes of
-// dynamic shared memory on stream, programmatic stream serialization
-// allowed, and returns the config's address for cuLaunchKernelEx.
+// dynamic shared memory on stream, and returns the config's address for
+// cuLaunchKernelEx.
 func (c *launchConfig) set(grid [2]int, block, smem int, stream uintptr) uintptr {
 	m, le := c.mem, binary.LittleEndian
-	for i, v := range []int{grid[0], grid[1], 1, block, 1, 1, smem, 0} {
+	for i, v := range []int{grid[0], grid[1], 1, block, 1, 1, smem} {
 		le.PutUint32(m[4*i:], uint32(v))
 	}
 	le.PutUint64(m[32:], uint64(stream))
-	le.PutUint64(m[40:], uint64(uintptr(unsafe.Pointer(&m[launchAttrOffset]))))
-	le.PutUint64(m[48:], 1)
-	a := m[launchAttrOffset : launchAttrOffset+72]
-	clear(a)
-	le.PutUint32(a, attrProgrammaticStreamSerialization)
-	le.PutUint32(a[8:], 1)
 	return uintptr(unsafe.Pointer(&m[0]))
 }
 

@@ -448,15 +448,6 @@ func (r *runner) run(s *step, dst []float32) error {
 		}
 	case seen && r.dev.graphs():
 		g, err := r.dev.capture(func() error { return r.launch(shape) })
-		if err != nil && r.dev.pdl {
-			// A driver that cannot capture programmatic dependent
-			// launches captures plain ones; PDL stays off when that
-			// works, and was not the trouble when it does not.
-			r.dev.pdl = false
-			if g, err = r.dev.capture(func() error { return r.launch(shape) }); err != nil {
-				r.dev.pdl = true
-			}
-		}
 		if err != nil {
 			return err
 		}

@@ -25,14 +25,13 @@ typedef struct {
 	int64_t heads, kv_heads, ffn;
 	oc_tensor wq, wk, wv, wo, gate, up, down;
 	float *attn_norm, *ffn_norm, *bq, *bk, *bv;
-	void *kc, *vc; /* f32, f16 (kv_f16) or q8 (kv_q8) values */
+	void *kc, *vc; /* f32, f16 or q8 values (kv_type) */
 	float *ks, *vs; /* a q8 cache's scales */
 } layer_t;
 
 typedef struct oc_runner {
 	int64_t dim, n_layers, hd, vocab, rope_dims, neox, bs, kv_blocks, max_pos;
-	int kv_f16; /* the KV cache holds f16 values */
-	int kv_q8;  /* the KV cache holds q8 rows (else f32) */
+	int64_t kv_type; /* the KV cache's values: OC_F32, OC_F16 or OC_Q8_0 (q8 rows) */
 	float eps;
 	double fs, *rope_pw, *rope_fr;
 	oc_tensor tok_embd, output;
@@ -223,10 +222,9 @@ oc_runner *oc_runner_new_impl(const oc_model_desc *d, char *err, int64_t errlen)
 	if (d->kv_type != OC_F32 && d->kv_type != OC_F16 && d->kv_type != OC_Q8_0)
 		FAIL("KV cache type %lld: want f32 (%d), f16 (%d) or q8 (%d)", (long long)d->kv_type, OC_F32, OC_F16,
 		     OC_Q8_0);
-	r->kv_f16 = d->kv_type == OC_F16;
-	r->kv_q8 = d->kv_type == OC_Q8_0;
-	const size_t kv_es = r->kv_f16 ? 2 : r->kv_q8 ? 1 : 4;
-	if (r->kv_q8 && (d->head_dim % 4 || d->head_dim > OC_KV8_MAX_HD))
+	r->kv_type = d->kv_type;
+	const size_t kv_es = r->kv_type == OC_F16 ? 2 : r->kv_type == OC_Q8_0 ? 1 : 4;
+	if (r->kv_type == OC_Q8_0 && (d->head_dim % 4 || d->head_dim > OC_KV8_MAX_HD))
 		FAIL("a q8 KV cache needs heads of a multiple of 4 values, up to %d (this model's are %lld)", OC_KV8_MAX_HD,
 		     (long long)d->head_dim);
 	if (r->dim <= 0 || r->n_layers <= 0 || r->hd <= 0 || r->vocab <= 0 || r->bs <= 0 || r->kv_blocks <= 0 ||
@@ -291,7 +289,7 @@ oc_runner *oc_runner_new_impl(const oc_model_desc *d, char *err, int64_t errlen)
 		r->ffn_max = max64(r->ffn_max, L->ffn);
 		r->group_max = max64(r->group_max, L->heads / L->kv_heads);
 		kv_total += 2 * kv_part((size_t)r->kv_blocks * (size_t)r->bs * (size_t)kvw * kv_es);
-		if (r->kv_q8)
+		if (r->kv_type == OC_Q8_0)
 			kv_total += 2 * kv_part((size_t)r->kv_blocks * (size_t)r->bs * (size_t)L->kv_heads * 4);
 	}
 	r->kmax = max64(r->kmax, max64(r->qw_max, r->ffn_max));
@@ -323,7 +321,7 @@ oc_runner *oc_runner_new_impl(const oc_model_desc *d, char *err, int64_t errlen)
 		L->kc = p;
 		L->vc = p + n;
 		p += 2 * n;
-		if (r->kv_q8) {
+		if (r->kv_type == OC_Q8_0) {
 			size_t ns = kv_part((size_t)r->kv_blocks * (size_t)r->bs * (size_t)L->kv_heads * 4);
 			L->ks = (float *)p;
 			L->vs = (float *)(p + ns);
@@ -532,9 +530,9 @@ static void rope_store(oc_runner *r, const layer_t *L, int64_t i, int64_t g0, in
 	int64_t slot = (int64_t)b->blocks[b->table[i] + p / r->bs] * r->bs + p % r->bs;
 	int64_t kt = oc_k_index(slot, r->bs, kvw, hd, g0, 0), vr = slot * kvw + g0 * hd;
 	const float *v = r->v + i * kvw + g0 * hd;
-	if (r->kv_q8) {
+	if (r->kv_type == OC_Q8_0) {
 		oc_kv8_store(L->kc, L->vc, L->ks, L->vs, k, v, slot, r->bs, L->kv_heads, hd, g0, ng);
-	} else if (r->kv_f16) {
+	} else if (r->kv_type == OC_F16) {
 		for (int64_t e = 0; e < ng * hd; e++) {
 			((uint16_t *)L->kc)[kt + e * r->bs] = oc_f32_to_f16(k[e]);
 			((uint16_t *)L->vc)[vr + e] = oc_f32_to_f16(v[e]);
@@ -622,13 +620,13 @@ static void forward_job(void *arg, int tid, int nt) {
 				if (fused_rope)
 					rope_store(r, L, i, g, 1);
 				oc_scratch *sc = &r->scr[tid];
-				if (r->kv_q8)
+				if (r->kv_type == OC_Q8_0)
 					oc_attention_q8(r->att + i * qw + h0 * hd, r->q + i * qw + h0 * hd, L->kc, L->vc, L->ks,
 							L->vs, L->kv_heads, b->blocks + b->table[i], r->bs, b->pos[i] + 1, g,
 							group, hd, scale, sc->att, sc->qq, sc->qd, sc->qs);
 				else
 					oc_attention_group(r->att + i * qw + h0 * hd, r->q + i * qw + h0 * hd, L->kc, L->vc,
-							   r->kv_f16, kvw, b->blocks + b->table[i], r->bs, b->pos[i] + 1, g,
+							   r->kv_type == OC_F16, kvw, b->blocks + b->table[i], r->bs, b->pos[i] + 1, g,
 							   group, hd, scale, sc->att);
 				if (fused_quant)
 					oc_quantize_rows(&qa, r->att, qw, i, i + 1, h0 * hd / QK, (h0 + group) * hd / QK);
