@@ -163,10 +163,20 @@ type KVHolder interface {
 	HoldsKV(KVType) bool
 }
 
-// PreferredKV is the KV type a backend serves best: f16 (half the memory
-// and half the bytes attention reads) where it holds f16 values, else f32.
-// It is what kv_type = "auto" picks.
+// KVPreferrer is implemented by a backend that names the KV type it serves
+// best itself, rather than f16 wherever it holds f16 values.
+type KVPreferrer interface {
+	PreferredKV() KVType
+}
+
+// PreferredKV is the KV type a backend serves best: the one it names (a
+// KVPreferrer), else f16 (half the memory and half the bytes attention
+// reads) where it holds f16 values, else f32. It is what kv_type = "auto"
+// picks.
 func PreferredKV(b Backend) KVType {
+	if p, ok := b.(KVPreferrer); ok {
+		return p.PreferredKV()
+	}
 	if h, ok := b.(KVHolder); ok && h.HoldsKV(KVF16) {
 		return KVF16
 	}

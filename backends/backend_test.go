@@ -121,8 +121,13 @@ type plain struct{ Backend }
 
 func (h holder) HoldsKV(t KVType) bool { return t == KVF32 || t == h.holds }
 
-// kv_type = "auto" is f16 only where a backend says it holds f16; a named
-// type is itself whatever the backend.
+// prefers holds f16 and names f32 as what it serves best.
+type prefers struct{ holder }
+
+func (prefers) PreferredKV() KVType { return KVF32 }
+
+// kv_type = "auto" is what a backend names, else f16 only where it says it
+// holds f16; a named type is itself whatever the backend.
 func TestPreferredKV(t *testing.T) {
 	for _, c := range []struct {
 		name string
@@ -132,6 +137,7 @@ func TestPreferredKV(t *testing.T) {
 		{"holds f16", holder{holds: KVF16}, KVF16},
 		{"holds f32 only", holder{holds: KVF32}, KVF32},
 		{"says nothing", plain{}, KVF32},
+		{"holds f16, prefers f32", prefers{holder{holds: KVF16}}, KVF32},
 	} {
 		if got := PreferredKV(c.b); got != c.want {
 			t.Errorf("%s: %s, want %s", c.name, got, c.want)

@@ -41,6 +41,20 @@ func hbmBandwidth(b *Backend) (float64, error) {
 // binary compares grids.
 func init() { gemvBlocksPerSM = envInt("OCTET_CUDA_GEMV_BLOCKS", gemvBlocksPerSM) }
 
+// benchKV is the KV cache the benchmarks load: OCTET_BENCH_KV (f32, the
+// default, or f16).
+func benchKV(b *testing.B) backends.KVType {
+	v := os.Getenv("OCTET_BENCH_KV")
+	if v == "" {
+		return backends.KVF32
+	}
+	kv, err := backends.ParseKVType(v)
+	if err != nil {
+		b.Fatalf("OCTET_BENCH_KV: %v", err)
+	}
+	return kv
+}
+
 func BenchmarkCopyBandwidth(b *testing.B) {
 	bk := openOrSkip(b)
 	var bps float64
@@ -80,7 +94,7 @@ func envInt(name string, def int) int {
 }
 
 // BenchmarkDecode: one step of B sequences, one token each, after a
-// 128-token prompt per sequence.
+// 128-token prompt per sequence (OCTET_BENCH_DECODE_PROMPT sets it).
 func BenchmarkDecode(b *testing.B) {
 	bk := openOrSkip(b)
 	bw, err := hbmBandwidth(bk)
@@ -90,8 +104,11 @@ func BenchmarkDecode(b *testing.B) {
 	for _, m := range benchModels(b) {
 		for _, batch := range []int{1, 8, 32} {
 			b.Run(fmt.Sprintf("%s/batch=%d", modelName(m), batch), func(b *testing.B) {
-				const prompt, ctxLen, bs = 128, 512, 16
-				r := loadRunner(b, bk, m, backends.LoadOptions{BlockSize: bs, KVBlocks: batch * ctxLen / bs, MaxContext: ctxLen})
+				// Room for the prompt and a run of steps after it.
+				const bs = 16
+				prompt := envInt("OCTET_BENCH_DECODE_PROMPT", 128)
+				ctxLen := max(512, (prompt+256+bs-1)/bs*bs)
+				r := loadRunner(b, bk, m, backends.LoadOptions{BlockSize: bs, KVBlocks: batch * ctxLen / bs, MaxContext: ctxLen, KV: benchKV(b)})
 				ctx := context.Background()
 				runs := make([]backends.Run, batch)
 				for i := range runs {
@@ -140,7 +157,7 @@ func BenchmarkPrefill(b *testing.B) {
 	p := envInt("OCTET_BENCH_PROMPT", 512)
 	for _, m := range benchModels(b) {
 		b.Run(fmt.Sprintf("%s/prompt=%d", modelName(m), p), func(b *testing.B) {
-			r := loadRunner(b, bk, m, backends.LoadOptions{MaxContext: p})
+			r := loadRunner(b, bk, m, backends.LoadOptions{MaxContext: p, KV: benchKV(b)})
 			seq, err := backends.NewSequence(r, p)
 			if err != nil {
 				b.Fatal(err)

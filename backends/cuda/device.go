@@ -46,6 +46,9 @@ type device struct {
 	// kernels/octet.cu).
 	pdl  bool
 	lcfg *launchConfig
+	// attn chooses the attention kernels of an f16 cache
+	// (OCTET_CUDA_ATTENTION).
+	attn attnMode
 	// stage is pinned host memory (cuMemAllocHost) that every copy between
 	// Go memory and the device goes through: the driver never reads or
 	// writes the Go heap.
@@ -142,6 +145,9 @@ func (d *device) init() error {
 	}
 	d.stage = unsafe.Slice(*(**byte)(unsafe.Pointer(&d.out[0])), stageSize)
 	var err error
+	if d.attn, err = attnModeFromEnv(); err != nil {
+		return err
+	}
 	if d.args, err = newParams(32); err != nil {
 		return err
 	}
@@ -313,29 +319,18 @@ func (d *device) dropGraph(exec uintptr) {
 
 // module is the loaded PTX and its kernels.
 type module struct {
-	handle                             uintptr
-	arch                               string
-	gemvF32, embedQ8, embedF32, ropeKV *kernel
-	gemvQ8One, gemvQ8Gated, quantQ8    *kernel
-	gemmQ8, gemmQ8Gated                *kernel
-	// attention by warps per block (16, 4) and head width (≤ 32, 64, 128, 256).
-	attention [2][4]*kernel
-}
-
-// attentionFor is the attention kernel for heads of hd values and its
-// block size: 16 warps, or 4 when many blocks are to run.
-func (m *module) attentionFor(hd int, many bool) (*kernel, int, error) {
-	if hd < 1 || hd > maxHeadDim {
-		return nil, 0, fmt.Errorf("cuda: no attention kernel for heads of %d values (at most %d)", hd, maxHeadDim)
-	}
-	i := 0
-	for 32<<i < hd {
-		i++
-	}
-	if many {
-		return m.attention[1][i], 4 * 32, nil
-	}
-	return m.attention[0][i], 16 * 32, nil
+	handle                          uintptr
+	arch                            string
+	gemvF32, embedQ8, embedF32      *kernel
+	gemvQ8One, gemvQ8Gated, quantQ8 *kernel
+	gemmQ8, gemmQ8Gated             *kernel
+	// ropeKV by the cache's values: float32, float16.
+	ropeKV [2]*kernel
+	// attention by the cache's values (float32, float16), warps per
+	// block (16, 4) and head width (≤ 32, 64, 128, 256).
+	attention [2][2][4]*kernel
+	// grouped: attention16g by head width (≤ 64, 128, 256).
+	grouped [3]*kernel
 }
 
 type kernel struct {
@@ -379,25 +374,25 @@ func (d *device) loadModule() (*module, error) {
 		return nil, fmt.Errorf("%w; JIT log (%s): %s", err, arch, strings.TrimSpace(goString(errLog)))
 	}
 	m.handle = uintptr(d.outU64(0))
+	for f16, prefix := range []string{"attention", "attention16"} {
+		for many, w := range []int{16, 4} {
+			for i := range m.attention[f16][many] {
+				if err := d.getFunction(m, &m.attention[f16][many][i], fmt.Sprintf("%s_%d_w%d", prefix, 1<<i, w)); err != nil {
+					return nil, err
+				}
+			}
+		}
+	}
 	for _, k := range []struct {
 		dst  **kernel
 		name string
 	}{{&m.gemvF32, "gemv_f32"}, {&m.embedQ8, "embed_q8"}, {&m.embedF32, "embed_f32"},
-		{&m.ropeKV, "rope_kv"}, {&m.gemvQ8One, "gemv_q8_1"}, {&m.gemvQ8Gated, "gemv_q8_1_gated"}, {&m.quantQ8, "quant_q8"}, {&m.gemmQ8, "gemm_q8"},
-		{&m.gemmQ8Gated, "gemm_q8_gated"},
-		{&m.attention[0][0], "attention_1_w16"}, {&m.attention[0][1], "attention_2_w16"},
-		{&m.attention[0][2], "attention_4_w16"}, {&m.attention[0][3], "attention_8_w16"},
-		{&m.attention[1][0], "attention_1_w4"}, {&m.attention[1][1], "attention_2_w4"},
-		{&m.attention[1][2], "attention_4_w4"}, {&m.attention[1][3], "attention_8_w4"}} {
-		kn := &kernel{name: k.name}
-		name := cString(k.name)
-		err := d.drv.call("cuModuleGetFunction", d.drv.cuModuleGetFunction, d.outAt(0), m.handle, uintptr(unsafe.Pointer(name)))
-		runtime.KeepAlive(name)
-		if err != nil {
-			return nil, fmt.Errorf("%w: kernel %s", err, k.name)
+		{&m.ropeKV[0], "rope_kv"}, {&m.ropeKV[1], "rope_kv16"}, {&m.gemvQ8One, "gemv_q8_1"}, {&m.gemvQ8Gated, "gemv_q8_1_gated"},
+		{&m.quantQ8, "quant_q8"}, {&m.gemmQ8, "gemm_q8"}, {&m.gemmQ8Gated, "gemm_q8_gated"},
+		{&m.grouped[0], "attention16g_1"}, {&m.grouped[1], "attention16g_2"}, {&m.grouped[2], "attention16g_4"}} {
+		if err := d.getFunction(m, k.dst, k.name); err != nil {
+			return nil, err
 		}
-		kn.fn = uintptr(d.outU64(0))
-		*k.dst = kn
 	}
 	for _, k := range []*kernel{m.gemvF32, m.gemvQ8One, m.gemvQ8Gated} {
 		if err := d.drv.call("cuFuncSetAttribute", d.drv.cuFuncSetAttribute, k.fn, funcAttrMaxDynamicShared, uintptr(d.smemMax)); err != nil {
@@ -405,6 +400,18 @@ func (d *device) loadModule() (*module, error) {
 		}
 	}
 	return m, nil
+}
+
+// getFunction looks kernel name up in m and stores it in dst.
+func (d *device) getFunction(m *module, dst **kernel, name string) error {
+	cname := cString(name)
+	err := d.drv.call("cuModuleGetFunction", d.drv.cuModuleGetFunction, d.outAt(0), m.handle, uintptr(unsafe.Pointer(cname)))
+	runtime.KeepAlive(cname)
+	if err != nil {
+		return fmt.Errorf("%w: kernel %s", err, name)
+	}
+	*dst = &kernel{name: name, fn: uintptr(d.outU64(0))}
+	return nil
 }
 
 // copyBandwidth times reps device-to-device copies of n bytes and returns

@@ -33,8 +33,9 @@
 //
 // Weights are uploaded once at Load: Q8_0 matrices as int8 values plus one
 // float16 scale per 32 (the query, key and value projections concatenated
-// into one matrix), other matrices as float32. The KV cache is float32 in
-// device memory, paged in blocks that the caller's block tables name. A
+// into one matrix), other matrices as float32. The KV cache is float32 (or
+// float16, LoadOptions.KV) in device memory, paged in blocks that the
+// caller's block tables name. A
 // step uploads token ids, positions and block tables, runs per layer the
 // QKV product on RMS-normalised activations, RoPE with the cache write,
 // paged attention with an online softmax, the output projection added into
@@ -65,5 +66,10 @@
 //
 // Attention comes in one kernel per head width (32, 64, 128, 256 values),
 // with 16 warps per (head, token) when there are few of them for the SMs
-// and 4 when there are many.
+// and 4 when there are many. Over an f16 cache a step with enough (KV
+// head, token) pairs to fill half the SMs takes attention16g instead: one
+// block per KV head and token for all the query heads that share it, so
+// that each cached row is read once, not once per query head
+// (OCTET_CUDA_ATTENTION=heads or grouped forces either). kv_type = "auto"
+// keeps the f32 cache on a GPU (Backend.PreferredKV).
 package cuda

@@ -59,6 +59,20 @@ grep -E '^Benchmark|FAIL|panic' "$out/bench.log"
 	-test.benchtime "${BENCHTIME:-100x}" -test.timeout=120s) 2>&1 | sed -n 's/^BenchmarkDecode/NoPDLDecode/p' >>"$out/bench.log"
 
 tl="$models/tinyllama-1.1b-q8_0.gguf"
+# The same over an f16 KV cache (rope_kv16, attention16 and the grouped
+# attention16g kernels), and decode after a 1024-token prompt, where
+# attention reads more, with either cache.
+say "benchmarks with an f16 KV cache; decode after 1024 tokens (f32, f16)"
+(cd backends/cuda && OCTET_BENCH_KV=f16 OCTET_BENCH_MODELS="$list" "$dir/cuda.test" -test.run '^$' -test.bench 'Decode|Prefill' \
+	-test.benchtime "${BENCHTIME:-100x}" -test.timeout=300s) >"$out/bench-f16.log" 2>&1 || status=1
+sed -n 's/^Benchmark/F16/p' "$out/bench-f16.log" >>"$out/bench.log"
+for kv in f32 f16; do
+	(cd backends/cuda && OCTET_BENCH_KV=$kv OCTET_BENCH_DECODE_PROMPT=1024 OCTET_BENCH_MODELS="$tl" "$dir/cuda.test" -test.run '^$' \
+		-test.bench 'Decode/.*/batch=(1|32)$' -test.benchtime "${BENCHTIME:-100x}" -test.timeout=120s) >"$out/bench-long-$kv.log" 2>&1 || status=1
+	sed -n "s/^BenchmarkDecode/Long-$kv/p" "$out/bench-long-$kv.log" >>"$out/bench.log"
+done
+grep -E '^(F16|Long)' "$out/bench.log"
+grep -h -E 'FAIL|panic' "$out/bench-f16.log" "$out/bench-long-f32.log" "$out/bench-long-f16.log"
 # kernels prints the per-kernel time of the last step that an ncu CSV
 # (gpu__time_duration.sum) holds: the launches from its last embedding.
 kernels() {
@@ -75,9 +89,9 @@ kernels() {
 }
 if [ "${OCTET_PROFILE:-1}" = 1 ] && command -v ncu >/dev/null; then
 	say "per-kernel times of one tinyllama-1.1b decode step (ncu, caches flushed per kernel)"
-	prof() { # prof BATCH SKIP
-		(cd backends/cuda && OCTET_BENCH_MODELS="$tl" ncu --clock-control none --csv --metrics gpu__time_duration.sum --launch-skip "$2" \
-			"$dir/cuda.test" -test.run '^$' -test.bench "Decode/tinyllama-1.1b-q8_0/batch=$1\$" -test.benchtime 1x) >"$out/ncu-b$1.csv" 2>&1
+	prof() { # prof BATCH SKIP [KV]
+		(cd backends/cuda && OCTET_BENCH_KV=${3:-f32} OCTET_BENCH_MODELS="$tl" ncu --clock-control none --csv --metrics gpu__time_duration.sum --launch-skip "$2" \
+			"$dir/cuda.test" -test.run '^$' -test.bench "Decode/tinyllama-1.1b-q8_0/batch=$1\$" -test.benchtime 1x) >"$out/ncu-b$1${3:+-$3}.csv" 2>&1
 	}
 	if prof 1 0; then
 		kernels "$out/ncu-b1.csv" | tee "$out/kernels-b1.md"
@@ -85,6 +99,9 @@ if [ "${OCTET_PROFILE:-1}" = 1 ] && command -v ncu >/dev/null; then
 		pre=$(awk -F'","' '$13 == "gpu__time_duration.sum" { n++; if ($5 ~ /^embed/) last = n } END { print last - 1 }' "$out/ncu-b1.csv")
 		echo
 		prof 32 $((32 * pre)) && kernels "$out/ncu-b32.csv" | tee "$out/kernels-b32.md"
+		echo
+		echo "the same over an f16 KV cache:"
+		prof 32 $((32 * pre)) f16 && kernels "$out/ncu-b32-f16.csv" | tee "$out/kernels-b32-f16.md"
 	fi
 fi
 
@@ -93,6 +110,7 @@ if [ "${OCTET_BENCH:-1}" = 1 ]; then
 	for m in "$models/tinyllama-1.1b-q8_0.gguf" "$models/smollm-135m-q8_0.gguf"; do
 		"$dir/octet" bench --model "$m" --backend cuda --prompt-tokens 512 --gen-tokens 128 --batch 32 >>"$out/octet-bench.log" 2>&1 || status=1
 	done
+	"$dir/octet" bench --model "$tl" --backend cuda --kv-type f16 --prompt-tokens 512 --gen-tokens 128 --batch 32 >>"$out/octet-bench.log" 2>&1 || status=1
 	cat "$out/octet-bench.log"
 fi
 
@@ -111,6 +129,17 @@ awk '
 	split($1, p, "/"); m = p[2]
 	for (i = 1; i <= NF; i++) if ($i == "tok/s") pre[m] = $(i-1)
 }
+/^F16Decode\// {
+	split($1, p, "/"); m = p[2]; b = p[3]; sub(/-[0-9]+$/, "", b); sub("batch=", "", b)
+	for (i = 1; i <= NF; i++) if ($i == "tok/s") f16[m, b] = $(i-1)
+}
+/^F16Prefill\// {
+	split($1, p, "/"); for (i = 1; i <= NF; i++) if ($i == "tok/s") f16pre[p[2]] = $(i-1)
+}
+/^Long-f(32|16)\// {
+	split($1, p, "/"); kv = substr(p[1], 6); b = p[3]; sub(/-[0-9]+$/, "", b); sub("batch=", "", b)
+	for (i = 1; i <= NF; i++) if ($i == "tok/s") long[kv, b] = $(i-1)
+}
 END {
 	printf "HBM copy bandwidth (read+write, cuMemcpyDtoD 1 GiB): %s GB/s\n\n", bw
 	printf "| model | decode tok/s (b=1) | ms/step | %% of copy-bandwidth roofline | b=1 without PDL | batch-8 tok/s | batch-32 tok/s | ×b=1 | prefill-512 tok/s |\n"
@@ -118,6 +147,16 @@ END {
 	for (k = 1; k <= n; k++) { m = order[k]
 		r = dec[m, 1] > 0 ? dec[m, 32] / dec[m, 1] : 0
 		printf "| %s | %.0f | %.3f | %.1f%% | %.0f | %.0f | %.0f | %.1f× | %.0f |\n", m, dec[m, 1], step[m, 1], roof[m, 1], nopdl[m], dec[m, 8], dec[m, 32], r, pre[m]
+	}
+	printf "\nAn f16 KV cache (tok/s; the f32 figures above):\n\n| model | b=1 | batch-8 | batch-32 | ×b=1 | prefill-512 |\n|---|---|---|---|---|---|\n"
+	for (k = 1; k <= n; k++) { m = order[k]
+		r = f16[m, 1] > 0 ? f16[m, 32] / f16[m, 1] : 0
+		printf "| %s | %.0f | %.0f | %.0f | %.1f× | %.0f |\n", m, f16[m, 1], f16[m, 8], f16[m, 32], r, f16pre[m]
+	}
+	printf "\ntinyllama-1.1b decode after a 1024-token prompt (tok/s):\n\n| KV cache | b=1 | batch-32 | ×b=1 |\n|---|---|---|---|\n"
+	for (kv = 32; kv >= 16; kv -= 16) {
+		r = long["f" kv, 1] > 0 ? long["f" kv, 32] / long["f" kv, 1] : 0
+		printf "| f%d | %.0f | %.0f | %.1f× |\n", kv, long["f" kv, 1], long["f" kv, 32], r
 	}
 }' "$out/bench.log" | tee "$out/table.md"
 grep -q -- '--- FAIL' "$out/tests.log" "$out/tests-sm80.log" && status=1

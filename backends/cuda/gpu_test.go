@@ -9,6 +9,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/octet-dev/octet/backends"
@@ -231,137 +232,227 @@ func refDot(w *model.Tensor, x []float32, q8 bool) ([]float32, []float64) {
 	return out, bound
 }
 
-// TestRopeAttentionMatchRef runs rope_kv and attention on random queries,
-// keys and values of a few tokens at different positions, with shuffled
-// cache blocks, against ref.Rope and ref.Attention.
+// TestRopeAttentionMatchRef runs rope_kv and attention, then rope_kv16
+// and each attention kernel of an f16 cache (per query head with 16 and 4
+// warps, grouped per KV head), against ref.Rope and ref.Attention: one
+// step of three sequences over shuffled cache blocks, at positions 299 and
+// 300 of one (more than a grouped block's warps take in one round), 40 of
+// another (a partial round of 32) and 0 of the third.
 func TestRopeAttentionMatchRef(t *testing.T) {
 	b := openOrSkip(t)
 	rng := rand.New(rand.NewPCG(7, 8))
+	type variant struct {
+		name string
+		f16  bool
+		mode attnMode
+		sms  int // 0: 4 warps per head; large: 16
+	}
+	variants := []variant{
+		{"f32/w16", false, attnAuto, 1 << 30}, {"f32/w4", false, attnAuto, 0},
+		{"f16/w16", true, attnHeads, 1 << 30}, {"f16/w4", true, attnHeads, 0}, {"f16/grouped", true, attnGrouped, 0},
+	}
 	for _, c := range []struct {
 		H, KVH, hd int
 		neox       bool
-		many       bool // the 4-warp kernel and a rope grid of 3 blocks per token
-	}{{4, 2, 64, false, false}, {6, 1, 8, true, false}, {2, 2, 128, false, false}, {3, 1, 256, true, false}, {2, 1, 40, false, false},
-		{4, 2, 64, false, true}, {6, 1, 8, true, true}, {2, 2, 128, false, true}, {3, 1, 256, true, true}} {
-		t.Run(fmt.Sprintf("H%d_KV%d_hd%d_many=%v", c.H, c.KVH, c.hd, c.many), func(t *testing.T) {
-			const bs, nblocks, ctx = 4, 12, 40
-			rc := model.RopeConfig{Dims: c.hd, Base: 10000, FreqScale: 1, NeoX: c.neox}
-			qw, kvw := c.H*c.hd, c.KVH*c.hd
-			ld := qw + 2*kvw
-			// Sequence A (blocks 5, 2, 9, …) gets positions 0…6 first; then a
-			// step of A at 7 and 8 and sequence B at 0.
-			tables := [][]int32{{5, 2, 9, 0}, {11, 3}}
-			kc := randVec(rng, nblocks*bs*kvw, 1)
-			vc := randVec(rng, nblocks*bs*kvw, 1)
-			type tok struct{ seq, pos int }
-			toks := []tok{{0, 7}, {0, 8}, {1, 0}}
-			qkv := randVec(rng, len(toks)*ld, 1)
-			var pos, btoff, blocks []int32
-			for _, tb := range tables {
-				btoff = append(btoff, int32(len(blocks)))
-				blocks = append(blocks, tb...)
-			}
-			tokOff := make([]int32, len(toks))
-			for i, tk := range toks {
-				pos = append(pos, int32(tk.pos))
-				tokOff[i] = btoff[tk.seq]
-			}
-			slot := func(seq, p int) int { return int(tables[seq][p/bs])*bs + p%bs }
-
-			// The reference, step by step as ref's attention does it.
-			wantK, wantV := slices.Clone(kc), slices.Clone(vc)
-			wantQ := slices.Clone(qkv)
-			for i, tk := range toks {
-				row := wantQ[i*ld : (i+1)*ld]
-				ref.Rope(row[:qw], c.H, c.hd, tk.pos, rc, nil)
-				ref.Rope(row[qw:qw+kvw], c.KVH, c.hd, tk.pos, rc, nil)
-				s := slot(tk.seq, tk.pos)
-				copy(wantK[s*kvw:(s+1)*kvw], row[qw:qw+kvw])
-				copy(wantV[s*kvw:(s+1)*kvw], row[qw+kvw:])
-			}
-			wantAtt := make([]float32, len(toks)*qw)
-			for i, tk := range toks {
-				var slots []int
-				for p := 0; p <= tk.pos; p++ {
-					slots = append(slots, slot(tk.seq, p))
-				}
-				ref.Attention(wantAtt[i*qw:(i+1)*qw], wantQ[i*ld:i*ld+qw], wantK, wantV, slots, c.H, c.KVH, c.hd)
-			}
-
-			r := harness(b)
-			gotQ, gotK, gotV := make([]float32, len(qkv)), make([]float32, len(kc)), make([]float32, len(vc))
-			gotAtt := make([]float32, len(wantAtt)+qw)
-			err := b.dev.do(func() error {
-				defer r.release()
-				ptrs := map[string]devPtr{}
-				for name, v := range map[string]any{"qkv": qkv, "kc": kc, "vc": vc, "cs": ropeTable(rc, nil, ctx), "att": make([]float32, len(gotAtt))} {
-					p, err := allocCopy(r.dev, v.([]float32))
-					if err != nil {
-						return err
-					}
-					r.allocs = append(r.allocs, p)
-					ptrs[name] = p
-				}
-				for name, v := range map[string][]int32{"pos": pos, "btoff": tokOff, "blocks": blocks} {
-					p, err := allocCopy(r.dev, v)
-					if err != nil {
-						return err
-					}
-					r.allocs = append(r.allocs, p)
-					ptrs[name] = p
-				}
-				d, k := r.dev, r.dev.mod
-				neox := 0
-				if c.neox {
-					neox = 1
-				}
-				n := len(toks)
-				ropeGrid := 1
-				if c.many {
-					ropeGrid = 3
-				}
-				if err := d.launch(k.ropeKV, [2]int{n, ropeGrid}, 128, 0, ptrArg(ptrs["qkv"]), intArg(ld), ptrArg(ptrs["pos"]), ptrArg(ptrs["btoff"]), ptrArg(ptrs["blocks"]),
-					intArg(bs), intArg(c.H), intArg(c.KVH), intArg(c.hd), intArg(rc.Dims), intArg(neox), ptrArg(ptrs["cs"]), 0, 0, 0, ptrArg(ptrs["kc"]), ptrArg(ptrs["vc"])); err != nil {
-					return err
-				}
-				scale := float32(1 / math.Sqrt(float64(c.hd)))
-				att, threads, err := k.attentionFor(c.hd, c.many)
-				if err != nil {
-					return err
-				}
-				if err := d.launch(att, [2]int{c.H, n}, threads, 0, ptrArg(ptrs["qkv"]), intArg(ld), ptrArg(ptrs["pos"]), ptrArg(ptrs["btoff"]), ptrArg(ptrs["blocks"]),
-					intArg(bs), intArg(c.H), intArg(c.KVH), intArg(c.hd), floatArg(scale), ptrArg(ptrs["kc"]), ptrArg(ptrs["vc"]), ptrArg(ptrs["att"]), intArg(qw)); err != nil {
-					return err
-				}
-				if err := d.sync(); err != nil {
-					return err
-				}
-				for _, dl := range []struct {
-					dst []float32
-					p   devPtr
-				}{{gotQ, ptrs["qkv"]}, {gotK, ptrs["kc"]}, {gotV, ptrs["vc"]}, {gotAtt, ptrs["att"]}} {
-					if err := download(r.dev, dl.dst, dl.p); err != nil {
-						return err
-					}
-				}
-				return nil
+	}{{4, 2, 64, false}, {6, 1, 8, true}, {2, 2, 128, false}, {3, 1, 256, true}, {2, 1, 40, false}, {10, 1, 64, false}, {32, 4, 64, true}} {
+		for _, v := range variants {
+			t.Run(fmt.Sprintf("H%d_KV%d_hd%d/%s", c.H, c.KVH, c.hd, v.name), func(t *testing.T) {
+				testRopeAttention(t, b, rng, c.H, c.KVH, c.hd, c.neox, v.f16, attnShape{hd: c.hd, heads: c.H, kvHeads: c.KVH, sms: v.sms, f16: v.f16, mode: v.mode})
 			})
-			if err != nil {
-				t.Fatal(err)
-			}
-			for i := range toks {
-				closeTo(t, "rotated query", gotQ[i*ld:i*ld+qw], wantQ[i*ld:i*ld+qw], 1e-5)
-			}
-			closeTo(t, "key cache", gotK, wantK, 1e-5)
-			closeTo(t, "value cache", gotV, wantV, 0)
-			closeTo(t, "attention", gotAtt[:len(wantAtt)], wantAtt, 1e-5)
-			for _, v := range gotAtt[len(wantAtt):] {
-				if v != 0 {
-					t.Fatal("attention wrote past its output")
-				}
-			}
-		})
+		}
 	}
+}
+
+func testRopeAttention(t *testing.T, b *Backend, rng *rand.Rand, H, KVH, hd int, neox, f16 bool, shape attnShape) {
+	const bs, ctx = 4, 304
+	rc := model.RopeConfig{Dims: hd, Base: 10000, FreqScale: 1, NeoX: neox}
+	qw, kvw := H*hd, KVH*hd
+	ld := qw + 2*kvw
+	// Block tables: 76, 11 and 1 shuffled blocks.
+	perm := rng.Perm(96)
+	tables := [][]int32{{}, {}, {}}
+	for i, n := range []int{76, 11, 1} {
+		for _, blk := range perm[:n] {
+			tables[i] = append(tables[i], int32(blk))
+		}
+		perm = perm[n:]
+	}
+	nblocks := 96
+	// The cache's values before the step (rounded to f16 for an f16 cache).
+	round := func(v []float32) []float32 {
+		if f16 {
+			for i, x := range v {
+				v[i] = gguf.F16ToF32(gguf.F32ToF16(x))
+			}
+		}
+		return v
+	}
+	kc := round(randVec(rng, nblocks*bs*kvw, 1))
+	vc := round(randVec(rng, nblocks*bs*kvw, 1))
+	type tok struct{ seq, pos int }
+	toks := []tok{{0, 299}, {0, 300}, {1, 40}, {2, 0}}
+	qkv := randVec(rng, len(toks)*ld, 1)
+	var pos, btoff, blocks []int32
+	for _, tb := range tables {
+		btoff = append(btoff, int32(len(blocks)))
+		blocks = append(blocks, tb...)
+	}
+	tokOff := make([]int32, len(toks))
+	for i, tk := range toks {
+		pos = append(pos, int32(tk.pos))
+		tokOff[i] = btoff[tk.seq]
+	}
+	slot := func(seq, p int) int { return int(tables[seq][p/bs])*bs + p%bs }
+
+	// The reference rotation and cache writes, as ref's step does them.
+	wantK, wantV := slices.Clone(kc), slices.Clone(vc)
+	wantQ := slices.Clone(qkv)
+	for i, tk := range toks {
+		row := wantQ[i*ld : (i+1)*ld]
+		ref.Rope(row[:qw], H, hd, tk.pos, rc, nil)
+		ref.Rope(row[qw:qw+kvw], KVH, hd, tk.pos, rc, nil)
+		s := slot(tk.seq, tk.pos)
+		copy(wantK[s*kvw:(s+1)*kvw], round(slices.Clone(row[qw:qw+kvw])))
+		copy(wantV[s*kvw:(s+1)*kvw], round(slices.Clone(row[qw+kvw:])))
+	}
+
+	r := harness(b)
+	gotQ, gotK, gotV := make([]float32, len(qkv)), make([]float32, len(kc)), make([]float32, len(vc))
+	gotAtt := make([]float32, (len(toks)+1)*qw)
+	shape.tokens = len(toks)
+	err := b.dev.do(func() error {
+		defer r.release()
+		ptrs := map[string]devPtr{}
+		put := func(name string, p devPtr, err error) error {
+			if err == nil {
+				r.allocs = append(r.allocs, p)
+				ptrs[name] = p
+			}
+			return err
+		}
+		for name, v := range map[string][]float32{"qkv": qkv, "cs": ropeTable(rc, nil, ctx), "att": make([]float32, len(gotAtt))} {
+			p, err := allocCopy(r.dev, v)
+			if err := put(name, p, err); err != nil {
+				return err
+			}
+		}
+		for name, v := range map[string][]float32{"kc": kc, "vc": vc} {
+			var p devPtr
+			var err error
+			if f16 {
+				p, err = allocCopy(r.dev, toF16(v))
+			} else {
+				p, err = allocCopy(r.dev, v)
+			}
+			if err := put(name, p, err); err != nil {
+				return err
+			}
+		}
+		for name, v := range map[string][]int32{"pos": pos, "btoff": tokOff, "blocks": blocks} {
+			p, err := allocCopy(r.dev, v)
+			if err := put(name, p, err); err != nil {
+				return err
+			}
+		}
+		d, k := r.dev, r.dev.mod
+		rope := k.ropeKV[0]
+		if f16 {
+			rope = k.ropeKV[1]
+		}
+		// A rope grid of 3 blocks per token beside the 4-warp attention.
+		ropeGrid := 1
+		if shape.sms == 0 {
+			ropeGrid = 3
+		}
+		if err := d.launch(rope, [2]int{len(toks), ropeGrid}, 128, 0, ptrArg(ptrs["qkv"]), intArg(ld), ptrArg(ptrs["pos"]), ptrArg(ptrs["btoff"]), ptrArg(ptrs["blocks"]),
+			intArg(bs), intArg(H), intArg(KVH), intArg(hd), intArg(rc.Dims), intArg(b2i(neox)), ptrArg(ptrs["cs"]), 0, 0, 0, ptrArg(ptrs["kc"]), ptrArg(ptrs["vc"])); err != nil {
+			return err
+		}
+		att, err := k.attentionFor(shape)
+		if err != nil {
+			return err
+		}
+		if c, _ := shape.choose(); c.grouped != (shape.mode == attnGrouped) {
+			return fmt.Errorf("attention kernel %s for %+v", att.k.name, shape)
+		}
+		scale := float32(1 / math.Sqrt(float64(hd)))
+		if err := d.launch(att.k, att.grid, att.threads, 0, ptrArg(ptrs["qkv"]), intArg(ld), ptrArg(ptrs["pos"]), ptrArg(ptrs["btoff"]), ptrArg(ptrs["blocks"]),
+			intArg(bs), intArg(H), intArg(KVH), intArg(hd), floatArg(scale), ptrArg(ptrs["kc"]), ptrArg(ptrs["vc"]), ptrArg(ptrs["att"]), intArg(qw)); err != nil {
+			return err
+		}
+		if err := d.sync(); err != nil {
+			return err
+		}
+		if err := download(r.dev, gotQ, ptrs["qkv"]); err != nil {
+			return err
+		}
+		if err := download(r.dev, gotAtt, ptrs["att"]); err != nil {
+			return err
+		}
+		for _, dl := range []struct {
+			dst []float32
+			p   devPtr
+		}{{gotK, ptrs["kc"]}, {gotV, ptrs["vc"]}} {
+			if !f16 {
+				if err := download(r.dev, dl.dst, dl.p); err != nil {
+					return err
+				}
+				continue
+			}
+			h := make([]uint16, len(dl.dst))
+			if err := download(r.dev, h, dl.p); err != nil {
+				return err
+			}
+			for i, x := range h {
+				dl.dst[i] = gguf.F16ToF32(x)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range toks {
+		closeTo(t, "rotated query", gotQ[i*ld:i*ld+qw], wantQ[i*ld:i*ld+qw], 1e-5)
+	}
+	// A rotated key may round to the neighbouring f16 value of ref's.
+	ktol := 1e-5
+	if f16 {
+		ktol = 1e-3
+	}
+	closeTo(t, "key cache", gotK, wantK, ktol)
+	closeTo(t, "value cache", gotV, wantV, 0)
+	// Attention over the cache the kernels wrote (checked above).
+	wantAtt := make([]float32, len(toks)*qw)
+	for i, tk := range toks {
+		var slots []int
+		for p := 0; p <= tk.pos; p++ {
+			slots = append(slots, slot(tk.seq, p))
+		}
+		ref.Attention(wantAtt[i*qw:(i+1)*qw], wantQ[i*ld:i*ld+qw], gotK, gotV, slots, H, KVH, hd)
+	}
+	closeTo(t, "attention", gotAtt[:len(wantAtt)], wantAtt, 1e-5)
+	for _, v := range gotAtt[len(wantAtt):] {
+		if v != 0 {
+			t.Fatal("attention wrote past its output")
+		}
+	}
+}
+
+// toF16 rounds v to float16 values.
+func toF16(v []float32) []uint16 {
+	h := make([]uint16, len(v))
+	for i, x := range v {
+		h[i] = gguf.F32ToF16(x)
+	}
+	return h
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func closeTo(t *testing.T, what string, got, want []float32, tol float64) {
@@ -411,40 +502,46 @@ func TestForwardMatchesRef(t *testing.T) {
 		"stories260K-f32": func(t *testing.T) *model.Model { return backendtest.LoadShared(t, "stories260K-f32.gguf") },
 	}
 	for name, open := range models {
-		t.Run(name, func(t *testing.T) {
-			m := open(t)
-			prompt := maxStepTokens + 88
-			o := backends.LoadOptions{MaxContext: prompt + 8, BlockSize: 16}
-			rg := loadRunner(t, b, m, o)
-			rr := loadRunner(t, ref.Backend{}, m, o)
-			rng := rand.New(rand.NewPCG(9, 10))
-			toks := make([]int32, prompt)
-			for i := range toks {
-				toks[i] = int32(rng.IntN(m.Config.VocabSize))
-			}
-			sg, _ := backends.NewSequence(rg, o.MaxContext)
-			sr, _ := backends.NewSequence(rr, o.MaxContext)
-			ctx := context.Background()
-			tol := logitsTol(m)
-			step := func(tk []int32, mode backends.LogitsMode) {
-				lg, err := sg.Forward(ctx, tk, mode)
-				if err != nil {
-					t.Fatal(err)
-				}
-				lr, err := sr.Forward(ctx, tk, mode)
-				if err != nil {
-					t.Fatal(err)
-				}
-				compareLogits(t, fmt.Sprintf("pos %d", sg.Pos()), lg.Data, lr.Data, m.Config.VocabSize, tol)
-			}
-			step(toks, backends.LogitsAll)
-			for i := 0; i < 5; i++ {
-				step([]int32{int32(rng.IntN(m.Config.VocabSize))}, backends.LogitsLast)
-			}
-			if run := rg.(*runner); run.dev.graphs() && run.graphs[stepShape{1, 1}] == 0 {
-				t.Error("decode steps were not captured as a CUDA graph")
-			}
-		})
+		for _, v := range kvVariants {
+			t.Run(name+"/"+v.name, func(t *testing.T) {
+				defer setAttn(b, v.mode)()
+				testForward(t, b, open(t), v.kv)
+			})
+		}
+	}
+}
+
+func testForward(t *testing.T, b *Backend, m *model.Model, kv backends.KVType) {
+	prompt := maxStepTokens + 88
+	o := backends.LoadOptions{MaxContext: prompt + 8, BlockSize: 16, KV: kv}
+	rg := loadRunner(t, b, m, o)
+	rr := loadRunner(t, ref.Backend{}, m, o)
+	rng := rand.New(rand.NewPCG(9, 10))
+	toks := make([]int32, prompt)
+	for i := range toks {
+		toks[i] = int32(rng.IntN(m.Config.VocabSize))
+	}
+	sg, _ := backends.NewSequence(rg, o.MaxContext)
+	sr, _ := backends.NewSequence(rr, o.MaxContext)
+	ctx := context.Background()
+	tol := logitsTol(m)
+	step := func(tk []int32, mode backends.LogitsMode) {
+		lg, err := sg.Forward(ctx, tk, mode)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lr, err := sr.Forward(ctx, tk, mode)
+		if err != nil {
+			t.Fatal(err)
+		}
+		compareLogits(t, fmt.Sprintf("pos %d", sg.Pos()), lg.Data, lr.Data, m.Config.VocabSize, tol)
+	}
+	step(toks, backends.LogitsAll)
+	for i := 0; i < 5; i++ {
+		step([]int32{int32(rng.IntN(m.Config.VocabSize))}, backends.LogitsLast)
+	}
+	if run := rg.(*runner); run.dev.graphs() && run.graphs[stepShape{1, 1}] == 0 {
+		t.Error("decode steps were not captured as a CUDA graph")
 	}
 }
 
@@ -454,8 +551,34 @@ func TestForwardMatchesRef(t *testing.T) {
 func TestBatchedPagedMatchesRef(t *testing.T) {
 	b := openOrSkip(t)
 	m := backendtest.SynthModel(t, "tiny-qwen2", gguf.Q8_0)
+	for _, v := range kvVariants {
+		t.Run(v.name, func(t *testing.T) {
+			defer setAttn(b, v.mode)()
+			testBatchedPaged(t, b, m, v.kv)
+		})
+	}
+}
+
+// kvVariants are the caches and attention kernels the model tests run:
+// f32, f16 with the kernels' own choice, f16 with every attention step
+// per query head and grouped per KV head.
+var kvVariants = []struct {
+	name string
+	kv   backends.KVType
+	mode attnMode
+}{{"f32", backends.KVF32, attnAuto}, {"f16", backends.KVF16, attnAuto}, {"f16-heads", backends.KVF16, attnHeads}, {"f16-grouped", backends.KVF16, attnGrouped}}
+
+// setAttn sets the attention kernels b's device chooses for an f16 cache
+// and returns what restores them.
+func setAttn(b *Backend, mode attnMode) func() {
+	var was attnMode
+	b.dev.do(func() error { was, b.dev.attn = b.dev.attn, mode; return nil })
+	return func() { b.dev.do(func() error { b.dev.attn = was; return nil }) }
+}
+
+func testBatchedPaged(t *testing.T, b *Backend, m *model.Model, kv backends.KVType) {
 	const bs, nblocks = 4, 24
-	o := backends.LoadOptions{BlockSize: bs, KVBlocks: nblocks, MaxContext: 64}
+	o := backends.LoadOptions{BlockSize: bs, KVBlocks: nblocks, MaxContext: 64, KV: kv}
 	rg := loadRunner(t, b, m, o)
 	rr := loadRunner(t, ref.Backend{}, m, o)
 	rng := rand.New(rand.NewPCG(11, 12))
@@ -540,7 +663,7 @@ func greedyIDs(t *testing.T, r backends.Runner, prompt []int32, n int) []int32 {
 
 // TestGreedyStoriesMatchesRef: the greedy text of the real model on the GPU
 // is ref's, token for token, with programmatic dependent launch and (where
-// the device has it) without.
+// the device has it) without, and over an f16 cache (ref's rounded alike).
 func TestGreedyStoriesMatchesRef(t *testing.T) {
 	b := openOrSkip(t)
 	modes := []bool{false}
@@ -548,24 +671,33 @@ func TestGreedyStoriesMatchesRef(t *testing.T) {
 		modes = []bool{true, false}
 	}
 	for _, name := range []string{"stories260K-q8_0-f16mix.gguf", "stories260K-f32.gguf"} {
-		for _, mode := range modes {
-			t.Run(fmt.Sprintf("%s/pdl=%v", name, mode), func(t *testing.T) {
-				defer setPDL(b, mode)()
-				m := backendtest.LoadShared(t, name)
-				o := backends.LoadOptions{MaxContext: 256}
-				prompt := m.Tok.Encode("Once upon a time, there was a little girl", true, false)
-				want := greedyIDs(t, loadRunner(t, ref.Backend{}, m, o), prompt, 100)
-				got := greedyIDs(t, loadRunner(t, b, m, o), prompt, 100)
-				if !slices.Equal(got, want) {
-					t.Fatalf("greedy text differs from ref:\n gpu: %q\n ref: %q", m.Tok.Decode(got, false), m.Tok.Decode(want, false))
+		for _, kv := range []backends.KVType{backends.KVF32, backends.KVF16} {
+			for _, mode := range modes {
+				if kv == backends.KVF16 && mode != modes[0] {
+					continue
 				}
-				if pdl(b) != mode {
-					t.Errorf("programmatic dependent launch %v after the run, want %v (a capture fell back to plain launches)", pdl(b), mode)
-				}
-				t.Logf("%q", m.Tok.Decode(got, false))
-			})
+				t.Run(fmt.Sprintf("%s/%s/pdl=%v", name, kv, mode), func(t *testing.T) {
+					testGreedyStories(t, b, name, kv, mode)
+				})
+			}
 		}
 	}
+}
+
+func testGreedyStories(t *testing.T, b *Backend, name string, kv backends.KVType, mode bool) {
+	defer setPDL(b, mode)()
+	m := backendtest.LoadShared(t, name)
+	o := backends.LoadOptions{MaxContext: 256, KV: kv}
+	prompt := m.Tok.Encode("Once upon a time, there was a little girl", true, false)
+	want := greedyIDs(t, loadRunner(t, ref.Backend{}, m, o), prompt, 100)
+	got := greedyIDs(t, loadRunner(t, b, m, o), prompt, 100)
+	if !slices.Equal(got, want) {
+		t.Fatalf("greedy text differs from ref:\n gpu: %q\n ref: %q", m.Tok.Decode(got, false), m.Tok.Decode(want, false))
+	}
+	if pdl(b) != mode {
+		t.Errorf("programmatic dependent launch %v after the run, want %v (a capture fell back to plain launches)", pdl(b), mode)
+	}
+	t.Logf("%q", m.Tok.Decode(got, false))
 }
 
 // pdl reports whether b's device launches with programmatic dependent
@@ -603,11 +735,14 @@ func TestForwardRejects(t *testing.T) {
 			t.Errorf("batch %d: %v", i, err)
 		}
 	}
-	if _, err := b.Load(m, backends.LoadOptions{BlockSize: 16, KVBlocks: 1 << 30}); err == nil {
+	if _, err := b.Load(m, backends.LoadOptions{BlockSize: 16, KVBlocks: 1<<27 - 1}); err == nil {
 		t.Error("a KV cache larger than the GPU: no error")
 	}
-	if _, err := b.Load(m, backends.LoadOptions{BlockSize: 4, KVBlocks: 8, KV: backends.KVF16}); err == nil {
-		t.Error("an f16 KV cache: no error")
+	if _, err := b.Load(m, backends.LoadOptions{BlockSize: 16, KVBlocks: 1 << 27}); err == nil || !strings.Contains(err.Error(), "slots") {
+		t.Errorf("a KV cache of 2^31 slots: %v, want an error about its slots", err)
+	}
+	if _, err := b.Load(m, backends.LoadOptions{BlockSize: 4, KVBlocks: 8, KV: backends.KVQ8}); err == nil {
+		t.Error("a q8 KV cache: no error")
 	}
 	r.Close()
 	if _, err := r.Forward(ctx, &backends.Batch{Runs: []backends.Run{{Tokens: []int32{1}, Blocks: []int32{0}}}}); err == nil {

@@ -45,7 +45,7 @@ type layer struct {
 	down                matrix
 	bq, bk, bv          devPtr // 0 when the model has no QKV bias
 	attnNorm, ffnNorm   devPtr
-	k, v                devPtr // KV cache: KVBlocks*BlockSize rows of kvHeads*headDim float32
+	k, v                devPtr // KV cache: KVBlocks*BlockSize rows of kvHeads*headDim float32 or float16 (LoadOptions.KV)
 }
 
 type runner struct {
@@ -211,8 +211,12 @@ func (r *runner) load() error {
 	if c.HeadDim > maxHeadDim {
 		return fmt.Errorf("head width %d exceeds the attention kernel's %d", c.HeadDim, maxHeadDim)
 	}
+	// The kernels number cache slots with int32.
+	if slots := int64(o.KVBlocks) * int64(o.BlockSize); slots > math.MaxInt32 {
+		return fmt.Errorf("a KV cache of %d slots (%d blocks of %d) is more than the kernels address", slots, o.KVBlocks, o.BlockSize)
+	}
 	// The KV cache must fit beside the weights in free memory.
-	kvBytes := backends.KVBytesPerPosition(m, backends.KVF32) * int64(o.KVBlocks) * int64(o.BlockSize)
+	kvBytes := backends.KVBytesPerPosition(m, o.KV) * int64(o.KVBlocks) * int64(o.BlockSize)
 	free, _, err := r.dev.memInfo()
 	if err != nil {
 		return err
@@ -272,11 +276,11 @@ func (r *runner) load() error {
 				return err
 			}
 		}
-		kvw := int64(l.kvHeads * c.HeadDim)
-		if l.k, err = r.alloc(4 * slots * kvw); err != nil {
+		kvBytes := int64(o.KV.Bytes()) * slots * int64(l.kvHeads*c.HeadDim)
+		if l.k, err = r.alloc(kvBytes); err != nil {
 			return err
 		}
-		if l.v, err = r.alloc(4 * slots * kvw); err != nil {
+		if l.v, err = r.alloc(kvBytes); err != nil {
 			return err
 		}
 		maxQKV = max(maxQKV, l.qkv.rows)
@@ -502,6 +506,11 @@ func (r *runner) launch(s stepShape) error {
 	if c.Rope.NeoX {
 		neox = 1
 	}
+	f16 := r.o.KV == backends.KVF16
+	ropeKV := k.ropeKV[0]
+	if f16 {
+		ropeKV = k.ropeKV[1]
+	}
 	for i := range r.layers {
 		l := &r.layers[i]
 		qw, kvw := l.heads*hd, l.kvHeads*hd
@@ -509,16 +518,16 @@ func (r *runner) launch(s stepShape) error {
 		if err := r.gemv(l.qkv, matrix{}, r.x, c.Dim, 0, l.attnNorm, r.qkv, ld, false, n); err != nil {
 			return err
 		}
-		if err := d.launch(k.ropeKV, [2]int{n, ((l.heads+l.kvHeads)*hd + 255) / 256}, 256, 0, ptrArg(r.qkv), intArg(ld), ptrArg(pos), ptrArg(btoff), ptrArg(blocks),
+		if err := d.launch(ropeKV, [2]int{n, ((l.heads+l.kvHeads)*hd + 255) / 256}, 256, 0, ptrArg(r.qkv), intArg(ld), ptrArg(pos), ptrArg(btoff), ptrArg(blocks),
 			intArg(r.o.BlockSize), intArg(l.heads), intArg(l.kvHeads), intArg(hd), intArg(c.Rope.Dims), intArg(neox), ptrArg(r.ropeCS),
 			ptrArg(l.bq), ptrArg(l.bk), ptrArg(l.bv), ptrArg(l.k), ptrArg(l.v)); err != nil {
 			return err
 		}
-		att, threads, err := k.attentionFor(hd, l.heads*n > d.sms)
+		att, err := k.attentionFor(attnShape{hd: hd, heads: l.heads, kvHeads: l.kvHeads, tokens: n, sms: d.sms, f16: f16, mode: d.attn})
 		if err != nil {
 			return err
 		}
-		if err := d.launch(att, [2]int{l.heads, n}, threads, 0, ptrArg(r.qkv), intArg(ld), ptrArg(pos), ptrArg(btoff), ptrArg(blocks),
+		if err := d.launch(att.k, att.grid, att.threads, 0, ptrArg(r.qkv), intArg(ld), ptrArg(pos), ptrArg(btoff), ptrArg(blocks),
 			intArg(r.o.BlockSize), intArg(l.heads), intArg(l.kvHeads), intArg(hd), floatArg(scale), ptrArg(l.k), ptrArg(l.v), ptrArg(r.att), intArg(qw)); err != nil {
 			return err
 		}

@@ -291,3 +291,52 @@ func TestGEMVTiling(t *testing.T) {
 		t.Error("a row larger than shared memory: no error")
 	}
 }
+
+// TestAttentionChoice: which attention kernel a layer's step takes.
+func TestAttentionChoice(t *testing.T) {
+	// tinyllama-1.1b's attention (32 query heads on 4 KV heads of 64) on
+	// an H100's 132 SMs, unless a case says otherwise.
+	tl := attnShape{hd: 64, heads: 32, kvHeads: 4, tokens: 1, sms: 132}
+	with := func(f func(*attnShape)) attnShape { s := tl; f(&s); return s }
+	for _, c := range []struct {
+		name  string
+		s     attnShape
+		want  attnChoice
+		parts int
+	}{
+		{"f32, one token", tl, attnChoice{w: 1}, 1},
+		{"f32, 32 tokens: 4 warps per head", with(func(s *attnShape) { s.tokens = 32 }), attnChoice{w: 1, many: true}, 1},
+		{"f16, one token: per head", with(func(s *attnShape) { s.f16 = true }), attnChoice{w: 1}, 1},
+		{"f16, 32 tokens: grouped", with(func(s *attnShape) { s.f16, s.tokens = true, 32 }), attnChoice{grouped: true}, 1},
+		{"f16, 16 tokens: too few blocks", with(func(s *attnShape) { s.f16, s.tokens = true, 16 }), attnChoice{w: 1, many: true}, 1},
+		{"f16, grouped asked", with(func(s *attnShape) { s.f16, s.mode = true, attnGrouped }), attnChoice{grouped: true}, 1},
+		{"f16, heads asked", with(func(s *attnShape) { s.f16, s.tokens, s.mode = true, 512, attnHeads }), attnChoice{w: 1, many: true}, 1},
+		{"f32 is never grouped", with(func(s *attnShape) { s.tokens, s.mode = 512, attnGrouped }), attnChoice{w: 1, many: true}, 1},
+		{"f16, heads of 36: not a multiple of 8", with(func(s *attnShape) { s.f16, s.hd, s.tokens = true, 36, 512 }), attnChoice{w: 1, many: true}, 1},
+		{"f16, heads of 128", with(func(s *attnShape) { s.f16, s.hd, s.tokens = true, 128, 512 }), attnChoice{grouped: true, w: 1}, 1},
+		{"f16, heads of 256", with(func(s *attnShape) { s.f16, s.hd, s.tokens = true, 256, 512 }), attnChoice{grouped: true, w: 2}, 1},
+		{"f16, groups of 10 heads: two blocks each", with(func(s *attnShape) { s.f16, s.heads, s.kvHeads, s.tokens = true, 20, 2, 64 }), attnChoice{grouped: true}, 2},
+		{"f32, heads of 8", with(func(s *attnShape) { s.hd = 8 }), attnChoice{}, 1},
+	} {
+		got, err := c.s.choose()
+		if err != nil || got != c.want {
+			t.Errorf("%s: %+v (%v), want %+v", c.name, got, err, c.want)
+		}
+		if p := c.s.groupedParts(); p != c.parts {
+			t.Errorf("%s: %d blocks per KV head, want %d", c.name, p, c.parts)
+		}
+	}
+	if _, err := with(func(s *attnShape) { s.hd = maxHeadDim + 8 }).choose(); err == nil {
+		t.Error("heads wider than the kernels: no error")
+	}
+	for v, want := range map[string]attnMode{"": attnAuto, "auto": attnAuto, "heads": attnHeads, "grouped": attnGrouped} {
+		t.Setenv("OCTET_CUDA_ATTENTION", v)
+		if got, err := attnModeFromEnv(); got != want || err != nil {
+			t.Errorf("OCTET_CUDA_ATTENTION=%q: %v (%v), want %v", v, got, err, want)
+		}
+	}
+	t.Setenv("OCTET_CUDA_ATTENTION", "fast")
+	if _, err := attnModeFromEnv(); err == nil {
+		t.Error("OCTET_CUDA_ATTENTION=fast: no error")
+	}
+}

@@ -4,8 +4,9 @@
 //
 // Layouts: activations are row-major float32, one row per token. A Q8_0
 // matrix is stored as two arrays: int8 values, rows × K, and one float16
-// scale per 32 values, rows × K/32. The KV cache of a layer is float32,
-// one row of kvHeads × headDim per cache slot; slot = block*bs + pos%bs.
+// scale per 32 values, rows × K/32. The KV cache of a layer is float32 or
+// float16, one row of kvHeads × headDim per cache slot; slot = block*bs +
+// pos%bs.
 
 #define GLOBAL extern "C" __attribute__((global))
 // BOUNDS(n) tells the JIT a kernel's block size, so that it never gives
@@ -595,16 +596,36 @@ GLOBAL void embed_f32(const int* tok, const float* W, int K, float* X) {
 	for (int i = TID; i < K; i += NTID) X[(long)BX * K + i] = W[row * K + i];
 }
 
-// rope_kv adds the QKV biases (when not null), rotates the query and key
-// heads of token BX at its position with the cos/sin table cs
+// f2h rounds x to the nearest float16 (ties to even), as gguf.F32ToF16.
+DEVICE u16 f2h(float x) {
+	u16 h;
+	asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(x));
+	return h;
+}
+
+// A KV cache holds float32 or float16 values: kv_get reads one as float32,
+// kv_put stores one (rounded to nearest even for float16).
+DEVICE float kv_get(const float* p) { return *p; }
+DEVICE float kv_get(const u16* p) { return h2f(*p); }
+DEVICE void kv_put(float* p, float x) { *p = x; }
+DEVICE void kv_put(u16* p, float x) { *p = f2h(x); }
+// qk_put stores element i of a query row q (isq) or of a key row kd.
+DEVICE void qk_put(float* q, float* kd, int isq, int i, float x) { (isq ? q : kd)[i] = x; }
+DEVICE void qk_put(float* q, u16* kd, int isq, int i, float x) {
+	if (isq)
+		q[i] = x;
+	else
+		kd[i] = f2h(x);
+}
+
+// rope_kv_body adds the QKV biases (when not null), rotates the query and
+// key heads of token BX at its position with the cos/sin table cs
 // ([position][rdims/2][2]), keeps the rotated query in place and writes the
-// key and value rows into the token's cache slot.
-// Twin: ref.Rope (and the cache writes of ref's attention step).
-// Grid: (ntok, any): the blocks of a token share its elements, one each
-// when the grid is wide enough, so no thread waits on a chain of loads.
-GLOBAL void rope_kv(float* QKV, int ld, const int* pos, const int* btoff, const int* blocks,
-                    int bs, int H, int KVH, int hd, int rdims, int neox, const float* cs,
-                    const float* bq, const float* bk, const float* bv, float* kc, float* vc) {
+// key and value rows into the token's cache slot, as T values.
+template <typename T>
+DEVICE void rope_kv_body(float* QKV, int ld, const int* pos, const int* btoff, const int* blocks,
+                         int bs, int H, int KVH, int hd, int rdims, int neox, const float* cs,
+                         const float* bq, const float* bk, const float* bv, T* kc, T* vc) {
 	GRID_START();
 	float* q = QKV + (long)BX * ld;
 	float* k = q + H * hd;
@@ -612,18 +633,17 @@ GLOBAL void rope_kv(float* QKV, int ld, const int* pos, const int* btoff, const 
 	int p = pos[BX];
 	long kvw = KVH * hd;
 	long slot = (long)blocks[btoff[BX] + p / bs] * bs + p % bs;
-	float* kd = kc + slot * kvw;
+	T* kd = kc + slot * kvw;
 	int half = rdims / 2;
 	int first = BY * NTID + TID, stride = NTID * NBY;
 	for (int idx = first; idx < (H + KVH) * hd; idx += stride) {
 		int isq = idx < H * hd;
 		int j = isq ? idx : idx - H * hd;
-		float* src = isq ? q : k;
-		float* dst = isq ? q : kd;
+		const float* src = isq ? q : k;
 		const float* b = isq ? bq : bk;
 		int h = j / hd, d = j - h * hd;
 		if (d >= rdims) {
-			dst[j] = src[j] + (b ? b[j] : 0.0f);
+			qk_put(q, kd, isq, j, src[j] + (b ? b[j] : 0.0f));
 			continue;
 		}
 		int a, c, i;
@@ -637,10 +657,26 @@ GLOBAL void rope_kv(float* QKV, int ld, const int* pos, const int* btoff, const 
 		a += h * hd, c += h * hd;
 		float x0 = src[a] + (b ? b[a] : 0.0f), x1 = src[c] + (b ? b[c] : 0.0f);
 		float co = cs[((long)p * half + i) * 2], si = cs[((long)p * half + i) * 2 + 1];
-		dst[a] = x0 * co - x1 * si;
-		dst[c] = x0 * si + x1 * co;
+		qk_put(q, kd, isq, a, x0 * co - x1 * si);
+		qk_put(q, kd, isq, c, x0 * si + x1 * co);
 	}
-	for (int j = first; j < kvw; j += stride) vc[slot * kvw + j] = v[j] + (bv ? bv[j] : 0.0f);
+	for (int j = first; j < kvw; j += stride) kv_put(vc + slot * kvw + j, v[j] + (bv ? bv[j] : 0.0f));
+}
+
+// rope_kv is rope_kv_body for a float32 cache, rope_kv16 for a float16
+// one. Twin: ref.Rope (and the cache writes of ref's attention step, which
+// round to float16 for an f16 cache). Grid: (ntok, any): the blocks of a
+// token share its elements, one each when the grid is wide enough, so no
+// thread waits on a chain of loads.
+GLOBAL void rope_kv(float* QKV, int ld, const int* pos, const int* btoff, const int* blocks,
+                    int bs, int H, int KVH, int hd, int rdims, int neox, const float* cs,
+                    const float* bq, const float* bk, const float* bv, float* kc, float* vc) {
+	rope_kv_body(QKV, ld, pos, btoff, blocks, bs, H, KVH, hd, rdims, neox, cs, bq, bk, bv, kc, vc);
+}
+GLOBAL void rope_kv16(float* QKV, int ld, const int* pos, const int* btoff, const int* blocks,
+                      int bs, int H, int KVH, int hd, int rdims, int neox, const float* cs,
+                      const float* bq, const float* bk, const float* bv, u16* kc, u16* vc) {
+	rope_kv_body(QKV, ld, pos, btoff, blocks, bs, H, KVH, hd, rdims, neox, cs, bq, bk, bv, kc, vc);
 }
 
 #define MAX_HD 256
@@ -656,10 +692,10 @@ GLOBAL void rope_kv(float* QKV, int ld, const int* pos, const int* btoff, const 
 // values: the kernels below instantiate it per head width, so that a
 // narrow head does not pay a wide one's registers (and occupancy). ms, ls
 // and accs are the block's shared scratch.
-template <int NU, int UN, int NW>
+template <int NU, int UN, int NW, typename T>
 DEVICE void attention_body(const float* QKV, int ld, const int* pos, const int* btoff,
                            const int* blocks, int bs, int H, int KVH, int hd, float scale,
-                           const float* kc, const float* vc, float* out, int ldo,
+                           const T* kc, const T* vc, float* out, int ldo,
                            float* ms, float* ls, float* accs) {
 	int h = BX, t = BY;
 	int tid = TID, lane = tid & 31, warp = tid >> 5;
@@ -688,13 +724,13 @@ DEVICE void attention_body(const float* QKV, int ld, const int* pos, const int* 
 		float kx[UN][NU], vx[UN][NU], s[UN];
 #pragma unroll
 		for (int e = 0; e < UN; e++) {
-			const float* kr = kc + slot[e] * kvw + kvh * hd;
-			const float* vr = vc + slot[e] * kvw + kvh * hd;
+			const T* kr = kc + slot[e] * kvw + kvh * hd;
+			const T* vr = vc + slot[e] * kvw + kvh * hd;
 #pragma unroll
 			for (int u = 0; u < NU; u++) {
 				int d = lane + 32 * u;
-				kx[e][u] = d < hd ? kr[d] : 0.0f;
-				vx[e][u] = d < hd ? vr[d] : 0.0f;
+				kx[e][u] = d < hd ? kv_get(kr + d) : 0.0f;
+				vx[e][u] = d < hd ? kv_get(vr + d) : 0.0f;
 			}
 		}
 #pragma unroll
@@ -749,23 +785,202 @@ DEVICE void attention_body(const float* QKV, int ld, const int* pos, const int* 
 // attention_N_wW: attention_body for heads of at most 32·N values, with
 // 32·N·UN values of keys and as many of values in flight per warp, and W
 // warps: 16 when there are few (head, token) pairs for the GPU's SMs, 4
-// when there are many. Twin: ref.Attention (and ref.Softmax inside it).
-// Grid: (H, ntok); block W*32.
-#define ATTENTION(NU, UN, W)                                                                    \
-	GLOBAL BOUNDS(W * 32) void attention_##NU##_w##W(                                           \
+// when there are many; attention16_N_wW the same over a float16 cache.
+// Twin: ref.Attention (and ref.Softmax inside it). Grid: (H, ntok); block
+// W*32.
+#define ATTENTION(NAME, T, NU, UN, W)                                                           \
+	GLOBAL BOUNDS(W * 32) void NAME##_##NU##_w##W(                                              \
 	    const float* QKV, int ld, const int* pos, const int* btoff, const int* blocks, int bs,  \
-	    int H, int KVH, int hd, float scale, const float* kc, const float* vc, float* out,      \
-	    int ldo) {                                                                              \
+	    int H, int KVH, int hd, float scale, const T* kc, const T* vc, float* out, int ldo) {   \
 		SHARED float ms[W], ls[W];                                                              \
 		SHARED float accs[W * MAX_HD];                                                          \
 		attention_body<NU, UN, W>(QKV, ld, pos, btoff, blocks, bs, H, KVH, hd, scale, kc, vc,   \
 		                          out, ldo, ms, ls, accs);                                      \
 	}
-ATTENTION(1, 8, 16)
-ATTENTION(2, 8, 16)
-ATTENTION(4, 4, 16)
-ATTENTION(8, 2, 16)
-ATTENTION(1, 8, 4)
-ATTENTION(2, 8, 4)
-ATTENTION(4, 4, 4)
-ATTENTION(8, 2, 4)
+#define ATTENTION_ALL(NAME, T) \
+	ATTENTION(NAME, T, 1, 8, 16) \
+	ATTENTION(NAME, T, 2, 8, 16) \
+	ATTENTION(NAME, T, 4, 4, 16) \
+	ATTENTION(NAME, T, 8, 2, 16) \
+	ATTENTION(NAME, T, 1, 8, 4)  \
+	ATTENTION(NAME, T, 2, 8, 4)  \
+	ATTENTION(NAME, T, 4, 4, 4)  \
+	ATTENTION(NAME, T, 8, 2, 4)
+ATTENTION_ALL(attention, float)
+ATTENTION_ALL(attention16, u16)
+
+// GMAX: query heads of one attention16g block at most (a larger group of
+// heads sharing a KV head takes several blocks).
+#define GMAX 8
+
+typedef unsigned uint4v __attribute__((ext_vector_type(4)));
+
+// ld16 loads 16 bytes at p (16-byte aligned) with a plain, coherent load
+// (a cache row written earlier in the step). Written out, so that the
+// compiler does not split it into four 4-byte loads, as it did a vector
+// dereference whose elements each go to an asm conversion.
+DEVICE uint4v ld16(const void* p) {
+	uint4v v;
+	asm("ld.global.v4.u32 {%0, %1, %2, %3}, [%4];" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "l"(p) : "memory");
+	return v;
+}
+
+// h2f2 splits two float16 values packed in a 32-bit word (the first in the
+// low half) into lo and hi.
+DEVICE void h2f2(unsigned w, float* lo, float* hi) {
+	*lo = h2f((u16)(w & 0xffff));
+	*hi = h2f((u16)(w >> 16));
+}
+
+// attention_grouped computes causal attention over a float16 cache for the
+// ng ≤ GMAX query heads h0… of token BY that share KV head kvh, so that
+// each cached key and value is read once for all of them (attention_body
+// reads it once per query head). Each warp takes 32 positions at a time in
+// two phases. Scores: lane e owns position j0+e, loads its key row (16
+// bytes at a time: hd is a multiple of 8) and dots it with every head's
+// query, which the block keeps in shared memory (qs, read by all lanes at
+// once: a broadcast); no shuffles per product. The warp's running maximum
+// per head rescales its sums as in attention_body, and the weights go to
+// the warp's slice of ps. Values: lane d owns dimensions 2d, 2d+1 (+64·u),
+// and every lane walks the 32 positions, reading each value row once
+// (coalesced) and the heads' weights from ps (a broadcast). The warps'
+// partial results merge at the end as in attention_body. NP: pairs of
+// dimensions per lane (hd ≤ 64·NP); NW warps.
+template <int NP, int NW>
+DEVICE void attention_grouped(const float* QKV, int ld, const int* pos, const int* btoff,
+                              const int* blocks, int bs, int H, int KVH, int hd, float scale,
+                              const u16* kc, const u16* vc, float* out, int ldo, float* qs,
+                              float* ps, float* ms, float* ls, float* accs) {
+	const int HD = 64 * NP;
+	int G = H / KVH, parts = (G + GMAX - 1) / GMAX;
+	int kvh = BX / parts, h0 = kvh * G + (BX % parts) * GMAX;
+	int ng = (kvh + 1) * G - h0 < GMAX ? (kvh + 1) * G - h0 : GMAX;
+	int t = BY, tid = TID, lane = tid & 31, warp = tid >> 5;
+	GRID_START();
+	long kvw = (long)KVH * hd;
+	const float* q = QKV + (long)t * ld + (long)h0 * hd;
+	for (int i = tid; i < GMAX * HD; i += NW * 32) {
+		int g = i / HD, d = i - g * HD;
+		qs[i] = g < ng && d < hd ? q[g * hd + d] : 0.0f;
+	}
+	__syncthreads();
+	int p = pos[t];
+	const int* bt = blocks + btoff[t];
+	float m[GMAX], l[GMAX], acc[GMAX][2 * NP];
+#pragma unroll
+	for (int g = 0; g < GMAX; g++) {
+		m[g] = -__builtin_inff();
+		l[g] = 0;
+#pragma unroll
+		for (int u = 0; u < 2 * NP; u++) acc[g][u] = 0;
+	}
+	float* pw = ps + warp * GMAX * 32;
+	for (int j0 = warp * 32; j0 <= p; j0 += NW * 32) {
+		// Lanes past p take p's row (weight 0 below).
+		int valid = j0 + lane <= p, j = valid ? j0 + lane : p;
+		int slot = bt[j / bs] * bs + j % bs;
+		const u16* kr = kc + (long)slot * kvw + (long)kvh * hd;
+		float s[GMAX];
+#pragma unroll
+		for (int g = 0; g < GMAX; g++) s[g] = 0;
+		for (int d0 = 0; d0 < hd; d0 += 8) {
+			uint4v kk = ld16(kr + d0);
+			float kf[8];
+			h2f2(kk.x, &kf[0], &kf[1]);
+			h2f2(kk.y, &kf[2], &kf[3]);
+			h2f2(kk.z, &kf[4], &kf[5]);
+			h2f2(kk.w, &kf[6], &kf[7]);
+#pragma unroll
+			for (int g = 0; g < GMAX; g++) {
+				if (g >= ng) continue;
+				float4v a = *(const float4v*)(qs + g * HD + d0), b = *(const float4v*)(qs + g * HD + d0 + 4);
+				s[g] += a.x * kf[0] + a.y * kf[1] + a.z * kf[2] + a.w * kf[3] + b.x * kf[4] + b.y * kf[5] +
+				        b.z * kf[6] + b.w * kf[7];
+			}
+		}
+#pragma unroll
+		for (int g = 0; g < GMAX; g++) {
+			if (g >= ng) continue;
+			float sv = valid ? s[g] * scale : -__builtin_inff();
+			float mx = warp_max(sv), mn = m[g] > mx ? m[g] : mx;
+			float c = fexp(m[g] - mn), w = valid ? fexp(sv - mn) : 0.0f;
+			l[g] = l[g] * c + w;
+#pragma unroll
+			for (int u = 0; u < 2 * NP; u++) acc[g][u] *= c;
+			m[g] = mn;
+			pw[g * 32 + lane] = w;
+		}
+		__nvvm_bar_warp_sync(0xffffffff);
+		int cnt = p - j0 + 1 < 32 ? p - j0 + 1 : 32;
+		for (int e0 = 0; e0 < cnt; e0 += 8) {
+			unsigned vv[8][NP];
+#pragma unroll
+			for (int e = 0; e < 8; e++) {
+				int se = __nvvm_shfl_sync_idx_i32(0xffffffff, slot, e0 + e, 31);
+				const u16* vr = vc + (long)se * kvw + (long)kvh * hd;
+#pragma unroll
+				for (int u = 0; u < NP; u++) {
+					int d = 2 * lane + 64 * u;
+					vv[e][u] = d < hd ? *(const unsigned*)(vr + d) : 0u;
+				}
+			}
+#pragma unroll
+			for (int e = 0; e < 8; e++) {
+				float v[2 * NP];
+#pragma unroll
+				for (int u = 0; u < NP; u++) h2f2(vv[e][u], &v[2 * u], &v[2 * u + 1]);
+#pragma unroll
+				for (int g = 0; g < GMAX; g++) {
+					if (g >= ng) continue;
+					float w = pw[g * 32 + e0 + e];
+#pragma unroll
+					for (int u = 0; u < 2 * NP; u++) acc[g][u] += w * v[u];
+				}
+			}
+		}
+		__nvvm_bar_warp_sync(0xffffffff);
+	}
+	float* am = accs + warp * GMAX * HD;
+#pragma unroll
+	for (int g = 0; g < GMAX; g++) {
+		if (g >= ng) continue;
+		float lg = warp_sum(l[g]);
+		if (lane == 0) ms[warp * GMAX + g] = m[g], ls[warp * GMAX + g] = lg;
+#pragma unroll
+		for (int u = 0; u < NP; u++) {
+			int d = 2 * lane + 64 * u;
+			if (d < hd) am[g * HD + d] = acc[g][2 * u], am[g * HD + d + 1] = acc[g][2 * u + 1];
+		}
+	}
+	__syncthreads();
+	for (int i = tid; i < ng * hd; i += NW * 32) {
+		int g = i / hd, d = i - g * hd;
+		float M = ms[g];
+		for (int w = 1; w < NW; w++) M = M > ms[w * GMAX + g] ? M : ms[w * GMAX + g];
+		float L = 0, o = 0;
+		for (int w = 0; w < NW; w++) {
+			float f = ls[w * GMAX + g] > 0 ? fexp(ms[w * GMAX + g] - M) : 0.0f;
+			L += ls[w * GMAX + g] * f;
+			o += accs[(w * GMAX + g) * HD + d] * f;
+		}
+		out[(long)t * ldo + (long)(h0 + g) * hd + d] = o / L;
+	}
+}
+
+// attention16g_P: attention_grouped for heads of at most 64·P values (a
+// multiple of 8), 8 warps (4 for the widest, whose partial sums fill the
+// shared memory). Twin: ref.Attention over a cache rounded to float16.
+// Grid: (KVH·⌈(H/KVH)/GMAX⌉, ntok); block W*32.
+#define ATTENTION_GROUPED(NP, W)                                                                      \
+	GLOBAL BOUNDS(W * 32) void attention16g_##NP(                                                     \
+	    const float* QKV, int ld, const int* pos, const int* btoff, const int* blocks, int bs,        \
+	    int H, int KVH, int hd, float scale, const u16* kc, const u16* vc, float* out, int ldo) {     \
+		SHARED __attribute__((aligned(16))) float qs[GMAX * 64 * NP];                                 \
+		SHARED float ps[W * GMAX * 32], ms[W * GMAX], ls[W * GMAX];                                   \
+		SHARED float accs[W * GMAX * 64 * NP];                                                        \
+		attention_grouped<NP, W>(QKV, ld, pos, btoff, blocks, bs, H, KVH, hd, scale, kc, vc, out,     \
+		                         ldo, qs, ps, ms, ls, accs);                                          \
+	}
+ATTENTION_GROUPED(1, 8)
+ATTENTION_GROUPED(2, 8)
+ATTENTION_GROUPED(4, 4)
