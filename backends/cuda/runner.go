@@ -276,11 +276,11 @@ func (r *runner) load() error {
 				return err
 			}
 		}
-		kvBytes := int64(o.KV.Bytes()) * slots * int64(l.kvHeads*c.HeadDim)
-		if l.k, err = r.alloc(kvBytes); err != nil {
+		part := int64(o.KV.Bytes()) * slots * int64(l.kvHeads*c.HeadDim) // the layer's keys, or its values
+		if l.k, err = r.alloc(part); err != nil {
 			return err
 		}
-		if l.v, err = r.alloc(kvBytes); err != nil {
+		if l.v, err = r.alloc(part); err != nil {
 			return err
 		}
 		maxQKV = max(maxQKV, l.qkv.rows)
