@@ -67,18 +67,24 @@ func (s attnShape) choose() (attnChoice, error) {
 		return attnChoice{}, fmt.Errorf("cuda: no attention kernel for heads of %d values (at most %d)", s.hd, maxHeadDim)
 	}
 	if s.f16 && s.hd%8 == 0 && s.mode != attnHeads && (s.mode == attnGrouped || 2*s.groupedBlocks() >= s.sms) {
-		w := 0
-		for 64<<w < s.hd {
-			w++
-		}
-		return attnChoice{grouped: true, w: w}, nil
+		return attnChoice{grouped: true, w: widthIndex(s.hd, 64)}, nil
 	}
+	return attnChoice{many: s.heads*s.tokens > s.sms, w: widthIndex(s.hd, 32)}, nil
+}
+
+// widthIndex is the w of the narrowest kernel, of those for heads of at
+// most narrowest<<w values, that takes heads of hd values.
+func widthIndex(hd, narrowest int) int {
 	w := 0
-	for 32<<w < s.hd {
+	for narrowest<<w < hd {
 		w++
 	}
-	return attnChoice{many: s.heads*s.tokens > s.sms, w: w}, nil
+	return w
 }
+
+// groupedWarps is the warps of attention16g_1, _2 and _4 (kernels/octet.cu,
+// ATTENTION_GROUPED).
+var groupedWarps = [3]int{8, 8, 4}
 
 // groupedParts is the grouped kernel's blocks per KV head and token: a
 // group of more than gmax query heads takes several.
@@ -101,11 +107,7 @@ func (m *module) attentionFor(s attnShape) (attnLaunch, error) {
 		return attnLaunch{}, err
 	}
 	if c.grouped {
-		threads := 8 * 32
-		if c.w == 2 {
-			threads = 4 * 32
-		}
-		return attnLaunch{m.grouped[c.w], [2]int{s.kvHeads * s.groupedParts(), s.tokens}, threads}, nil
+		return attnLaunch{m.grouped[c.w], [2]int{s.kvHeads * s.groupedParts(), s.tokens}, groupedWarps[c.w] * 32}, nil
 	}
 	f16, many, threads := 0, 0, 16*32
 	if s.f16 {

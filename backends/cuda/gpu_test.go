@@ -257,13 +257,16 @@ func TestRopeAttentionMatchRef(t *testing.T) {
 	}{{4, 2, 64, false}, {6, 1, 8, true}, {2, 2, 128, false}, {3, 1, 256, true}, {2, 1, 40, false}, {10, 1, 64, false}, {32, 4, 64, true}} {
 		for _, v := range variants {
 			t.Run(fmt.Sprintf("H%d_KV%d_hd%d/%s", c.H, c.KVH, c.hd, v.name), func(t *testing.T) {
-				testRopeAttention(t, b, rng, c.H, c.KVH, c.hd, c.neox, v.f16, attnShape{hd: c.hd, heads: c.H, kvHeads: c.KVH, sms: v.sms, f16: v.f16, mode: v.mode})
+				testRopeAttention(t, b, rng, attnShape{hd: c.hd, heads: c.H, kvHeads: c.KVH, sms: v.sms, f16: v.f16, mode: v.mode}, c.neox)
 			})
 		}
 	}
 }
 
-func testRopeAttention(t *testing.T, b *Backend, rng *rand.Rand, H, KVH, hd int, neox, f16 bool, shape attnShape) {
+// testRopeAttention runs the kernels that shape chooses (its tokens are
+// the test's).
+func testRopeAttention(t *testing.T, b *Backend, rng *rand.Rand, shape attnShape, neox bool) {
+	H, KVH, hd, f16 := shape.heads, shape.kvHeads, shape.hd, shape.f16
 	const bs, ctx = 4, 304
 	rc := model.RopeConfig{Dims: hd, Base: 10000, FreqScale: 1, NeoX: neox}
 	qw, kvw := H*hd, KVH*hd
@@ -279,12 +282,12 @@ func testRopeAttention(t *testing.T, b *Backend, rng *rand.Rand, H, KVH, hd int,
 	}
 	nblocks := 96
 	// The cache's values before the step (rounded to f16 for an f16 cache).
+	cacheType, es := gguf.F32, 4
+	if f16 {
+		cacheType, es = gguf.F16, 2
+	}
 	round := func(v []float32) []float32 {
-		if f16 {
-			for i, x := range v {
-				v[i] = gguf.F16ToF32(gguf.F32ToF16(x))
-			}
-		}
+		gguf.Dequantize(cacheType, gguf.Quantize(cacheType, nil, v), v)
 		return v
 	}
 	kc := round(randVec(rng, nblocks*bs*kvw, 1))
@@ -337,13 +340,7 @@ func testRopeAttention(t *testing.T, b *Backend, rng *rand.Rand, H, KVH, hd int,
 			}
 		}
 		for name, v := range map[string][]float32{"kc": kc, "vc": vc} {
-			var p devPtr
-			var err error
-			if f16 {
-				p, err = allocCopy(r.dev, toF16(v))
-			} else {
-				p, err = allocCopy(r.dev, v)
-			}
+			p, err := allocCopy(r.dev, gguf.Quantize(cacheType, nil, v))
 			if err := put(name, p, err); err != nil {
 				return err
 			}
@@ -393,19 +390,11 @@ func testRopeAttention(t *testing.T, b *Backend, rng *rand.Rand, H, KVH, hd int,
 			dst []float32
 			p   devPtr
 		}{{gotK, ptrs["kc"]}, {gotV, ptrs["vc"]}} {
-			if !f16 {
-				if err := download(r.dev, dl.dst, dl.p); err != nil {
-					return err
-				}
-				continue
-			}
-			h := make([]uint16, len(dl.dst))
-			if err := download(r.dev, h, dl.p); err != nil {
+			raw := make([]byte, es*len(dl.dst))
+			if err := download(r.dev, raw, dl.p); err != nil {
 				return err
 			}
-			for i, x := range h {
-				dl.dst[i] = gguf.F16ToF32(x)
-			}
+			gguf.Dequantize(cacheType, raw, dl.dst)
 		}
 		return nil
 	})
@@ -437,15 +426,6 @@ func testRopeAttention(t *testing.T, b *Backend, rng *rand.Rand, H, KVH, hd int,
 			t.Fatal("attention wrote past its output")
 		}
 	}
-}
-
-// toF16 rounds v to float16 values.
-func toF16(v []float32) []uint16 {
-	h := make([]uint16, len(v))
-	for i, x := range v {
-		h[i] = gguf.F32ToF16(x)
-	}
-	return h
 }
 
 func b2i(b bool) int {
