@@ -112,6 +112,7 @@ type Level struct {
 // sample is one request's measurements.
 type sample struct {
 	status string // "" for success
+	detail string // what went wrong, for the warm-up's error
 	ttft   time.Duration
 	itls   []time.Duration
 	e2e    time.Duration
@@ -140,7 +141,7 @@ func Run(ctx context.Context, o Options) ([]Level, error) {
 		return p
 	}
 	if s := c.do(ctx, prompt()); s.status != "" {
-		return nil, fmt.Errorf("loadgen: the warm-up request failed: %s", s.status)
+		return nil, fmt.Errorf("loadgen: the warm-up request to %s failed: %s: %s", c.target(), s.status, s.detail)
 	}
 	var levels []Level
 	for _, conc := range o.Concurrency {
@@ -233,6 +234,14 @@ type client struct {
 	base string
 }
 
+// target names the server, for messages.
+func (c *client) target() string {
+	if c.o.Unix != "" {
+		return c.o.Unix
+	}
+	return c.o.URL
+}
+
 func newClient(o Options) *client {
 	tr := &http.Transport{MaxIdleConnsPerHost: 4096, DisableCompression: true}
 	base := strings.TrimSuffix(o.URL, "/")
@@ -260,7 +269,7 @@ func (c *client) do(ctx context.Context, prompt []int) sample {
 	b, _ := json.Marshal(body)
 	req, err := http.NewRequestWithContext(ctx, "POST", c.base+"/v1/completions", bytes.NewReader(b))
 	if err != nil {
-		return sample{status: "transport"}
+		return sample{status: "transport", detail: err.Error()}
 	}
 	req.Header.Set("Content-Type", "application/json")
 	if c.o.APIKey != "" {
@@ -269,12 +278,13 @@ func (c *client) do(ctx context.Context, prompt []int) sample {
 	start := time.Now()
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return sample{status: "transport"}
+		return sample{status: "transport", detail: err.Error()}
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		io.Copy(io.Discard, resp.Body)
-		return sample{status: strconv.Itoa(resp.StatusCode)}
+		return sample{status: strconv.Itoa(resp.StatusCode), detail: strings.TrimSpace(string(b))}
 	}
 	return readStream(resp.Body, start)
 }
@@ -323,7 +333,7 @@ func readStream(r io.Reader, start time.Time) sample {
 			return sample{status: "stream: bad chunk"}
 		}
 		if len(ch.Error) > 0 && string(ch.Error) != "null" {
-			return sample{status: "stream: error event"}
+			return sample{status: "stream: error event", detail: string(ch.Error)}
 		}
 		if ch.Usage != nil {
 			usage = ch.Usage.CompletionTokens

@@ -171,3 +171,18 @@ func FuzzReadStream(f *testing.F) {
 		}
 	})
 }
+
+// A server that cannot be reached, or that refuses the warm-up, is named
+// in the error with what went wrong.
+func TestWarmUpErrorSaysWhy(t *testing.T) {
+	o := Options{Unix: filepath.Join(t.TempDir(), "none.sock"), Concurrency: []int{1}, Requests: 1, PromptTokens: 4, MaxTokens: 1, Vocab: 300}
+	_, err := Run(context.Background(), o)
+	if err == nil || !strings.Contains(err.Error(), o.Unix) || !strings.Contains(err.Error(), "no such file") {
+		t.Errorf("a missing socket: %v", err)
+	}
+	o.Unix, o.Model = serve(t, nil), "nope"
+	_, err = Run(context.Background(), o)
+	if err == nil || !strings.Contains(err.Error(), "failed: 404: ") || !strings.Contains(err.Error(), "model_not_found") {
+		t.Errorf("an unknown model: %v", err)
+	}
+}

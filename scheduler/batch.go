@@ -55,6 +55,11 @@ type Batcher struct {
 	done  chan struct{}
 	beat  atomic.Int64     // unix ns
 	spare *backends.Logits // the last step's logits, for the next to reuse (the loop's own)
+	// The watchdog's measure of a step: the most time per token a step
+	// has taken (the loop's own), and what the step in flight should take
+	// at that rate (ns; 0 between steps).
+	perToken time.Duration
+	stepDue  atomic.Int64
 
 	mu       sync.Mutex // guards everything below
 	t        Tuning
@@ -65,7 +70,10 @@ type Batcher struct {
 	nextID   uint64
 	keys     map[string]*keyCount
 	stats    EngineStats
-	finished []time.Time // end times of the last requests, for the drain rate
+	finished []time.Duration // busy time at the end of each of the last requests, for the drain rate
+	busy     time.Duration   // time the loop has had work, up to mark
+	mark     time.Time       // when the loop last looked for work
+	working  bool            // whether it found some then
 	service  time.Duration
 }
 
@@ -130,17 +138,22 @@ func (e *Batcher) Submit(ctx context.Context, req Request) (<-chan Event, error)
 	if e.closed {
 		return nil, ErrClosed
 	}
-	k := e.key(req.Key)
 	// The queue holds QueueLength requests beyond those the free running
 	// slots will take at the next step.
-	room := e.t.QueueLength + max(e.t.MaxRunning-len(e.running), 0)
-	if len(e.waiting) >= room || (e.t.MaxQueuedPerKey > 0 && k.queued >= e.t.MaxQueuedPerKey) {
+	if room := e.t.QueueLength + max(e.t.MaxRunning-len(e.running), 0); len(e.waiting) >= room {
 		return nil, ErrQueueFull
+	}
+	if c := e.keys[req.Key]; e.t.MaxQueuedPerKey > 0 && c != nil && c.queued >= e.t.MaxQueuedPerKey {
+		return nil, ErrKeyQueueFull
 	}
 	if err := e.check(req); err != nil {
 		go finish(s.job, Result{Err: err})
 		return s.out, nil
 	}
+	// A key's count is made only for a request that joins the queue: the
+	// keys of refused requests (any bearer key when none are configured)
+	// would otherwise pile up.
+	k := e.key(req.Key)
 	e.nextID++
 	s.id = e.nextID
 	s.toks = slices.Clone(req.Prompt)
@@ -214,12 +227,13 @@ func (e *Batcher) Stats() EngineStats {
 	s.MeanService = e.service
 	s.KVUsedBlocks, s.KVBlocks, s.KVCachedBlocks = e.pool.used(), e.pool.total(), e.pool.cached()
 	if n := len(e.finished); n >= 2 {
-		if span := e.finished[n-1].Sub(e.finished[0]); span > 0 {
+		if span := e.finished[n-1] - e.finished[0]; span > 0 {
 			s.DrainRate = float64(n-1) / span.Seconds()
 		}
 	}
 	s.StepTokens, s.StepSeqs, s.StepTime = s.StepTokens.clone(), s.StepSeqs.clone(), s.StepTime.clone()
 	s.Beat = time.Unix(0, e.beat.Load())
+	s.StepDue = time.Duration(e.stepDue.Load())
 	return s
 }
 
@@ -250,6 +264,13 @@ func (e *Batcher) loop() {
 		}
 		e.mu.Lock()
 		plan := e.schedule()
+		// The drain rate counts the time with work only: a burst after
+		// an idle hour drains at the rate of its own steps.
+		now := e.clock.Now()
+		if e.working {
+			e.busy += now.Sub(e.mark)
+		}
+		e.mark, e.working = now, plan != nil
 		if plan == nil && e.closed && len(e.running) == 0 {
 			e.mu.Unlock()
 			return
@@ -264,16 +285,20 @@ func (e *Batcher) loop() {
 			}
 			continue
 		}
-		start := e.clock.Now()
-		logits, err := e.forward(plan)
-		e.beat.Store(time.Now().UnixNano())
-		e.mu.Lock()
-		e.stats.StepTime.observe(e.clock.Now().Sub(start).Seconds())
-		e.stats.StepSeqs.observe(float64(len(plan)))
 		n := 0
 		for _, p := range plan {
 			n += p.n
 		}
+		start, t0 := e.clock.Now(), time.Now()
+		e.stepDue.Store(int64(time.Duration(max(n, 1)) * e.perToken))
+		logits, err := e.forward(plan)
+		t1 := time.Now()
+		e.beat.Store(t1.UnixNano())
+		e.stepDue.Store(0)
+		e.perToken = max(e.perToken, t1.Sub(t0)/time.Duration(max(n, 1)))
+		e.mu.Lock()
+		e.stats.StepTime.observe(e.clock.Now().Sub(start).Seconds())
+		e.stats.StepSeqs.observe(float64(len(plan)))
 		e.stats.StepTokens.observe(float64(n))
 		e.commit(plan, logits, err)
 		e.mu.Unlock()
@@ -783,7 +808,11 @@ func (e *Batcher) end(s *seq, res Result) {
 		}
 		e.stats.Served++
 	}
-	e.finished = append(e.finished, now)
+	busy := e.busy
+	if e.working {
+		busy += now.Sub(e.mark)
+	}
+	e.finished = append(e.finished, busy)
 	if len(e.finished) > 32 {
 		e.finished = slices.Delete(e.finished, 0, len(e.finished)-32)
 	}
@@ -794,9 +823,16 @@ func (e *Batcher) end(s *seq, res Result) {
 	}
 	go func() {
 		if last != nil {
+			// Into the stream's buffer when it has room, even after the
+			// request's context ended (a reader cut off by a timeout
+			// still reads): a select would drop it half the time.
 			select {
 			case s.out <- *last:
-			case <-s.ctx.Done():
+			default:
+				select {
+				case s.out <- *last:
+				case <-s.ctx.Done():
+				}
 			}
 		}
 		finish(s.job, res)

@@ -658,6 +658,122 @@ func TestBatcherDeadlineAndQueueFull(t *testing.T) {
 	}
 }
 
+// A refused request leaves nothing behind: were each refused key's count
+// kept, requests with made-up keys would grow the engine's memory.
+func TestBatcherRefusalsKeepNoKeys(t *testing.T) {
+	m, r := tinyRef(t, 64)
+	gate := newStepper(t)
+	tu := tuning()
+	tu.MaxRunning, tu.QueueLength, tu.MaxQueuedPerKey = 1, 2, 1
+	e := newBatcher(t, r, m, BatchOptions{Tuning: tu, beforeStep: gate.wait})
+	a := submit(t, e, context.Background(), keyed("a", 1, 0))
+	b := submit(t, e, context.Background(), keyed("b", 2, 0))
+	if _, err := e.Submit(context.Background(), keyed("b", 3, 0)); !errors.Is(err, ErrKeyQueueFull) || !errors.Is(err, ErrQueueFull) {
+		t.Errorf("b's second request: %v, want ErrKeyQueueFull", err)
+	}
+	c := submit(t, e, context.Background(), keyed("c", 4, 0)) // the queue is full now
+	for i := range 1000 {
+		if _, err := e.Submit(context.Background(), keyed(fmt.Sprint("k", i), 10+i%100, 0)); !errors.Is(err, ErrQueueFull) {
+			t.Fatalf("request %d: %v, want ErrQueueFull", i, err)
+		}
+	}
+	e.mu.Lock()
+	n := len(e.keys)
+	e.mu.Unlock()
+	if n != 3 {
+		t.Errorf("%d keys counted after 1000 refusals, want 3 (a, b and c)", n)
+	}
+	gate.release()
+	for _, ch := range []<-chan Event{a, b, c} {
+		collect(t, ch)
+	}
+}
+
+// ticking is a runner whose forward steps take 10 ms of the fake clock.
+type ticking struct {
+	backends.Runner
+	clock *fakeClock
+}
+
+func (r ticking) Forward(ctx context.Context, b *backends.Batch) (*backends.Logits, error) {
+	r.clock.advance(10 * time.Millisecond)
+	return r.Runner.Forward(ctx, b)
+}
+
+// The drain rate, behind Retry-After, counts the time the loop had work: a
+// burst after an idle hour drains at the rate of its own steps, not at
+// requests per hour.
+func TestBatcherDrainRateBusyTime(t *testing.T) {
+	m, r := tinyRef(t, 64)
+	clock := &fakeClock{t: time.Unix(1000, 0)}
+	e := newBatcher(t, ticking{r, clock}, m, BatchOptions{Tuning: tuning(), Clock: clock, Idle: time.Millisecond})
+	burst := func(from int) {
+		var chs []<-chan Event
+		for i := range 4 {
+			chs = append(chs, submit(t, e, context.Background(), keyed("", from+i, 0)))
+		}
+		for _, ch := range chs {
+			if _, res := collect(t, ch); res.Err != nil {
+				t.Fatal(res.Err)
+			}
+		}
+	}
+	burst(10)
+	clock.advance(time.Hour)
+	burst(20)
+	// Each burst's four requests finish together at its third step: the
+	// last eight ends span the second burst's three steps of 10 ms, 7 in
+	// 30 ms (233 per second; over the idle hour, 0.002).
+	if st := e.Stats(); st.DrainRate < 200 || st.DrainRate > 250 {
+		t.Errorf("drain rate %.3g requests/s, want 233", st.DrainRate)
+	}
+}
+
+// slowSteps is a runner whose steps take 20 ms each, and which holds a step
+// of more than 16 tokens until hold is closed.
+type slowSteps struct {
+	backends.Runner
+	hold chan struct{}
+}
+
+func (r slowSteps) Forward(ctx context.Context, b *backends.Batch) (*backends.Logits, error) {
+	n := 0
+	for _, run := range b.Runs {
+		n += len(run.Tokens)
+	}
+	if n > 16 {
+		<-r.hold
+	}
+	time.Sleep(20 * time.Millisecond)
+	return r.Runner.Forward(ctx, b)
+}
+
+// StepDue, the watchdog's allowance for the step in flight, is its tokens
+// at the slowest time per token seen: a long prompt's step is not a stall.
+func TestBatcherStepDue(t *testing.T) {
+	m, r := tinyRef(t, 64)
+	run := slowSteps{r, make(chan struct{})}
+	e := newBatcher(t, run, m, BatchOptions{Tuning: tuning()})
+	if _, res := collect(t, submit(t, e, context.Background(), keyed("", 1, 0))); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if d := e.Stats().StepDue; d != 0 {
+		t.Errorf("between steps: StepDue %s", d)
+	}
+	ch := submit(t, e, context.Background(), Request{Prompt: prompt(2, 60), MaxTokens: 1, Sample: sample.Greedy()})
+	var due time.Duration
+	for i := 0; i < 200 && due == 0; i++ {
+		time.Sleep(5 * time.Millisecond)
+		due = e.Stats().StepDue
+	}
+	close(run.hold)
+	collect(t, ch)
+	// Decode steps took 20 ms a token or more: 60 tokens, 1.2 s or more.
+	if due < 60*20*time.Millisecond || due > 60*time.Second {
+		t.Errorf("StepDue of a 60-token step %s, want 1.2 s or more", due)
+	}
+}
+
 // Retune applies valid settings live and refuses invalid ones whole.
 func TestBatcherRetune(t *testing.T) {
 	m, r := tinyRef(t, 16)

@@ -3,6 +3,7 @@ package scheduler
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"time"
 )
@@ -27,7 +28,10 @@ type Engine interface {
 // Sentinel errors of Submit.
 var (
 	ErrQueueFull = errors.New("scheduler: queue full")
-	ErrClosed    = errors.New("scheduler: engine closed")
+	// ErrKeyQueueFull is ErrQueueFull for one API key: it has
+	// max_queued_per_key requests waiting.
+	ErrKeyQueueFull = fmt.Errorf("%w for this API key (max_queued_per_key)", ErrQueueFull)
+	ErrClosed       = errors.New("scheduler: engine closed")
 	// ErrDeadline ends a request whose Deadline passed while it waited in
 	// the queue (it never ran).
 	ErrDeadline = errors.New("scheduler: the request's deadline passed while it waited in the queue")
@@ -175,6 +179,11 @@ type EngineStats struct {
 	// Beat is the last time the loop showed progress: a forward step, or a
 	// pass of its idle wait. A loop stuck in a step stops beating.
 	Beat time.Time
+	// StepDue is what the forward step in flight should take, at the most
+	// time per token a step of this engine has taken (0 between steps,
+	// and for Serial): a long prompt's step on slow hardware is not a
+	// stall.
+	StepDue time.Duration
 }
 
 // RetryAfter estimates when a request refused now would be admitted: the
