@@ -10,6 +10,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/valyala/fasthttp"
+
 	"github.com/octet-dev/octet/model/chat"
 	"github.com/octet-dev/octet/model/sample"
 	"github.com/octet-dev/octet/scheduler"
@@ -48,6 +50,8 @@ type params struct {
 	FrequencyPenalty    *float64        `json:"frequency_penalty"`
 	PresencePenalty     *float64        `json:"presence_penalty"`
 	RepeatPenalty       *float64        `json:"repeat_penalty"`
+	RepetitionPenalty   *float64        `json:"repetition_penalty"` // vLLM's name for repeat_penalty
+	MinTokens           *int64          `json:"min_tokens"`
 	Seed                *int64          `json:"seed"`
 	Stop                json.RawMessage `json:"stop"`
 	Stream              *bool           `json:"stream"`
@@ -84,6 +88,7 @@ type chatBody struct {
 type completionBody struct {
 	params
 	Prompt json.RawMessage `json:"prompt"`
+	Suffix *string         `json:"suffix"`
 }
 
 // Request limits that do not depend on configuration.
@@ -236,6 +241,9 @@ func parseCompletion(body []byte, maxTokens int) (*genRequest, *apiError) {
 	if b.BestOf != nil && *b.BestOf != 1 {
 		return nil, badRequest("best_of", "best_of must be 1")
 	}
+	if b.Suffix != nil && *b.Suffix != "" {
+		return nil, badRequest("suffix", "suffix (text after the completion) is not supported")
+	}
 	raw := bytes.TrimSpace(b.Prompt)
 	if len(raw) == 0 || string(raw) == "null" {
 		return nil, badRequest("prompt", "prompt is required: a string, an array of one string, or an array of token ids")
@@ -287,10 +295,10 @@ func (p *params) apply(g *genRequest, maxTokens int) *apiError {
 		if *mt.v < 1 {
 			return badRequest(mt.name, "%s must be at least 1, not %d", mt.name, *mt.v)
 		}
-		if *mt.v > int64(maxTokens) {
-			return badRequest(mt.name, "%s %d is more than this server allows (%d)", mt.name, *mt.v, maxTokens)
-		}
-		g.MaxTokens = int(*mt.v)
+		g.MaxTokens = int(min(*mt.v, int64(maxTokens))) // more than the server allows is cut to it
+	}
+	if p.MinTokens != nil && *p.MinTokens > 0 {
+		return badRequest("min_tokens", "min_tokens is not supported")
 	}
 	sp := sample.Params{Temperature: 1, TopP: 1, RepeatPenalty: 1}
 	fl := func(name string, v *float64, lo, hi float64, dst *float32) *apiError {
@@ -310,16 +318,23 @@ func (p *params) apply(g *genRequest, maxTokens int) *apiError {
 		fl("frequency_penalty", p.FrequencyPenalty, -2, 2, &sp.FrequencyPenalty),
 		fl("presence_penalty", p.PresencePenalty, -2, 2, &sp.PresencePenalty),
 		fl("repeat_penalty", p.RepeatPenalty, 0, 10, &sp.RepeatPenalty),
+		fl("repetition_penalty", p.RepetitionPenalty, 0, 10, &sp.RepeatPenalty),
 	} {
 		if e != nil {
 			return e
 		}
+	}
+	if p.RepeatPenalty != nil && p.RepetitionPenalty != nil && *p.RepeatPenalty != *p.RepetitionPenalty {
+		return badRequest("repetition_penalty", "repetition_penalty %g and repeat_penalty %g differ; they are the same penalty, send one", *p.RepetitionPenalty, *p.RepeatPenalty)
 	}
 	if p.TopK != nil {
 		if *p.TopK < 0 || *p.TopK > math.MaxInt32 {
 			return badRequest("top_k", "top_k must be between 0 and %d, not %d", math.MaxInt32, *p.TopK)
 		}
 		sp.TopK = int(*p.TopK)
+	}
+	if p.TopP != nil && *p.TopP == 0 {
+		sp.TopK = 1 // top_p 0 keeps only the likeliest token (sample takes 0 as no limit)
 	}
 	if p.Seed != nil {
 		sp.Seed = uint64(*p.Seed)
@@ -451,4 +466,41 @@ func parseStop(raw json.RawMessage) ([]string, *apiError) {
 		}
 	}
 	return stops, nil
+}
+
+// modelsPrefix is the route of GET /v1/models/{id}: everything after it is
+// the id (a name or an alias may hold a slash).
+const modelsPrefix = "/v1/models/"
+
+// routeOf finds the route of path: its entry in routes, or else the entry
+// of a prefix ending in "/" that path extends (/v1/models/ for
+// /v1/models/{id}).
+func routeOf(path string) (route, bool) {
+	if r, ok := routes[path]; ok {
+		return r, true
+	}
+	for p, r := range routes {
+		if strings.HasSuffix(p, "/") && len(path) > len(p) && strings.HasPrefix(path, p) {
+			return r, true
+		}
+	}
+	return route{}, false
+}
+
+// getModel serves GET /v1/models/{id} (OpenAI's models.retrieve): the
+// model's entry of /v1/models, found by its name or an alias as requests
+// find it.
+func (s *server) getModel(ctx *fasthttp.RequestCtx) {
+	id := strings.TrimPrefix(string(ctx.Path()), modelsPrefix)
+	if l, ok := s.models.Acquire(id); ok {
+		name := l.Name
+		l.Release()
+		for _, m := range s.modelInfos() {
+			if m.ID == name {
+				writeJSON(ctx, 200, m)
+				return
+			}
+		}
+	}
+	errModelNotFound(id, s.models.Names()).write(ctx)
 }

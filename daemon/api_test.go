@@ -1,8 +1,12 @@
 package daemon
 
 import (
+	"fmt"
+	"strings"
 	"testing"
+	"unicode/utf8"
 
+	"github.com/octet-dev/octet/model/tokenizer"
 	"github.com/octet-dev/octet/scheduler"
 )
 
@@ -16,6 +20,7 @@ func FuzzParseRequest(f *testing.F) {
 		`{"prompt":[1,2,3],"n":1,"logprobs":null}`,
 		`{"prompt":"a","logprobs":3}`, `{"messages":[{"role":"user","content":"x"}],"logprobs":true,"top_logprobs":5}`,
 		`{"prompt":["a"],"echo":false,"best_of":1}`,
+		`{"prompt":"a","top_p":0,"max_tokens":99999,"repetition_penalty":1.1,"suffix":"","min_tokens":0}`,
 		`{"messages":"x"}`, `[]`, `{"max_tokens":1e400}`, "\xff", ``,
 	} {
 		f.Add([]byte(s))
@@ -79,5 +84,116 @@ func TestParseAccepts(t *testing.T) {
 		if e != nil || g.Logprobs != c.lp || g.TopLogprobs != c.top {
 			t.Errorf("%s: %+v %v", c.body, g, e)
 		}
+	}
+}
+
+// TestParseSampling: top_p 0 keeps only the likeliest token (top_k 1),
+// whatever top_k says; repetition_penalty is repeat_penalty.
+func TestParseSampling(t *testing.T) {
+	for _, c := range []struct {
+		fields string
+		topK   int
+		rep    float32
+	}{
+		{`"top_p":0`, 1, 1},
+		{`"top_p":0,"top_k":40`, 1, 1},
+		{`"top_p":0.5`, 0, 1},
+		{`"top_k":40`, 40, 1},
+		{`"repetition_penalty":1.3`, 0, 1.3},
+		{`"repeat_penalty":1.3`, 0, 1.3},
+		{`"repeat_penalty":1.3,"repetition_penalty":1.3`, 0, 1.3},
+	} {
+		g, e := parseCompletion([]byte(`{"prompt":"a",`+c.fields+`}`), 100)
+		if e != nil || g.Sample.TopK != c.topK || g.Sample.RepeatPenalty != c.rep {
+			t.Errorf("%s: %+v %v", c.fields, g, e)
+		}
+	}
+}
+
+// TestParseMaxTokens: more than the server allows is cut to it; less than 1
+// is a 400.
+func TestParseMaxTokens(t *testing.T) {
+	for _, c := range []struct {
+		fields string
+		want   int // -1: a 400
+	}{
+		{`"max_tokens":8192`, 100}, {`"max_completion_tokens":16384`, 100}, {`"max_tokens":1000000000000`, 100},
+		{`"max_tokens":100`, 100}, {`"max_tokens":7`, 7}, {``, 0},
+		{`"max_tokens":0`, -1}, {`"max_completion_tokens":-1`, -1}, {`"max_tokens":1e400`, -1},
+	} {
+		g, e := parseChat([]byte(`{"messages":[{"role":"user","content":"x"}]`+strings.TrimSuffix(","+c.fields, ",")+`}`), 100)
+		switch {
+		case c.want < 0 && (e == nil || e.Status != 400):
+			t.Errorf("%s: %+v, want a 400", c.fields, g)
+		case c.want >= 0 && (e != nil || g.MaxTokens != c.want):
+			t.Errorf("%s: %+v %v, want max_tokens %d", c.fields, g, e, c.want)
+		}
+	}
+}
+
+// TestParseRefuses: fields octet cannot honour are a 400 naming the field,
+// not ignored.
+func TestParseRefuses(t *testing.T) {
+	for _, c := range []struct {
+		chat   bool
+		fields string
+		param  string // "": accepted
+	}{
+		{false, `"suffix":"The end."`, "suffix"},
+		{false, `"suffix":""`, ""},
+		{false, `"suffix":null`, ""},
+		{false, `"min_tokens":5`, "min_tokens"},
+		{true, `"min_tokens":5`, "min_tokens"},
+		{true, `"min_tokens":0`, ""},
+		{true, `"repetition_penalty":1.2,"repeat_penalty":1.1`, "repetition_penalty"},
+		{true, `"repetition_penalty":-1`, "repetition_penalty"},
+	} {
+		body := `{"prompt":"a",` + c.fields + `}`
+		parse := parseCompletion
+		if c.chat {
+			body = `{"messages":[{"role":"user","content":"x"}],` + c.fields + `}`
+			parse = parseChat
+		}
+		g, e := parse([]byte(body), 100)
+		switch {
+		case c.param == "" && e != nil:
+			t.Errorf("%s: %v", body, e)
+		case c.param != "" && (e == nil || e.Status != 400 || e.Param != c.param):
+			t.Errorf("%s: %+v %+v, want a 400 on %s", body, g, e, c.param)
+		}
+	}
+}
+
+// TestCompletionTextOffset: completions' text_offset counts characters, not
+// bytes, also across the chunks of a stream and through a character split
+// over byte tokens.
+func TestCompletionTextOffset(t *testing.T) {
+	tok, err := tokenizer.New(&tokenizer.Vocab{
+		Model:  "llama",
+		Tokens: []string{"<unk>", "<s>", "</s>", "<0xC3>", "<0xA9>", "▁caf", "é", "▁au", "▁lait"},
+		Types: []tokenizer.TokenType{tokenizer.TypeUnknown, tokenizer.TypeControl, tokenizer.TypeControl,
+			tokenizer.TypeByte, tokenizer.TypeByte, tokenizer.TypeNormal, tokenizer.TypeNormal, tokenizer.TypeNormal, tokenizer.TypeNormal},
+		BOS: 1, EOS: 2, UNK: 0, EOT: -1, EOM: -1, PAD: -1, SEP: -1, CLS: -1, MASK: -1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lps := func(ids ...int32) []scheduler.TokenLogprob {
+		out := make([]scheduler.TokenLogprob, len(ids))
+		for i, id := range ids {
+			out[i] = scheduler.TokenLogprob{ID: id}
+		}
+		return out
+	}
+	// " caf" + byte C3 + byte A9 (é) + " au" | "é" + " lait": " café au" "é lait".
+	first, next := newCompletionLogprobs(tok, lps(5, 3, 4, 7), 0)
+	second, end := newCompletionLogprobs(tok, lps(6, 8), next)
+	text := strings.Join(append(first.Tokens, second.Tokens...), "")
+	if text != " café aué lait" {
+		t.Fatalf("tokens make %q", text)
+	}
+	got := append(first.TextOffset, second.TextOffset...)
+	if want := []int{0, 4, 5, 5, 8, 9}; fmt.Sprint(got) != fmt.Sprint(want) || end != utf8.RuneCountInString(text) {
+		t.Errorf("text_offset %v, end %d; want %v, %d", got, end, want, utf8.RuneCountInString(text))
 	}
 }

@@ -37,7 +37,8 @@ type generation struct {
 	// measured while streaming
 	firstText time.Time
 	lastText  time.Time
-	lpOffset  int // text offset of the next completion logprob
+	lpOffset  int  // text offset of the next completion logprob
+	timedOut  bool // cut at limits.request_timeout (finish_reason "length")
 }
 
 type usage struct {
@@ -154,6 +155,10 @@ func (s *server) generate(ctx *fasthttp.RequestCtx, isChat bool) {
 		stopWatch()
 		gen.cancel(nil)
 		switch {
+		case errors.Is(err, scheduler.ErrKeyQueueFull):
+			ra := l.Engine.Stats().RetryAfter()
+			fail(&apiError{Status: 429, Type: "rate_limit_error", Code: "key_queue_full", RetryAfter: ra,
+				Msg: fmt.Sprintf("this API key has as many requests waiting for the model %q as tuning.toml's max_queued_per_key allows; retry in %d s", l.Name, int(ra/time.Second))})
 		case errors.Is(err, scheduler.ErrQueueFull):
 			ra := l.Engine.Stats().RetryAfter()
 			fail(&apiError{Status: 429, Type: "rate_limit_error", Code: "queue_full", RetryAfter: ra,
@@ -213,7 +218,11 @@ func (s *server) prepare(g *genRequest, l *Loaded, defMax int) (scheduler.Reques
 		return scheduler.Request{}, badRequest("prompt", "the prompt is empty and the model adds no BOS token")
 	}
 	if len(ids) >= l.Context {
-		return scheduler.Request{}, &apiError{Status: 400, Type: "invalid_request_error", Param: "messages", Code: "context_length_exceeded",
+		param := "prompt"
+		if g.Chat {
+			param = "messages"
+		}
+		return scheduler.Request{}, &apiError{Status: 400, Type: "invalid_request_error", Param: param, Code: "context_length_exceeded",
 			Msg: fmt.Sprintf("the prompt has %d tokens; the model %q serves a context of %d tokens, which must also hold the answer", len(ids), l.Name, l.Context)}
 	}
 	room := l.Context - len(ids)
@@ -248,6 +257,7 @@ func (g *generation) respond(ctx *fasthttp.RequestCtx) int {
 	if !done {
 		res.Err = context.Cause(g.ctx)
 	}
+	g.cutAtTimeout(&res)
 	if res.Err != nil {
 		e := g.endError(res.Err)
 		e.write(ctx)
@@ -304,6 +314,7 @@ func (g *generation) stream(w *bufio.Writer) int {
 	if !done {
 		res.Err = context.Cause(g.ctx)
 	}
+	g.cutAtTimeout(&res)
 	status := 200
 	if res.Err != nil {
 		e := g.endError(res.Err)
@@ -345,6 +356,9 @@ func (g *generation) chunk(delta any, finish string, lp any, u *usage) map[strin
 		c["choices"] = []any{}
 		c["usage"] = u
 		return c
+	}
+	if g.req.IncludeUsage {
+		c["usage"] = nil // as OpenAI: null on each chunk before the usage chunk
 	}
 	var fr any
 	if finish != "" {
@@ -407,13 +421,32 @@ func (g *generation) usage(res scheduler.Result) usage {
 	return usage{PromptTokens: g.prompt, CompletionTokens: res.Generated, TotalTokens: g.prompt + res.Generated}
 }
 
+// cutAtTimeout ends a generation that ran past limits.request_timeout
+// after it produced tokens as an answer cut there, with finish_reason
+// "length" (llama.cpp's t_max_predict_ms does the same): an error would
+// have OpenAI's SDKs retry the request, computing it all again. One that
+// produced none stays an error (endError).
+func (g *generation) cutAtTimeout(res *scheduler.Result) {
+	if !errors.Is(res.Err, errTimeout) || (res.Generated == 0 && g.firstText.IsZero()) {
+		return
+	}
+	res.Err, res.FinishReason = nil, "length"
+	if res.GenerateTime == 0 && !g.firstText.IsZero() { // the engine times only the answers it ends
+		res.GenerateTime = time.Since(g.firstText)
+	}
+	g.timedOut = true
+}
+
 // endError maps how a generation failed to the API error.
 func (g *generation) endError(err error) *apiError {
 	switch {
 	case errors.Is(err, errShutdown):
 		return errUnavailable("shutting_down", "the server is shutting down; the generation was cancelled")
-	case errors.Is(err, errTimeout):
-		return &apiError{Status: 408, Type: "invalid_request_error", Code: "request_timeout", Msg: "the generation ran past limits.request_timeout"}
+	case errors.Is(err, errTimeout): // before its first token (cutAtTimeout takes the others)
+		ra := g.model.Engine.Stats().RetryAfter()
+		return &apiError{Status: 503, Type: "service_unavailable", Code: "request_timeout", RetryAfter: ra,
+			Msg: fmt.Sprintf("the request ran past limits.request_timeout (%s) before its first token, queued or reading its prompt: the model %q is busy; retry in %d s",
+				g.s.cfg.Load().Limits.RequestTimeout.D(), g.model.Name, int(ra/time.Second))}
 	case errors.Is(err, errClientGone):
 		return &apiError{Status: 499, Type: "invalid_request_error", Code: "client_closed_request", Msg: "the client disconnected"}
 	case errors.Is(err, scheduler.ErrClosed):
@@ -438,9 +471,12 @@ func (g *generation) finish(res scheduler.Result, status int, msg string) {
 	if status >= 500 && status != 503 {
 		level = slog.LevelError
 	}
-	g.s.logRequest(level, g.endpoint, name, status, g.arrived, msg,
-		"id", g.id, "stream", g.req.Stream, "prompt_tokens", g.prompt, "completion_tokens", res.Generated,
-		"ttft_ms", int64(g.ttft(res)/time.Millisecond), "finish", res.FinishReason)
+	attrs := []any{"id", g.id, "stream", g.req.Stream, "prompt_tokens", g.prompt, "completion_tokens", res.Generated,
+		"ttft_ms", int64(g.ttft(res) / time.Millisecond), "finish", res.FinishReason}
+	if g.timedOut {
+		attrs = append(attrs, "cut_by", "request_timeout")
+	}
+	g.s.logRequest(level, g.endpoint, name, status, g.arrived, msg, attrs...)
 }
 
 // logRequest writes the one line per request.

@@ -4,8 +4,9 @@
 // (readiness, watchdog, reload, graceful shutdown).
 //
 // Endpoints: POST /v1/completions and /v1/chat/completions (SSE with
-// stream: true, usage with stream_options.include_usage), GET /v1/models,
-// GET /health, GET /ready, GET /metrics; on the Unix socket only,
+// stream: true, usage with stream_options.include_usage), GET /v1/models
+// and /v1/models/{id} (by name or alias), GET /health, GET /ready,
+// GET /metrics; on the Unix socket only,
 // GET /admin/status and POST /admin/reload, /admin/drain, /admin/resume.
 //
 // Decisions where the issue and the design are silent:
@@ -15,30 +16,47 @@
 //     a message saying where to put GGUF files. systemd's READY=1 is still
 //     sent with no models (the daemon is up; STATUS= says it has none), so
 //     that a fresh install starts cleanly.
-//   - API keys guard TCP only, and there every path but /health and /ready.
-//     The Unix socket is guarded by its file mode and group instead.
+//   - API keys guard TCP only, and there every path but /health and /ready;
+//     the scheme of "Authorization: Bearer KEY" is case-insensitive. The
+//     Unix socket is guarded by its file mode and group instead.
 //   - model may be omitted when exactly one model is served.
 //   - Sampling defaults are OpenAI's (temperature 1, top_p 1, no top-k or
-//     min-p); top_k, min_p, repeat_penalty and ignore_eos are accepted as
-//     extensions. A request without seed gets a random one.
+//     min-p); top_k, min_p, repeat_penalty (or vLLM's repetition_penalty,
+//     the same penalty; both with different values are a 400) and
+//     ignore_eos are accepted as extensions. top_p 0 keeps only the
+//     likeliest token (as top_k 1), what OpenAI and llama.cpp users expect
+//     of it. A request without seed gets a random one.
 //   - A prompt that fills the context is a 400 (context_length_exceeded);
-//     max_tokens beyond the room left is cut to it, and the answer ends
-//     with finish_reason "length" (llama.cpp's behaviour).
+//     max_tokens (or max_completion_tokens) beyond limits.max_tokens, and
+//     then beyond the room left, is cut to it, and the answer ends with
+//     finish_reason "length" (llama.cpp's behaviour; clients send 8192 or
+//     more by default). Below 1 it is a 400.
+//   - A generation still running at limits.request_timeout ends as an
+//     answer cut there, finish_reason "length", streamed or not (llama.cpp's
+//     t_max_predict_ms), with the log line's cut_by=request_timeout. One
+//     that had produced no token yet (queued, or reading its prompt) is a
+//     503 request_timeout with Retry-After: a 408 would have OpenAI's SDKs
+//     retry it at once, tripling the work.
 //   - Unknown JSON fields are ignored (clients send many); fields that
 //     would change the answer in ways octet cannot honour (n > 1, tools,
 //     tool_choice and functions, a response_format other than text,
-//     logit_bias, echo, best_of > 1) are a 400.
+//     logit_bias, echo, best_of > 1, a completion's suffix, vLLM's
+//     min_tokens > 0) are a 400 naming the field.
 //   - logprobs follow OpenAI's two shapes: chat's logprobs: true with
 //     top_logprobs 0–20 ({"content": [{token, logprob, bytes,
 //     top_logprobs}]}), completions' logprobs: N, 0–5 (tokens,
-//     token_logprobs, top_logprobs, text_offset, offsets into the
-//     completion). The values are the model's own distribution (log-softmax
+//     token_logprobs, top_logprobs, text_offset, offsets in characters into
+//     the completion). The values are the model's own distribution (log-softmax
 //     of the raw logits), independent of temperature and penalties; a
 //     stream carries each token's entry in the chunk that carries its text.
 //   - Chat prompts are tokenized with special-token parsing (the template's
 //     markers must become their tokens); completion prompts without it.
 //   - Every response carries "timings" (queue, prompt, TTFT, generation,
-//     tokens/s); a stream carries them in its finishing chunk.
+//     tokens/s); a stream carries them in its finishing chunk. With
+//     include_usage, every chunk before the usage chunk has "usage": null,
+//     as OpenAI's.
+//   - An error answer keeps the headers set before it that still hold:
+//     Allow (405) and X-Octet-Model-Sha256.
 //   - A client that disconnects is noticed by a write that fails or by a
 //     poll of its socket for POLLRDHUP every 50 ms, and its generation is
 //     cancelled.

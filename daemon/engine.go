@@ -50,10 +50,12 @@ func clientKey(ctx *fasthttp.RequestCtx) string {
 
 // bearer is the request's bearer key and its hash (ok false without one);
 // the hash is computed once per request (authorize and clientKey both
-// want it).
+// want it). The scheme is case-insensitive (RFC 7235: "bearer KEY" is
+// "Bearer KEY").
 func bearer(ctx *fasthttp.RequestCtx) (key string, sum [sha256.Size]byte, ok bool) {
-	key, ok = strings.CutPrefix(string(ctx.Request.Header.Peek("Authorization")), "Bearer ")
-	if !ok || key == "" {
+	scheme, key, _ := strings.Cut(string(ctx.Request.Header.Peek("Authorization")), " ")
+	key = strings.TrimLeft(key, " ")
+	if !strings.EqualFold(scheme, "Bearer") || key == "" {
 		return "", sum, false
 	}
 	if v, cached := ctx.UserValue(keyHashValue).([sha256.Size]byte); cached {

@@ -16,7 +16,7 @@ type apiError struct {
 	Param      string
 	Code       string
 	Msg        string
-	RetryAfter time.Duration // 429: sent as Retry-After
+	RetryAfter time.Duration // sent as Retry-After (429, 503)
 }
 
 func (e *apiError) Error() string { return e.Msg }
@@ -44,9 +44,23 @@ func (e *apiError) body() []byte {
 	return b
 }
 
-// write sends e as the response.
+// keptHeaders survive an error written over a response begun: they say
+// who answers (Server, X-Octet-Model-Sha256) or how to ask (a 405's Allow).
+var keptHeaders = [...]string{"Server", "Allow", "X-Octet-Model-Sha256"}
+
+// write sends e as the response, in place of whatever was set before but
+// keptHeaders.
 func (e *apiError) write(ctx *fasthttp.RequestCtx) {
+	var kept [len(keptHeaders)]string
+	for i, h := range keptHeaders {
+		kept[i] = string(ctx.Response.Header.Peek(h))
+	}
 	ctx.Response.Reset()
+	for i, h := range keptHeaders {
+		if kept[i] != "" {
+			ctx.Response.Header.Set(h, kept[i])
+		}
+	}
 	ctx.SetStatusCode(e.Status)
 	ctx.SetContentType("application/json")
 	if e.RetryAfter > 0 {

@@ -59,7 +59,10 @@ func newChatLogprobs(tok *tokenizer.Tokenizer, lps []scheduler.TokenLogprob) *ch
 
 // newCompletionLogprobs formats lps; offset is where the first token's
 // text starts in the completion, and the returned offset where the next
-// one would.
+// one would. Offsets count characters (Unicode code points), as OpenAI's
+// and vLLM's do, not bytes: a token's offset is the number of characters
+// that begin before its first byte, so a token that ends a character split
+// over byte tokens points just past that character.
 func newCompletionLogprobs(tok *tokenizer.Tokenizer, lps []scheduler.TokenLogprob, offset int) (*completionLogprobs, int) {
 	out := &completionLogprobs{
 		Tokens: []string{}, TokenLogprobs: []float32{}, TopLogprobs: []map[string]float32{}, TextOffset: []int{},
@@ -77,7 +80,20 @@ func newCompletionLogprobs(tok *tokenizer.Tokenizer, lps []scheduler.TokenLogpro
 		}
 		out.TopLogprobs = append(out.TopLogprobs, top)
 		out.TextOffset = append(out.TextOffset, offset)
-		offset += len(text)
+		offset += runeStarts(text)
 	}
 	return out, offset
+}
+
+// runeStarts counts the bytes of s that begin a character (any byte but a
+// UTF-8 continuation byte): the characters s adds to a text, even when a
+// character is split across tokens.
+func runeStarts(s string) int {
+	n := 0
+	for i := 0; i < len(s); i++ {
+		if s[i]&0xC0 != 0x80 {
+			n++
+		}
+	}
+	return n
 }

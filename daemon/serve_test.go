@@ -2,20 +2,27 @@ package daemon
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/octet-dev/octet/backends"
+	"github.com/octet-dev/octet/backends/ref"
 	"github.com/octet-dev/octet/configs"
+	"github.com/octet-dev/octet/model"
 	"github.com/octet-dev/octet/model/gguf"
 	"github.com/octet-dev/octet/model/synth"
 )
@@ -540,4 +547,330 @@ func TestJSONLogs(t *testing.T) {
 			t.Errorf("log line is not JSON: %q", l)
 		}
 	}
+}
+
+// apiDaemon is an in-process daemon for the API tests: one key ("k") on
+// TCP, limits.max_tokens 24, and a sidecar giving the model the alias
+// "acme/default".
+type apiDaemon struct {
+	*inproc
+	name string
+	hc   *http.Client
+}
+
+func startAPIDaemon(t *testing.T, edit func(*configs.Config)) *apiDaemon {
+	t.Helper()
+	d := runInProcess(t, func(c *configs.Config) {
+		c.Auth.Hashes = [][sha256.Size]byte{configs.HashKey("k")}
+		c.Limits.MaxTokens, c.Limits.DefaultMaxTokens = 24, 24
+		ggufs, _ := filepath.Glob(filepath.Join(c.Models.Dir, "*.gguf"))
+		for _, f := range ggufs {
+			os.WriteFile(strings.TrimSuffix(f, ".gguf")+".toml", []byte("aliases = [\"acme/default\"]\n"), 0o644)
+		}
+		if edit != nil {
+			edit(c)
+		}
+	})
+	return &apiDaemon{inproc: d, name: d.model(), hc: &http.Client{Timeout: 30 * time.Second}}
+}
+
+// do sends a request with the key under the scheme auth ("Bearer" when
+// empty) and returns the response and its body.
+func (d *apiDaemon) do(t *testing.T, method, path, auth, body string) (*http.Response, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest(method, "http://"+d.addr+path, strings.NewReader(body))
+	if auth == "" {
+		auth = "Bearer"
+	}
+	req.Header.Set("Authorization", auth+" k")
+	resp, err := d.hc.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, b
+}
+
+type apiErrorResp struct {
+	Error *struct {
+		Message string  `json:"message"`
+		Type    string  `json:"type"`
+		Param   *string `json:"param"`
+		Code    *string `json:"code"`
+	} `json:"error"`
+}
+
+// wantError checks an OpenAI error answer of that status, param and code
+// ("" for either: not checked).
+func wantError(t *testing.T, what string, resp *http.Response, body []byte, status int, param, code string) {
+	t.Helper()
+	var e apiErrorResp
+	if resp.StatusCode != status || json.Unmarshal(body, &e) != nil || e.Error == nil || e.Error.Message == "" ||
+		(param != "" && (e.Error.Param == nil || *e.Error.Param != param)) || (code != "" && (e.Error.Code == nil || *e.Error.Code != code)) {
+		t.Errorf("%s: %d %s; want %d param %q code %q", what, resp.StatusCode, body, status, param, code)
+	}
+}
+
+// TestAPICompat: the behaviours OpenAI's and vLLM's clients rely on, each
+// against the real server.
+func TestAPICompat(t *testing.T) {
+	d := startAPIDaemon(t, nil)
+	chat := func(extra string) string {
+		return `{"model":"` + d.name + `","messages":[{"role":"user","content":"Once upon a time"}],"max_tokens":24,"ignore_eos":true` + extra + `}`
+	}
+	answer := func(t *testing.T, body string) (string, chatResp) {
+		t.Helper()
+		resp, b := d.do(t, "POST", "/v1/chat/completions", "", body)
+		var r chatResp
+		if resp.StatusCode != 200 || json.Unmarshal(b, &r) != nil || len(r.Choices) != 1 || r.Usage == nil {
+			t.Fatalf("%s: %d %s", body, resp.StatusCode, b)
+		}
+		return r.Choices[0].Message.Content, r
+	}
+
+	t.Run("top_p_0", func(t *testing.T) {
+		greedy, _ := answer(t, chat(`,"temperature":0`))
+		for seed := range 3 {
+			if got, _ := answer(t, chat(fmt.Sprintf(`,"temperature":1,"top_p":0,"seed":%d`, seed))); got != greedy {
+				t.Errorf("top_p 0, seed %d: %q; greedy %q", seed, got, greedy)
+			}
+		}
+	})
+
+	t.Run("max_tokens_clamped", func(t *testing.T) {
+		for _, f := range []string{`"max_tokens":8192`, `"max_completion_tokens":16384`} {
+			body := `{"model":"` + d.name + `","messages":[{"role":"user","content":"Once upon a time"}],"ignore_eos":true,` + f + `}`
+			if _, r := answer(t, body); r.Usage.CompletionTokens != 24 || *r.Choices[0].FinishReason != "length" {
+				t.Errorf("%s: %d tokens, finish %s; want the server's 24, length", f, r.Usage.CompletionTokens, *r.Choices[0].FinishReason)
+			}
+		}
+		resp, b := d.do(t, "POST", "/v1/chat/completions", "", chat(`,"max_tokens":0`))
+		wantError(t, "max_tokens 0", resp, b, 400, "max_tokens", "")
+	})
+
+	t.Run("unsupported_fields", func(t *testing.T) {
+		compl := func(extra string) string {
+			return `{"model":"` + d.name + `","prompt":"Once upon a time","max_tokens":4` + extra + `}`
+		}
+		for _, c := range []struct {
+			path, body, param string
+		}{
+			{"/v1/completions", compl(`,"suffix":"The end."`), "suffix"},
+			{"/v1/completions", compl(`,"min_tokens":3`), "min_tokens"},
+			{"/v1/chat/completions", chat(`,"min_tokens":3`), "min_tokens"},
+			{"/v1/chat/completions", chat(`,"repetition_penalty":1.5,"repeat_penalty":1.2`), "repetition_penalty"},
+			{"/v1/chat/completions", chat(`,"repetition_penalty":11`), "repetition_penalty"},
+		} {
+			resp, b := d.do(t, "POST", c.path, "", c.body)
+			wantError(t, c.body, resp, b, 400, c.param, "")
+		}
+		for _, c := range []struct{ path, body string }{
+			{"/v1/completions", compl(`,"suffix":"","min_tokens":0`)},
+			{"/v1/chat/completions", chat(`,"suffix":null,"min_tokens":0,"repetition_penalty":1.5,"repeat_penalty":1.5`)},
+		} {
+			if resp, b := d.do(t, "POST", c.path, "", c.body); resp.StatusCode != 200 {
+				t.Errorf("%s: %d %s", c.body, resp.StatusCode, b)
+			}
+		}
+		// repetition_penalty is repeat_penalty: it changes a greedy answer
+		// as repeat_penalty does.
+		plain, _ := answer(t, chat(`,"temperature":0`))
+		llama, _ := answer(t, chat(`,"temperature":0,"repeat_penalty":2`))
+		vllm, _ := answer(t, chat(`,"temperature":0,"repetition_penalty":2`))
+		if llama == plain {
+			t.Fatalf("repeat_penalty 2 changes nothing here (%q): the test needs another prompt", plain)
+		}
+		if vllm != llama {
+			t.Errorf("repetition_penalty 2: %q; repeat_penalty 2: %q", vllm, llama)
+		}
+	})
+
+	t.Run("error_headers", func(t *testing.T) {
+		resp, b := d.do(t, "GET", "/v1/chat/completions", "", "")
+		wantError(t, "GET on chat", resp, b, 405, "", "method_not_allowed")
+		if got := resp.Header.Get("Allow"); got != "POST" {
+			t.Errorf("405 Allow: %q, want POST", got)
+		}
+		if got := resp.Header.Get("Server"); got != "octet" {
+			t.Errorf("405 Server: %q", got)
+		}
+		// An error after the model is known says which version refused.
+		long := strings.Repeat("once upon a time there was a dog ", 200)
+		resp, b = d.do(t, "POST", "/v1/completions", "", `{"model":"`+d.name+`","prompt":`+jsonString(long)+`}`)
+		wantError(t, "completion prompt too long", resp, b, 400, "prompt", "context_length_exceeded")
+		if len(resp.Header.Get("X-Octet-Model-Sha256")) != 64 {
+			t.Errorf("error reply without X-Octet-Model-Sha256: %v", resp.Header)
+		}
+		resp, b = d.do(t, "POST", "/v1/chat/completions", "", `{"model":"`+d.name+`","messages":[{"role":"user","content":`+jsonString(long)+`}]}`)
+		wantError(t, "chat prompt too long", resp, b, 400, "messages", "context_length_exceeded")
+	})
+
+	t.Run("bearer_scheme_case", func(t *testing.T) {
+		for _, c := range []struct {
+			auth string
+			want int
+		}{{"Bearer", 200}, {"bearer", 200}, {"BEARER", 200}, {"bEaReR ", 200}, {"Basic", 401}, {"Bearerk", 401}} {
+			resp, b := d.do(t, "GET", "/v1/models", c.auth, "")
+			if resp.StatusCode != c.want {
+				t.Errorf("Authorization: %s k: %d %s, want %d", c.auth, resp.StatusCode, b, c.want)
+			}
+		}
+	})
+
+	t.Run("model_retrieve", func(t *testing.T) {
+		_, b := d.do(t, "GET", "/v1/models", "", "")
+		var list struct{ Data []map[string]any }
+		decodeJSON(t, b, &list)
+		if len(list.Data) != 1 {
+			t.Fatalf("/v1/models: %s", b)
+		}
+		want, _ := json.Marshal(list.Data[0])
+		for _, id := range []string{d.name, "acme/default", "acme%2Fdefault"} {
+			resp, b := d.do(t, "GET", "/v1/models/"+id, "", "")
+			var got map[string]any
+			if resp.StatusCode != 200 || json.Unmarshal(b, &got) != nil {
+				t.Errorf("GET /v1/models/%s: %d %s", id, resp.StatusCode, b)
+				continue
+			}
+			if g, _ := json.Marshal(got); string(g) != string(want) {
+				t.Errorf("GET /v1/models/%s: %s; the list's entry: %s", id, g, want)
+			}
+		}
+		for _, id := range []string{"gpt-4", "acme/other", ""} {
+			resp, b := d.do(t, "GET", "/v1/models/"+id, "", "")
+			wantError(t, "GET /v1/models/"+id, resp, b, 404, "model", "model_not_found")
+		}
+		resp, b := d.do(t, "GET", "/v1/models/"+d.name, "-", "")
+		wantError(t, "GET /v1/models/{id} without a key", resp, b, 401, "", "invalid_api_key")
+	})
+
+	t.Run("usage_null_before_usage_chunk", func(t *testing.T) {
+		for _, include := range []bool{true, false} {
+			_, b := d.do(t, "POST", "/v1/chat/completions", "", chat(fmt.Sprintf(`,"max_tokens":4,"stream":true,"stream_options":{"include_usage":%v}`, include)))
+			events := sse(b)
+			if len(events) < 3 || events[len(events)-1] != "[DONE]" {
+				t.Fatalf("stream: %s", b)
+			}
+			chunks := events[:len(events)-1]
+			if include {
+				chunks = chunks[:len(chunks)-1] // the usage chunk
+			}
+			for _, ev := range chunks {
+				var c map[string]json.RawMessage
+				decodeJSON(t, []byte(ev), &c)
+				if u, has := c["usage"]; include && string(u) != "null" || !include && has {
+					t.Errorf("include_usage %v: chunk %s", include, ev)
+				}
+			}
+		}
+	})
+}
+
+// slowStep is how long each forward step of the "test-slow" backend (the
+// reference backend) takes, in nanoseconds; a step ends early when its
+// context does.
+var slowStep atomic.Int64
+
+func init() {
+	backends.Register("test-slow", -2, func() (backends.Backend, error) { return slowBackend{}, nil })
+}
+
+type slowBackend struct{}
+
+func (slowBackend) Name() string { return "test-slow" }
+
+func (slowBackend) Load(m *model.Model, o backends.LoadOptions) (backends.Runner, error) {
+	r, err := ref.Backend{}.Load(m, o)
+	return slowRunner{r}, err
+}
+
+type slowRunner struct{ backends.Runner }
+
+func (r slowRunner) Forward(ctx context.Context, b *backends.Batch) (*backends.Logits, error) {
+	select {
+	case <-time.After(time.Duration(slowStep.Load())):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return r.Runner.Forward(ctx, b)
+}
+
+// TestRequestTimeout: a generation still running at limits.request_timeout
+// ends as an answer cut there (200, finish_reason "length", its tokens
+// counted), streamed or not; one that had produced no token is a 503 with
+// Retry-After, never the 408 that OpenAI's SDKs retry.
+func TestRequestTimeout(t *testing.T) {
+	d := startAPIDaemon(t, func(c *configs.Config) {
+		c.Backend.Prefer = []string{"test-slow"}
+		c.Limits.RequestTimeout = configs.Duration(time.Second)
+		c.Limits.MaxTokens = 100
+	})
+	t.Cleanup(func() { slowStep.Store(0) })
+	body := func(extra string) string {
+		return `{"model":"` + d.name + `","prompt":"Once upon a time","max_tokens":100,"ignore_eos":true,"temperature":0` + extra + `}`
+	}
+
+	slowStep.Store(int64(30 * time.Millisecond)) // about 33 tokens in the second
+	t.Run("after tokens", func(t *testing.T) {
+		t.Run("whole", func(t *testing.T) {
+			t.Parallel()
+			resp, b := d.do(t, "POST", "/v1/completions", "", body(""))
+			var r chatResp
+			if resp.StatusCode != 200 || json.Unmarshal(b, &r) != nil || len(r.Choices) != 1 || r.Usage == nil {
+				t.Fatalf("%d %s", resp.StatusCode, b)
+			}
+			if n := r.Usage.CompletionTokens; n < 5 || n >= 100 || *r.Choices[0].FinishReason != "length" || *r.Choices[0].Text == "" ||
+				r.Usage.TotalTokens != r.Usage.PromptTokens+n {
+				t.Errorf("cut answer: %s", b)
+			}
+		})
+		t.Run("stream", func(t *testing.T) {
+			t.Parallel()
+			resp, b := d.do(t, "POST", "/v1/completions", "", body(`,"stream":true,"stream_options":{"include_usage":true}`))
+			events := sse(b)
+			if resp.StatusCode != 200 || len(events) < 4 || events[len(events)-1] != "[DONE]" || strings.Contains(string(b), `"error"`) {
+				t.Fatalf("%d %s", resp.StatusCode, b)
+			}
+			var fin, use chatResp
+			decodeJSON(t, []byte(events[len(events)-3]), &fin)
+			decodeJSON(t, []byte(events[len(events)-2]), &use)
+			texts := 0
+			for _, ev := range events[:len(events)-3] {
+				var c chatResp
+				if decodeJSON(t, []byte(ev), &c); len(c.Choices) == 1 && *c.Choices[0].Text != "" {
+					texts++
+				}
+			}
+			if len(fin.Choices) != 1 || fin.Choices[0].FinishReason == nil || *fin.Choices[0].FinishReason != "length" ||
+				use.Usage == nil || use.Usage.CompletionTokens < texts || use.Usage.CompletionTokens >= 100 || texts < 5 {
+				t.Errorf("cut stream (%d text chunks): %s", texts, b)
+			}
+		})
+	})
+	d.log.wait(t, `msg=request endpoint=completions model=\S+ status=200 .*stream=false .*finish=length cut_by=request_timeout`, time.Second)
+	d.log.wait(t, `msg=request endpoint=completions model=\S+ status=200 .*stream=true .*finish=length cut_by=request_timeout`, time.Second)
+
+	slowStep.Store(int64(time.Minute)) // the prompt's step outlasts the timeout
+	t.Run("before tokens", func(t *testing.T) {
+		t.Run("whole", func(t *testing.T) {
+			t.Parallel()
+			resp, b := d.do(t, "POST", "/v1/completions", "", body(""))
+			wantError(t, "timeout before the first token", resp, b, 503, "", "request_timeout")
+			if ra, err := strconv.Atoi(resp.Header.Get("Retry-After")); err != nil || ra < 1 {
+				t.Errorf("503 Retry-After %q", resp.Header.Get("Retry-After"))
+			}
+		})
+		t.Run("stream", func(t *testing.T) {
+			t.Parallel()
+			_, b := d.do(t, "POST", "/v1/completions", "", body(`,"stream":true`))
+			events := sse(b)
+			var e apiErrorResp
+			if len(events) != 2 || events[1] != "[DONE]" || json.Unmarshal([]byte(events[0]), &e) != nil ||
+				e.Error == nil || e.Error.Code == nil || *e.Error.Code != "request_timeout" {
+				t.Errorf("stream timed out before its first token: %s", b)
+			}
+		})
+	})
+	d.log.wait(t, `msg=request endpoint=completions model=\S+ status=503 .*stream=true .*completion_tokens=0`, time.Second)
 }

@@ -54,7 +54,7 @@ func (s *server) handler(unix bool) fasthttp.RequestHandler {
 		}()
 		ctx.Response.Header.Set("Server", "octet")
 		path := string(ctx.Path())
-		route, ok := routes[path]
+		route, ok := routeOf(path)
 		if !ok || (route.admin && !unix) {
 			errNotFound(fmt.Sprintf("no such path: %s %s", ctx.Method(), path)).write(ctx)
 			return
@@ -93,6 +93,7 @@ func init() {
 		"/v1/chat/completions": {"POST", true, false, func(s *server, c *fasthttp.RequestCtx) { s.generate(c, true) }},
 		"/v1/completions":      {"POST", true, false, func(s *server, c *fasthttp.RequestCtx) { s.generate(c, false) }},
 		"/v1/models":           {"GET", true, false, (*server).listModels},
+		"/v1/models/":          {"GET", true, false, (*server).getModel},
 		"/health":              {"GET", false, false, (*server).health},
 		"/ready":               {"GET", false, false, (*server).ready},
 		"/metrics":             {"GET", true, false, func(s *server, c *fasthttp.RequestCtx) { s.metrics.handler(c) }},
