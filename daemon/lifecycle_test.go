@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -40,6 +41,14 @@ func closeGate() {
 	gate.mu.Lock()
 	gate.ch = make(chan struct{})
 	gate.upTo = gate.born
+	gate.mu.Unlock()
+}
+
+// holdAll holds the forward steps of every runner, those loaded later too.
+func holdAll() {
+	gate.mu.Lock()
+	gate.ch = make(chan struct{})
+	gate.upTo = math.MaxInt
 	gate.mu.Unlock()
 }
 
@@ -366,6 +375,28 @@ func TestQueueFull(t *testing.T) {
 	d.stop(t)
 }
 
+// TestKeyQueueFull: a client with max_queued_per_key requests waiting gets
+// 429 key_queue_full, which names the limit, while the queue has room.
+func TestKeyQueueFull(t *testing.T) {
+	d := runInProcess(t, func(c *configs.Config) { c.Tuning.QueueLength, c.Tuning.MaxRunning, c.Tuning.MaxQueuedPerKey = 8, 1, 1 })
+	closeGate()
+	model := d.model()
+	c1, _ := streamReq(t, d.addr, model) // running
+	defer c1.Close()
+	c2, err := net.Dial("tcp", d.addr) // queued
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.Close()
+	streamReqOn(t, c2, `{"model":"`+model+`","messages":[{"role":"user","content":"hi"}],"max_tokens":2,"stream":true}`)
+	code, body := curlHeaders(t, "-d", chatReq(model, ""), "http://"+d.addr+"/v1/chat/completions")
+	if code != 429 || !strings.Contains(body, "Retry-After: ") || !strings.Contains(body, `"code":"key_queue_full"`) || !strings.Contains(body, "max_queued_per_key") {
+		t.Errorf("third request: %d %s", code, body)
+	}
+	openGate()
+	d.stop(t)
+}
+
 func curlHeaders(t *testing.T, args ...string) (int, string) {
 	t.Helper()
 	return curlBody(t, append([]string{"-i"}, args...)...)
@@ -442,4 +473,25 @@ func curlBody(t *testing.T, args ...string) (int, string) {
 	t.Helper()
 	code, body := curl(t, args...)
 	return code, string(body)
+}
+
+// TestShutdownDuringReload: a SIGTERM while a reload is under way (here a
+// replacement's load, held in its test forward pass) starts the shutdown
+// at once, and a SIGHUP that waits on that reload does not hold it either.
+func TestShutdownDuringReload(t *testing.T) {
+	notify := systemdtest.Listen(t)
+	d := runInProcess(t, nil)
+	name := d.model()
+	dir := filepath.Dir(regexpFind(d.log.String(), `msg="model loaded" .*path=(\S+)`))
+	systemdtest.Expect(t, notify, "READY=1", 10*time.Second) // the start's load is over
+	holdAll()
+	writeModel(t, filepath.Join(dir, name+".gguf"), variant(t, baseModel(t), 7, false), byRename)
+	systemdtest.Expect(t, notify, "RELOADING=1", 10*time.Second) // the replacement's load has begun
+	// Run's handler takes it; its reload waits on the one held.
+	syscall.Kill(os.Getpid(), syscall.SIGHUP)
+	time.Sleep(200 * time.Millisecond)
+	d.cancel()
+	d.log.wait(t, `msg="shutting down"`, 2*time.Second)
+	openGate()
+	d.wait(t)
 }

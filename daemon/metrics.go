@@ -1,6 +1,8 @@
 package daemon
 
 import (
+	"slices"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -24,6 +26,10 @@ type metrics struct {
 
 var latencyBuckets = []float64{.005, .01, .025, .05, .075, .1, .15, .2, .3, .5, .75, 1, 2, 5, 10, 30}
 
+// durationBuckets are latencyBuckets, then up to limits.request_timeout's
+// default (10 minutes): whole answers take minutes.
+var durationBuckets = append(slices.Clone(latencyBuckets), 60, 120, 300, 600)
+
 func newMetrics(models *Registry) *metrics {
 	m := &metrics{reg: prometheus.NewRegistry()}
 	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -39,7 +45,7 @@ func newMetrics(models *Registry) *metrics {
 		Name: "octet_inter_token_latency_seconds", Help: "Time between successive streamed pieces of text.", Buckets: latencyBuckets,
 	}, []string{"model"})
 	m.duration = prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name: "octet_request_duration_seconds", Help: "Time from a generation request's arrival to its end.", Buckets: latencyBuckets,
+		Name: "octet_request_duration_seconds", Help: "Time from a generation request's arrival to its end.", Buckets: durationBuckets,
 	}, []string{"model", "endpoint"})
 	m.queue = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name: "octet_queue_wait_seconds", Help: "Time a request waited in the queue.", Buckets: latencyBuckets,
@@ -67,7 +73,7 @@ var (
 	descPrefixHit = prometheus.NewDesc("octet_prefix_cache_hits_total", "Prompt tokens found in the prefix cache (not computed again).", []string{"model"}, nil)
 	descCached    = prometheus.NewDesc("octet_prefix_cache_blocks", "KV blocks held in the prefix cache.", []string{"model"}, nil)
 	descDeadline  = prometheus.NewDesc("octet_queue_deadline_exceeded_total", "Requests that left the queue at their queue deadline.", []string{"model"}, nil)
-	descDrain     = prometheus.NewDesc("octet_queue_drain_rate", "Measured rate at which requests finish, per second.", []string{"model"}, nil)
+	descDrain     = prometheus.NewDesc("octet_queue_drain_rate", "Measured rate at which requests finish, per second of time the scheduler had work (behind Retry-After).", []string{"model"}, nil)
 	descStepTok   = prometheus.NewDesc("octet_iteration_tokens", "Tokens per forward step (prefill and decode together).", []string{"model"}, nil)
 	descStepSeqs  = prometheus.NewDesc("octet_iteration_sequences", "Sequences per forward step (the batch size).", []string{"model"}, nil)
 	descStepTime  = prometheus.NewDesc("octet_step_duration_seconds", "Time of one forward step.", []string{"model"}, nil)

@@ -39,6 +39,7 @@ type Loaded struct {
 	LoadTime  time.Duration
 	SHA256    string // hex SHA-256 of the file's bytes being served
 
+	bytes  []byte // the file's bytes being served (until close)
 	free   func() // releases the model's memory after Model.Close
 	refs   atomic.Int64
 	closed sync.Once
@@ -46,12 +47,20 @@ type Loaded struct {
 }
 
 // discard closes a model that never went live (no reference was taken).
-func (l *Loaded) discard() { l.closed.Do(l.close) }
+func (l *Loaded) discard() {
+	l.closed.Do(func() {
+		l.close()
+		l.log.Debug("model candidate discarded", "model", l.Name, "sha256", l.SHA256)
+	})
+}
 
 // Release drops a reference taken by Registry.Acquire.
 func (l *Loaded) Release() {
 	if l.refs.Add(-1) == 0 {
-		l.closed.Do(l.close)
+		l.closed.Do(func() {
+			l.close()
+			l.log.Info("model unloaded", "model", l.Name, "sha256", l.SHA256)
+		})
 	}
 }
 
@@ -62,7 +71,6 @@ func (l *Loaded) close() {
 	if l.free != nil {
 		l.free()
 	}
-	l.log.Info("model unloaded", "model", l.Name, "sha256", l.SHA256)
 }
 
 // Registry maps model names, and their aliases, to live models.
@@ -313,7 +321,7 @@ func (ld *loader) load(name, path string) (l *Loaded, err error) {
 		Name: name, Path: path, Model: m, Runner: r, Engine: eng,
 		Chat:    chat.Template{Family: fam, BOS: m.Tok.Piece(m.Tok.BOS()), EOS: m.Tok.Piece(m.Tok.EOS())},
 		Context: eng.Context(), KV: kv, Quantized: quant, LoadedAt: time.Now(), LoadTime: time.Since(start),
-		SHA256: snap.sha256, free: snap.free, log: ld.log,
+		SHA256: snap.sha256, bytes: snap.data, free: snap.free, log: ld.log,
 	}
 	return l, nil
 }

@@ -34,11 +34,13 @@ type reloader struct {
 
 	debounce time.Duration // quiet time after a file event before a pass
 	settle   time.Duration // a file written in place is taken once unchanged this long
+	writing  time.Duration // a file not whole yet, modified this recently, is taken as still being written
 	rescan   time.Duration // periodic pass, for events the watcher missed
 
 	mu       sync.Mutex
 	files    map[string]*fileState // by model name
 	cfgErr   string                // the config error last reported
+	cfgRead  *configs.Config       // the config last read from the files (before keeping what needs a restart)
 	reloaded bool                  // RELOADING=1 was sent in this pass
 }
 
@@ -48,14 +50,15 @@ type fileState struct {
 	since   time.Time // when it was first observed
 	live    fileStat  // the version the live model came from (or has the same bytes as)
 	failed  fileStat  // a version that failed, reported once and not retried
+	partial fileStat  // a version not whole yet, taken as being written (said once)
 	side    *configs.Sidecar
 	sideAt  fileStat // the sidecar version side came from
 	sideBad fileStat // a sidecar version that failed, reported once
 }
 
 func newReloader(ctx context.Context, s *server, ld *loader, level *slog.LevelVar, load func() (*configs.Config, error), m *reloadMetrics) *reloader {
-	return &reloader{ctx: ctx, s: s, ld: ld, level: level, load: load, metrics: m,
-		debounce: 100 * time.Millisecond, settle: 500 * time.Millisecond, rescan: 5 * time.Second,
+	return &reloader{ctx: ctx, s: s, ld: ld, level: level, load: load, metrics: m, cfgRead: s.cfg.Load(),
+		debounce: 100 * time.Millisecond, settle: 500 * time.Millisecond, writing: 3 * time.Second, rescan: 5 * time.Second,
 		files: map[string]*fileState{}}
 }
 
@@ -142,12 +145,16 @@ func (r *reloader) reloadConfig(explicit bool) error {
 	}
 	r.cfgErr = ""
 	cur := r.s.cfg.Load()
-	if reflect.DeepEqual(cur, next) {
+	// Compared with the files' last reading, not with the config in force:
+	// a setting that needs a restart differs from the running one until
+	// then, and is reported once, not at every pass.
+	if reflect.DeepEqual(r.cfgRead, next) {
 		if explicit {
 			r.report("config", "unchanged", "config unchanged", "config", orDefaults(next.File))
 		}
 		return nil
 	}
+	r.cfgRead = next
 	r.begin("configuration")
 	var restart []string
 	if next.Listen != cur.Listen {
@@ -261,6 +268,7 @@ func (r *reloader) reconcile(initial bool) (pending bool) {
 			continue
 		}
 		delete(r.files, name)
+		r.forget(name)
 		if old := r.s.models.Get(name); old != nil {
 			r.begin("model " + name + " removed")
 			r.s.models.Swap(name, nil)
@@ -308,7 +316,17 @@ func (r *reloader) consider(name, path string, now time.Time, initial bool) bool
 		f.seen = fileStat{}
 		return true
 	} else if err != nil {
+		// A copy that pauses longer than the settle time (a slow disk or
+		// network) is not a broken file yet.
+		if age := now.Sub(st.MTime); age >= 0 && age < r.writing {
+			if f.partial != st {
+				f.partial = st
+				r.s.log.Info("model file is not whole yet; waiting for its writer", "model", name, "err", err, "refused_if_unchanged_for", r.writing)
+			}
+			return true
+		}
 		f.failed = st
+		r.begin("model " + name) // the failure shows in systemd's STATUS too
 		r.report(kind, "failed", "model file is not a whole GGUF file; not loaded (it is retried when the file changes)", "model", name, "err", err)
 		return false
 	}
@@ -322,6 +340,13 @@ func (r *reloader) consider(name, path string, now time.Time, initial bool) bool
 		f.failed = st
 		r.report(kind, "failed", "model not loaded", "model", name, "err", err)
 		return false
+	}
+	if live == nil {
+		if rf := r.refusalOf(name); rf != nil && rf.SHA256 == l.SHA256 {
+			l.discard()
+			r.serveKept(name, st, f, rf, kind, side)
+			return false
+		}
 	}
 	if live != nil && l.SHA256 == live.SHA256 {
 		l.discard()
@@ -338,6 +363,10 @@ func (r *reloader) consider(name, path string, now time.Time, initial bool) bool
 			if err != nil {
 				why = err.Error()
 			}
+			rf := refusal{SHA256: l.SHA256, Reason: why, At: time.Now().UTC(), KeptSHA256: live.SHA256}
+			if err := recordRefusal(r.ld.cfg.Models.Dir, name, rf, live.bytes); err != nil {
+				r.s.log.Warn("the refusal could not be recorded: after a restart the refused file would be served", "model", name, "err", err)
+			}
 			r.report(kind, "refused", "replacement refused by the quality gate; the live model stays", "model", name,
 				"sha256", l.SHA256, "live_sha256", live.SHA256, "reason", why, "kld_mean", rep.KLDMean, "top1", rep.Top1, "ppl_ratio", rep.PPLRatio)
 			return false
@@ -347,6 +376,7 @@ func (r *reloader) consider(name, path string, now time.Time, initial bool) bool
 	r.s.models.SetAliases(name, side.Aliases)
 	r.s.models.Swap(name, l)
 	f.live = st
+	r.forget(name)
 	args := []any{"model", name, "sha256", l.SHA256, "path", path, "arch", l.Model.Config.Arch, "context", l.Context, "kv_type", l.KV,
 		"chat_template", l.Chat.Family, "int8", l.Quantized, "load_ms", l.LoadTime.Milliseconds()}
 	if live != nil {
@@ -359,6 +389,48 @@ func (r *reloader) consider(name, path string, now time.Time, initial bool) bool
 		r.s.log.Warn("aliases taken by another model's name or alias are not served for this model", "model", name, "aliases", strings.Join(sh, ", "))
 	}
 	return false
+}
+
+// refusalOf returns model name's recorded refusal (refusal.go), nil when
+// there is none or it cannot be read (which is said).
+func (r *reloader) refusalOf(name string) *refusal {
+	rf, err := readRefusal(r.ld.cfg.Models.Dir, name)
+	if err != nil {
+		r.s.log.Warn("a recorded refusal cannot be read; the file is taken as never refused", "model", name, "err", err)
+	}
+	return rf
+}
+
+// forget drops model name's recorded refusal, if any: its file went, or a
+// version of it went live.
+func (r *reloader) forget(name string) {
+	if err := forgetRefusal(r.ld.cfg.Models.Dir, name); err != nil {
+		r.s.log.Warn("a recorded refusal cannot be removed", "model", name, "err", err)
+	}
+}
+
+// serveKept serves, in place of a file the quality gate refused before
+// this start, the copy of the version served then.
+func (r *reloader) serveKept(name string, st fileStat, f *fileState, rf *refusal, kind string, side *configs.Sidecar) {
+	record, kept := refusalPaths(r.ld.cfg.Models.Dir, name)
+	args := []any{"model", name, "sha256", rf.SHA256, "reason", rf.Reason, "refused_at", rf.At.Format(time.RFC3339),
+		"hint", "replace the file, or delete " + record + " and restart to serve it anyway"}
+	k, err := r.ld.load(name, kept)
+	if err == nil && k.SHA256 != rf.KeptSHA256 {
+		k.discard()
+		err = fmt.Errorf("%s holds sha256 %s, not the recorded %s", kept, k.SHA256, rf.KeptSHA256)
+	}
+	if err != nil {
+		f.failed = st
+		r.report(kind, "refused", "model file was refused by the quality gate before this start, and the version served then is not at hand; not served",
+			append(args, "err", err)...)
+		return
+	}
+	r.s.models.SetAliases(name, side.Aliases)
+	r.s.models.Swap(name, k)
+	f.live = st
+	r.report(kind, "refused", "model file was refused by the quality gate before this start; serving the version kept then",
+		append(args, "served_sha256", k.SHA256)...)
 }
 
 // sidecar returns the model's sidecar settings, re-reading NAME.toml when it

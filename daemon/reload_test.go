@@ -6,8 +6,10 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
 	"net/http"
 	"os"
@@ -496,4 +498,47 @@ func TestSwapWaitsForRunningRequests(t *testing.T) {
 	d.log.wait(t, `msg="model unloaded" model=`+name+` sha256=`+old, 10*time.Second)
 	d.log.wait(t, `msg="model unloaded" model=`+name+` sha256=`+hexSHA(next), 10*time.Second)
 	d.stop(t)
+}
+
+// TestRefusalOutlivesRestart: a replacement the quality gate refused is not
+// served by the next start, which serves the version kept when it was
+// refused; without that copy, nothing; a good replacement then goes live
+// and the record goes.
+func TestRefusalOutlivesRestart(t *testing.T) {
+	base := baseModel(t)
+	models := t.TempDir()
+	path := filepath.Join(models, "m.gguf")
+	v0, damaged, good := variant(t, base, 0, false), variant(t, base, 99, true), variant(t, base, 5, false)
+	if err := os.WriteFile(path, v0, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := client("")
+	p := serve(t, nil, "--models", models)
+	writeModel(t, path, damaged, byRename)
+	p.log.wait(t, `msg="replacement refused by the quality gate; the live model stays" model=m sha256=`+hexSHA(damaged), 30*time.Second)
+	p.stop(t)
+	record, kept := refusalPaths(models, "m")
+	if rf, err := readRefusal(models, "m"); err != nil || rf == nil || rf.SHA256 != hexSHA(damaged) || rf.KeptSHA256 != hexSHA(v0) {
+		t.Fatalf("record %+v, %v", rf, err)
+	}
+
+	p = serve(t, nil, "--models", models)
+	p.log.wait(t, `level=WARN msg="model file was refused by the quality gate before this start; serving the version kept then" model=m sha256=`+hexSHA(damaged)+`.* served_sha256=`+hexSHA(v0), time.Second)
+	if got := liveModels(t, c, p.url)["m"]; got.SHA256 != hexSHA(v0) {
+		t.Errorf("after a restart: %+v, want the kept %s", got, hexSHA(v0))
+	}
+	p.stop(t)
+
+	os.Remove(kept)
+	p = serve(t, nil, "--models", models)
+	p.log.wait(t, `msg="model file was refused by the quality gate before this start, and the version served then is not at hand; not served" model=m`, time.Second)
+	if _, ok := liveModels(t, c, p.url)["m"]; ok {
+		t.Error("the refused file is served")
+	}
+	writeModel(t, path, good, byRename)
+	waitModel(t, c, p.url, "m", hexSHA(good))
+	if _, err := os.Stat(record); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the record stays after a good version went live: %v", err)
+	}
+	p.stop(t)
 }

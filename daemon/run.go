@@ -119,15 +119,32 @@ func Run(ctx context.Context, o Options) error {
 	var wdWG sync.WaitGroup
 	wdWG.Go(func() { systemd.Watchdog(wdCtx, s.alive, log) })
 
+	// A SIGHUP's reload runs beside this loop, which must see a SIGTERM at
+	// once even while a reload waits on a quality gate; SIGHUPs that come
+	// meanwhile make one more reload, not one each.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	hupReload := make(chan struct{}, 1)
+	watchWG.Go(func() {
+		for {
+			select {
+			case <-watchCtx.Done():
+				return
+			case <-hupReload:
+				rl.reloadAll("SIGHUP")
+			}
+		}
+	})
 	for done := false; !done; {
 		select {
 		case <-ctx.Done():
 			done = true
 		case <-hup:
-			rl.reloadAll("SIGHUP")
+			select {
+			case hupReload <- struct{}{}:
+			default: // one is due already
+			}
 		}
 	}
 
@@ -301,11 +318,13 @@ func listenUnix(path string, mode os.FileMode, group string) (net.Listener, erro
 	return l, nil
 }
 
-// alive is the watchdog's check: every model's loop beat within limit.
+// alive is the watchdog's check: every model's loop beat within limit, or
+// within four times what its step in flight should take.
 func (s *server) alive(limit time.Duration) string {
 	var stalled []string
 	s.models.Each(func(l *Loaded) {
-		if age := time.Since(l.Engine.Stats().Beat); age > limit {
+		st := l.Engine.Stats()
+		if age := time.Since(st.Beat); age > max(limit, 4*st.StepDue) {
 			stalled = append(stalled, fmt.Sprintf("%s (no progress for %s)", l.Name, age.Round(time.Millisecond)))
 		}
 	})

@@ -84,7 +84,8 @@ func Compare(ctx context.Context, candidate, baseline *model.Model, text string,
 // distributions can be compared token by token.
 func SameVocab(a, b *model.Model) error {
 	if a.Config.VocabSize != b.Config.VocabSize || !slices.Equal(a.Tok.Vocab().Tokens, b.Tok.Vocab().Tokens) {
-		return fmt.Errorf("eval: %s and %s have different vocabularies", modelName(a), modelName(b))
+		return fmt.Errorf("eval: the candidate (%s, %d tokens) and the baseline (%s, %d tokens) have different vocabularies",
+			modelName(a), len(a.Tok.Vocab().Tokens), modelName(b), len(b.Tok.Vocab().Tokens))
 	}
 	return nil
 }

@@ -50,7 +50,8 @@ func Stopping(status string) { Notify("STOPPING=1\nSTATUS=" + oneLine(status)) }
 // Reloading says that a reload started; call Ready when it ends. systemd
 // 253 and later want the monotonic time with it.
 func Reloading(status string) {
-	Notify("RELOADING=1\nMONOTONIC_USEC=" + daemon.SdNotifyMonotonicUsec() + "\nSTATUS=" + oneLine(status))
+	// SdNotifyMonotonicUsec is the whole "MONOTONIC_USEC=…\n" line.
+	Notify("RELOADING=1\n" + daemon.SdNotifyMonotonicUsec() + "STATUS=" + oneLine(status))
 }
 
 func oneLine(s string) string { return strings.ReplaceAll(s, "\n", " ") }
@@ -119,11 +120,19 @@ func Inherited() (Listeners, error) {
 			return ls, fmt.Errorf("systemd: inherited socket %q is not a stream listener: %w", f.Name(), err)
 		}
 		kind := strings.ToLower(f.Name())
+		unix := l.Addr().Network() == "unix"
 		switch kind {
-		case "http", "tcp", "unix", "socket":
+		case "http", "tcp":
+		case "unix", "socket":
+			// The Unix socket's role serves the admin API: a socket of
+			// another family must not take it by its name.
+			if !unix {
+				l.Close()
+				return ls, fmt.Errorf("systemd: inherited socket %q is named for the Unix socket (which serves the admin API) but is a %s socket", f.Name(), l.Addr().Network())
+			}
 		default:
 			kind = "tcp"
-			if l.Addr().Network() == "unix" {
+			if unix {
 				kind = "unix"
 			}
 		}

@@ -2,7 +2,9 @@ package systemd
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -84,7 +86,9 @@ func TestReadyStoppingStatus(t *testing.T) {
 		t.Errorf("%q", m)
 	}
 	Reloading("r")
-	systemdtest.Expect(t, ch, "RELOADING=1\nMONOTONIC_USEC=", time.Second)
+	if m := systemdtest.Expect(t, ch, "RELOADING=1", time.Second); !regexp.MustCompile(`^RELOADING=1\nMONOTONIC_USEC=[0-9]+\nSTATUS=r$`).MatchString(m) {
+		t.Errorf("%q", m)
+	}
 	Stopping("bye")
 	systemdtest.Expect(t, ch, "STOPPING=1\nSTATUS=bye", time.Second)
 }
@@ -143,5 +147,52 @@ func TestUnitSecurity(t *testing.T) {
 	t.Logf("systemd-analyze security --offline=true: exposure %.1f", score)
 	if score > 1 {
 		t.Errorf("exposure %.1f > 1:\n%s", score, out)
+	}
+}
+
+// TestInheritedRoleByFamily: a TCP socket named "unix" would take the Unix
+// socket's role, which serves the admin API; Inherited refuses it. The
+// test runs itself under systemd-socket-activate.
+func TestInheritedRoleByFamily(t *testing.T) {
+	if os.Getenv("OCTET_INHERITED_CHILD") == "1" {
+		ls, err := Inherited()
+		fmt.Printf("tcp=%v unix=%v err=%v\n", ls.TCP != nil, ls.Unix != nil, err)
+		return
+	}
+	sa, err := exec.LookPath("systemd-socket-activate")
+	if err != nil {
+		t.Skip("systemd-socket-activate is absent (Debian package systemd; .ci/setup.d/daemon.sh installs it)")
+	}
+	for _, c := range []struct{ name, want string }{
+		{"unix", `tcp=false unix=false err=systemd: inherited socket "unix" is named for the Unix socket (which serves the admin API) but is a tcp socket`},
+		{"http", "tcp=true unix=false err=<nil>"},
+	} {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := l.Addr().String()
+		l.Close()
+		cmd := exec.Command(sa, "-l", addr, "--fdname="+c.name, "-E", "OCTET_INHERITED_CHILD=1",
+			os.Args[0], "-test.run=^TestInheritedRoleByFamily$")
+		var out strings.Builder
+		cmd.Stdout = &out
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		// The first connection starts the child.
+		for i := 0; i < 100; i++ {
+			if conn, err := net.Dial("tcp", addr); err == nil {
+				conn.Close()
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if err := cmd.Wait(); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(out.String(), c.want) {
+			t.Errorf("--fdname=%s: %q, want %q", c.name, out.String(), c.want)
+		}
 	}
 }

@@ -38,6 +38,9 @@ A timing line goes to stderr. --temperature 0 decodes greedily.`,
 			if err := sp.Validate(); err != nil {
 				return err
 			}
+			if maxTokens < 1 {
+				return fmt.Errorf("--max-tokens must be at least 1, not %d", maxTokens)
+			}
 			log := verboseLogger(verbose)
 			m, err := model.Load(path)
 			if err != nil {

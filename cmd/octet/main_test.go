@@ -135,4 +135,7 @@ func TestBadInputIsOneLine(t *testing.T) {
 			t.Errorf("%v: stderr is not one octet: line: %q", args, stderr)
 		}
 	}
+	if _, stderr, err := octet(t, "generate", "--model", bad, "--max-tokens", "-5"); err == nil || !strings.Contains(stderr, "--max-tokens must be at least 1") {
+		t.Errorf("--max-tokens -5: %v %q", err, stderr)
+	}
 }
