@@ -37,6 +37,16 @@ func statOf(fi os.FileInfo) fileStat {
 // errChanging says a file changed while it was read.
 var errChanging = errors.New("the file changed while it was read")
 
+// errShort says a file ends before its tensors do.
+var errShort = errors.New("it is incomplete")
+
+// endsTooSoon reports whether err (of complete) says the file ends too
+// soon: it may be a whole file's beginning, still being written.
+func endsTooSoon(err error) bool {
+	var fe *gguf.FormatError
+	return errors.Is(err, errShort) || errors.As(err, &fe) && fe.Short
+}
+
 // snapshot is a model file copied into memory of its own (an anonymous
 // mapping, outside the Go heap). A served model runs on the snapshot, not on
 // a mapping of the file, so that a file rewritten or truncated in place
@@ -132,7 +142,7 @@ func wholeFile(f *gguf.File) error {
 	padded := (end + int64(f.Alignment) - 1) / int64(f.Alignment) * int64(f.Alignment)
 	switch {
 	case f.Size < end:
-		return fmt.Errorf("the file is %d bytes, its tensors end at %d: it is incomplete", f.Size, end)
+		return fmt.Errorf("the file is %d bytes, its tensors end at %d: %w", f.Size, end, errShort)
 	case f.Size > padded:
 		return fmt.Errorf("the file is %d bytes, its tensors end at %d: %d bytes follow them", f.Size, end, f.Size-end)
 	}

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -41,8 +42,13 @@ func refusalPaths(modelsDir, name string) (record, kept string) {
 // already, a copy of the served version's bytes.
 func recordRefusal(modelsDir, name string, rf refusal, served []byte) error {
 	record, kept := refusalPaths(modelsDir, name)
-	if err := os.MkdirAll(filepath.Dir(record), 0o750); err != nil {
-		return err
+	if _, err := os.Stat(filepath.Dir(record)); errors.Is(err, fs.ErrNotExist) {
+		if err := os.Mkdir(filepath.Dir(record), 0o750); err != nil {
+			return err
+		}
+		if err := syncDir(modelsDir); err != nil {
+			return err
+		}
 	}
 	if old, err := readRefusal(modelsDir, name); err != nil || old == nil || old.KeptSHA256 != rf.KeptSHA256 || !sizeIs(kept, len(served)) {
 		if err := writeAtomic(kept, served); err != nil {
@@ -110,6 +116,42 @@ func writeAtomic(path string, b []byte) error {
 	}
 	if err != nil {
 		os.Remove(f.Name())
+		return err
 	}
-	return err
+	return syncDir(filepath.Dir(path)) // the rename itself survives a power cut
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// tidyRefusals removes, at the start, the records and copies of models
+// whose files are gone (removed while the daemon was down), and what a
+// crash left of a write.
+func tidyRefusals(modelsDir string, files map[string]string) error {
+	dir := filepath.Join(modelsDir, stateFolder)
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range entries {
+		n := e.Name()
+		name, isRecord := strings.CutSuffix(n, ".refused.json")
+		if !isRecord {
+			name, _ = strings.CutSuffix(n, ".kept.gguf")
+		}
+		if _, ok := files[name]; !ok || strings.HasPrefix(n, ".tmp-") {
+			errs = append(errs, removeIfPresent(filepath.Join(dir, n)))
+		}
+	}
+	return errors.Join(errs...)
 }

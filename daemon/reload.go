@@ -103,6 +103,9 @@ func (r *reloader) end() {
 func (r *reloader) reloadAll(why string) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.ctx.Err() != nil {
+		return nil // shutting down: no more reloads
+	}
 	defer r.end()
 	r.begin(why)
 	r.s.log.Info("reload requested", "by", why)
@@ -122,6 +125,9 @@ func (r *reloader) reloadAll(why string) error {
 func (r *reloader) pass(config, explicit bool) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.ctx.Err() != nil {
+		return false
+	}
 	defer r.end()
 	if config && r.load != nil {
 		r.reloadConfig(explicit)
@@ -257,6 +263,11 @@ func (r *reloader) reconcile(initial bool) (pending bool) {
 		r.s.log.Error("cannot read the models folder", "dir", dir, "err", err)
 		return false
 	}
+	if initial {
+		if err := tidyRefusals(dir, files); err != nil {
+			r.s.log.Warn("cannot tidy the records of refused models", "dir", dir, "err", err)
+		}
+	}
 	now := time.Now()
 	for _, name := range slices.Sorted(maps.Keys(files)) {
 		if r.consider(name, files[name], now, initial) {
@@ -318,7 +329,7 @@ func (r *reloader) consider(name, path string, now time.Time, initial bool) bool
 	} else if err != nil {
 		// A copy that pauses longer than the settle time (a slow disk or
 		// network) is not a broken file yet.
-		if age := now.Sub(st.MTime); age >= 0 && age < r.writing {
+		if age := now.Sub(st.MTime); endsTooSoon(err) && age >= 0 && age < r.writing {
 			if f.partial != st {
 				f.partial = st
 				r.s.log.Info("model file is not whole yet; waiting for its writer", "model", name, "err", err, "refused_if_unchanged_for", r.writing)
@@ -341,7 +352,7 @@ func (r *reloader) consider(name, path string, now time.Time, initial bool) bool
 		r.report(kind, "failed", "model not loaded", "model", name, "err", err)
 		return false
 	}
-	if live == nil {
+	if live == nil && side.Gate.Enabled { // with the gate off now, the file goes live and the record goes
 		if rf := r.refusalOf(name); rf != nil && rf.SHA256 == l.SHA256 {
 			l.discard()
 			r.serveKept(name, st, f, rf, kind, side)
@@ -356,6 +367,11 @@ func (r *reloader) consider(name, path string, now time.Time, initial bool) bool
 	}
 	if live != nil && side.Gate.Enabled {
 		v, rep, err := r.ld.checkGate(r.ctx, l, live, side.Gate)
+		if r.ctx.Err() != nil { // shutting down: not checked, not refused
+			l.discard()
+			r.s.log.Info("replacement not checked: the daemon is stopping", "model", name, "sha256", l.SHA256)
+			return false
+		}
 		if err != nil || !v.Pass {
 			l.discard()
 			f.failed = st

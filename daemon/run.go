@@ -49,6 +49,11 @@ func Run(ctx context.Context, o Options) error {
 		h = slog.NewJSONHandler(o.Logs, hopts)
 	}
 	log := slog.New(h)
+	// SIGHUP is taken from the start: its default action would end the
+	// daemon, and systemd may send one (ExecReload) once READY=1 is out.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 
 	s := &server{log: log, models: NewRegistry(), started: time.Now(), version: o.Version}
 	s.cfg.Store(cfg)
@@ -122,9 +127,6 @@ func Run(ctx context.Context, o Options) error {
 	// A SIGHUP's reload runs beside this loop, which must see a SIGTERM at
 	// once even while a reload waits on a quality gate; SIGHUPs that come
 	// meanwhile make one more reload, not one each.
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	hupReload := make(chan struct{}, 1)
 	watchWG.Go(func() {
 		for {
@@ -143,6 +145,7 @@ func Run(ctx context.Context, o Options) error {
 		case <-hup:
 			select {
 			case hupReload <- struct{}{}:
+				log.Info("SIGHUP: reloading")
 			default: // one is due already
 			}
 		}
@@ -319,12 +322,13 @@ func listenUnix(path string, mode os.FileMode, group string) (net.Listener, erro
 }
 
 // alive is the watchdog's check: every model's loop beat within limit, or
-// within four times what its step in flight should take.
+// within four times what its step in flight should take (at most ten
+// limits: a step that long is stuck, whatever it holds).
 func (s *server) alive(limit time.Duration) string {
 	var stalled []string
 	s.models.Each(func(l *Loaded) {
 		st := l.Engine.Stats()
-		if age := time.Since(st.Beat); age > max(limit, 4*st.StepDue) {
+		if age := time.Since(st.Beat); age > min(max(limit, 4*st.StepDue), 10*limit) {
 			stalled = append(stalled, fmt.Sprintf("%s (no progress for %s)", l.Name, age.Round(time.Millisecond)))
 		}
 	})

@@ -106,10 +106,17 @@ func TestPartialFileWaitsForWriter(t *testing.T) {
 	if !strings.Contains(logs.String(), "model file is not whole yet; waiting for its writer") {
 		t.Errorf("no word of the wait:\n%s", logs)
 	}
+	// A file that is wrong, not short, is refused at once.
+	bad := filepath.Join(cfg.Models.Dir, "bad.gguf")
+	os.WriteFile(bad, []byte("GGML\x03\x00\x00\x00\x00\x00\x00\x00"), 0o644)
+	rl.consider("bad", bad, now, false)
+	if rl.consider("bad", bad, now.Add(time.Second), false) || !strings.Contains(logs.String(), `msg="model file is not a whole GGUF file; not loaded (it is retried when the file changes)" model=bad`) {
+		t.Errorf("a fresh file with a wrong magic was not refused at once:\n%s", logs)
+	}
 	old := now.Add(-time.Minute)
 	os.Chtimes(path, old, old)
 	rl.consider("m", path, now, false) // a new version: settling
-	if rl.consider("m", path, now.Add(time.Second), false) || !strings.Contains(logs.String(), "level=ERROR msg=\"model file is not a whole GGUF file") {
+	if rl.consider("m", path, now.Add(time.Second), false) || !strings.Contains(logs.String(), `level=ERROR msg="model file is not a whole GGUF file; not loaded (it is retried when the file changes)" model=m`) {
 		t.Errorf("a file unchanged for a minute was not refused:\n%s", logs)
 	}
 }

@@ -55,9 +55,10 @@ type Batcher struct {
 	done  chan struct{}
 	beat  atomic.Int64     // unix ns
 	spare *backends.Logits // the last step's logits, for the next to reuse (the loop's own)
-	// The watchdog's measure of a step: the most time per token a step
-	// has taken (the loop's own), and what the step in flight should take
-	// at that rate (ns; 0 between steps).
+	// The watchdog's measure of a step: the time per token of the slowest
+	// recent steps (the loop's own: it rises at once and falls by 1/16 a
+	// step, so one stray slow step is soon forgotten), and what the step
+	// in flight should take at that rate (ns; 0 between steps).
 	perToken time.Duration
 	stepDue  atomic.Int64
 
@@ -295,7 +296,8 @@ func (e *Batcher) loop() {
 		t1 := time.Now()
 		e.beat.Store(t1.UnixNano())
 		e.stepDue.Store(0)
-		e.perToken = max(e.perToken, t1.Sub(t0)/time.Duration(max(n, 1)))
+		per := t1.Sub(t0) / time.Duration(max(n, 1))
+		e.perToken = max(per, e.perToken-(e.perToken-per)/16)
 		e.mu.Lock()
 		e.stats.StepTime.observe(e.clock.Now().Sub(start).Seconds())
 		e.stats.StepSeqs.observe(float64(len(plan)))

@@ -179,10 +179,9 @@ type EngineStats struct {
 	// Beat is the last time the loop showed progress: a forward step, or a
 	// pass of its idle wait. A loop stuck in a step stops beating.
 	Beat time.Time
-	// StepDue is what the forward step in flight should take, at the most
-	// time per token a step of this engine has taken (0 between steps,
-	// and for Serial): a long prompt's step on slow hardware is not a
-	// stall.
+	// StepDue is what the forward step in flight should take, at the time
+	// per token of the slowest recent steps (0 between steps, and for
+	// Serial): a long prompt's step on slow hardware is not a stall.
 	StepDue time.Duration
 }
 

@@ -173,7 +173,9 @@ func TestInheritedRoleByFamily(t *testing.T) {
 		}
 		addr := l.Addr().String()
 		l.Close()
-		cmd := exec.Command(sa, "-l", addr, "--fdname="+c.name, "-E", "OCTET_INHERITED_CHILD=1",
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, sa, "-l", addr, "--fdname="+c.name, "-E", "OCTET_INHERITED_CHILD=1",
 			os.Args[0], "-test.run=^TestInheritedRoleByFamily$")
 		var out strings.Builder
 		cmd.Stdout = &out

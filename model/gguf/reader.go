@@ -32,6 +32,9 @@ type FormatError struct {
 	Path   string
 	Offset int64
 	Msg    string
+	// Short says the file ends too soon: it may be the beginning of a
+	// whole file still being written.
+	Short bool
 }
 
 func (e *FormatError) Error() string {
@@ -174,10 +177,10 @@ func (f *File) parseHeader(r *reader) error {
 	// The smallest key/value is 13 bytes and the smallest tensor entry 24:
 	// counts beyond what the file can hold are refused before allocating.
 	if nKV > uint64(r.remaining())/13 {
-		return r.fail(16, fmt.Sprintf("metadata count %d does not fit in the file", nKV))
+		return r.short(16, fmt.Sprintf("metadata count %d does not fit in the file", nKV))
 	}
 	if nTensors > uint64(r.remaining())/24 {
-		return r.fail(8, fmt.Sprintf("tensor count %d does not fit in the file", nTensors))
+		return r.short(8, fmt.Sprintf("tensor count %d does not fit in the file", nTensors))
 	}
 
 	f.KV = make([]KV, 0, nKV)
@@ -301,7 +304,7 @@ func (f *File) checkTensorData() error {
 		return nil
 	}
 	if f.DataOffset > f.Size {
-		return &FormatError{Offset: f.Size, Msg: fmt.Sprintf("file ends at byte %d, before its tensor data starts at %d", f.Size, f.DataOffset)}
+		return &FormatError{Offset: f.Size, Msg: fmt.Sprintf("file ends at byte %d, before its tensor data starts at %d", f.Size, f.DataOffset), Short: true}
 	}
 	dataLen := uint64(f.Size - f.DataOffset)
 	order := make([]int, len(f.Tensors))
@@ -314,7 +317,7 @@ func (f *File) checkTensorData() error {
 	for _, i := range order {
 		t := &f.Tensors[i]
 		if t.Offset > dataLen || t.Size > dataLen-t.Offset {
-			return &FormatError{Offset: f.DataOffset, Msg: fmt.Sprintf("tensor %q: %d bytes at offset %d run past the end of the file (data section is %d bytes)", t.Name, t.Size, t.Offset, dataLen)}
+			return &FormatError{Offset: f.DataOffset, Msg: fmt.Sprintf("tensor %q: %d bytes at offset %d run past the end of the file (data section is %d bytes)", t.Name, t.Size, t.Offset, dataLen), Short: true}
 		}
 		if t.Offset < end {
 			return &FormatError{Offset: f.DataOffset, Msg: fmt.Sprintf("tensor %q at offset %d overlaps tensor %q", t.Name, t.Offset, prev)}
@@ -399,9 +402,14 @@ func (r *reader) fail(at int, msg string) error {
 	return &FormatError{Offset: int64(at), Msg: msg}
 }
 
+// short is fail for a file that ends too soon (FormatError.Short).
+func (r *reader) short(at int, msg string) error {
+	return &FormatError{Offset: int64(at), Msg: msg, Short: true}
+}
+
 func (r *reader) bytes(n uint64, what string) ([]byte, error) {
 	if n > uint64(r.remaining()) {
-		return nil, r.fail(r.pos, fmt.Sprintf("truncated: %s needs %d bytes, %d left", what, n, r.remaining()))
+		return nil, r.short(r.pos, fmt.Sprintf("truncated: %s needs %d bytes, %d left", what, n, r.remaining()))
 	}
 	b := r.buf[r.pos : r.pos+int(n)]
 	r.pos += int(n)
@@ -431,7 +439,7 @@ func (r *reader) str(what string) (string, error) {
 		return "", err
 	}
 	if n > uint64(r.remaining()) {
-		return "", r.fail(at, fmt.Sprintf("%s length %d exceeds the %d bytes left in the file", what, n, r.remaining()))
+		return "", r.short(at, fmt.Sprintf("%s length %d exceeds the %d bytes left in the file", what, n, r.remaining()))
 	}
 	b, _ := r.bytes(n, what)
 	return string(b), nil
@@ -516,7 +524,7 @@ func (r *reader) array(key string, depth int) (Value, error) {
 		min = 12
 	}
 	if n > uint64(r.remaining())/uint64(min) {
-		return Value{}, r.fail(at, fmt.Sprintf("metadata %q: array of %d %s does not fit in the %d bytes left", key, n, elem, r.remaining()))
+		return Value{}, r.short(at, fmt.Sprintf("metadata %q: array of %d %s does not fit in the %d bytes left", key, n, elem, r.remaining()))
 	}
 	switch elem {
 	case TypeString:
