@@ -500,3 +500,35 @@ func TestShutdownDuringReload(t *testing.T) {
 		t.Errorf("a refusal recorded at shutdown: %+v %v", rf, err)
 	}
 }
+
+// TestConnectionLimit: beyond limits.max_connections a connection gets 503
+// with the API's error body and Retry-After (not fasthttp's plain-text 503
+// closed before the request is read); once one closes, requests pass again.
+func TestConnectionLimit(t *testing.T) {
+	d := runInProcess(t, func(c *configs.Config) { c.Limits.MaxConnections = 2 })
+	var held []net.Conn
+	for range 2 {
+		c, err := net.Dial("tcp", d.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+	}
+	time.Sleep(50 * time.Millisecond) // both accepted
+	code, body := curlHeaders(t, "-d", chatReq(d.model(), ""), "http://"+d.addr+"/v1/chat/completions")
+	if code != 503 || !strings.Contains(body, "Retry-After: 1") || !strings.Contains(body, `"code":"too_many_connections"`) {
+		t.Errorf("a third connection: %d %s", code, body)
+	}
+	held[0].Close()
+	ok := false
+	for i := 0; i < 100 && !ok; i++ {
+		code, _ := curl(t, "-d", chatReq(d.model(), ""), "http://"+d.addr+"/v1/chat/completions")
+		ok = code == 200
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !ok {
+		t.Error("no request passed after a connection closed")
+	}
+	held[1].Close()
+	d.stop(t)
+}

@@ -93,6 +93,9 @@ func Run(ctx context.Context, o Options) error {
 	var servers []*fasthttp.Server
 	var wg sync.WaitGroup
 	for _, ln := range lns {
+		// connLimit holds the connections to max_connections;
+		// fasthttp's own limit (Concurrency), with room for connections
+		// it is still closing, stays out of its way.
 		srv := &fasthttp.Server{
 			Handler:                      s.handler(ln.unix),
 			ErrorHandler:                 s.errorHandler,
@@ -100,15 +103,16 @@ func Run(ctx context.Context, o Options) error {
 			MaxRequestBodySize:           cfg.Limits.MaxBodyBytes,
 			ReadTimeout:                  cfg.Limits.ReadTimeout.D(),
 			IdleTimeout:                  cfg.Limits.IdleTimeout.D(),
-			Concurrency:                  cfg.Limits.MaxConnections,
+			Concurrency:                  cfg.Limits.MaxConnections + 64,
 			CloseOnShutdown:              true,
 			NoDefaultDate:                false,
 			DisablePreParseMultipartForm: true,
 			Logger:                       fasthttpLogger{log},
 		}
 		servers = append(servers, srv)
+		limited := newConnLimit(ln.l, cfg.Limits.MaxConnections, cfg.Limits.MaxBodyBytes, log)
 		wg.Go(func() {
-			if err := srv.Serve(ln.l); err != nil && !s.stopping.Load() {
+			if err := srv.Serve(limited); err != nil && !s.stopping.Load() {
 				log.Error("listener stopped", "addr", ln.name, "err", err)
 			}
 		})
