@@ -135,6 +135,9 @@ func (s *snapshot) model(path string) (*model.Model, error) {
 
 // wholeFile checks that a GGUF file's size agrees with its tensor table.
 func wholeFile(f *gguf.File) error {
+	if len(f.Tensors) == 0 {
+		return errors.New("it holds no tensors (a vocabulary-only GGUF file?), so no model")
+	}
 	end := f.DataOffset
 	for i := range f.Tensors {
 		end = max(end, f.DataOffset+int64(f.Tensors[i].Offset+f.Tensors[i].Size))

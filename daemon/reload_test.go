@@ -461,13 +461,23 @@ func TestSnapshotSurvivesTruncation(t *testing.T) {
 	if err := complete(path); err == nil || !strings.Contains(err.Error(), "empty") {
 		t.Errorf("an empty file: %v", err)
 	}
-	os.WriteFile(path, b[:len(b)-100], 0o644)
-	if err := complete(path); err == nil {
-		t.Error("a file cut short passed as whole")
+	for _, cut := range []int{len(b) - 100, 200, 20} { // in the tensors, the metadata, the header
+		os.WriteFile(path, b[:cut], 0o644)
+		if err := complete(path); err == nil || !endsTooSoon(err) {
+			t.Errorf("a file cut at %d: %v (ends too soon: %v)", cut, err, endsTooSoon(err))
+		}
 	}
 	os.WriteFile(path, append(bytes.Clone(b), make([]byte, 4096)...), 0o644)
-	if err := complete(path); err == nil || !strings.Contains(err.Error(), "bytes follow them") {
+	if err := complete(path); err == nil || !strings.Contains(err.Error(), "bytes follow them") || endsTooSoon(err) {
 		t.Errorf("a file with bytes after its tensors: %v", err)
+	}
+	w := gguf.NewWriter()
+	w.Set("general.architecture", gguf.String("llama"))
+	var vocabOnly bytes.Buffer
+	w.WriteTo(&vocabOnly)
+	os.WriteFile(path, vocabOnly.Bytes(), 0o644)
+	if err := complete(path); err == nil || !strings.Contains(err.Error(), "no tensors") || endsTooSoon(err) {
+		t.Errorf("a file with no tensors: %v", err)
 	}
 }
 
