@@ -156,13 +156,11 @@ func (s *server) generate(ctx *fasthttp.RequestCtx, isChat bool) {
 		gen.cancel(nil)
 		switch {
 		case errors.Is(err, scheduler.ErrKeyQueueFull):
-			ra := l.Engine.Stats().RetryAfter()
-			fail(&apiError{Status: 429, Type: "rate_limit_error", Code: "key_queue_full", RetryAfter: ra,
-				Msg: fmt.Sprintf("this API key has as many requests waiting for the model %q as tuning.toml's max_queued_per_key allows; retry in %d s", l.Name, int(ra/time.Second))})
+			fail(retryLater(l, &apiError{Status: 429, Type: "rate_limit_error", Code: "key_queue_full",
+				Msg: fmt.Sprintf("this API key has as many requests waiting for the model %q as tuning.toml's max_queued_per_key allows", l.Name)}))
 		case errors.Is(err, scheduler.ErrQueueFull):
-			ra := l.Engine.Stats().RetryAfter()
-			fail(&apiError{Status: 429, Type: "rate_limit_error", Code: "queue_full", RetryAfter: ra,
-				Msg: fmt.Sprintf("the model %q is busy: its queue is full; retry in %d s", l.Name, int(ra/time.Second))})
+			fail(retryLater(l, &apiError{Status: 429, Type: "rate_limit_error", Code: "queue_full",
+				Msg: fmt.Sprintf("the model %q is busy: its queue is full", l.Name)}))
 		case errors.Is(err, scheduler.ErrClosed):
 			fail(errUnavailable("model_unloading", "the model is being unloaded; retry"))
 		default:
@@ -443,18 +441,16 @@ func (g *generation) endError(err error) *apiError {
 	case errors.Is(err, errShutdown):
 		return errUnavailable("shutting_down", "the server is shutting down; the generation was cancelled")
 	case errors.Is(err, errTimeout): // before its first token (cutAtTimeout takes the others)
-		ra := g.model.Engine.Stats().RetryAfter()
-		return &apiError{Status: 503, Type: "service_unavailable", Code: "request_timeout", RetryAfter: ra,
-			Msg: fmt.Sprintf("the request ran past limits.request_timeout (%s) before its first token, queued or reading its prompt: the model %q is busy; retry in %d s",
-				g.s.cfg.Load().Limits.RequestTimeout.D(), g.model.Name, int(ra/time.Second))}
+		return retryLater(g.model, &apiError{Status: 503, Type: "service_unavailable", Code: "request_timeout",
+			Msg: fmt.Sprintf("the request ran past limits.request_timeout (%s) before its first token, queued or reading its prompt: the model %q is busy",
+				g.s.cfg.Load().Limits.RequestTimeout.D(), g.model.Name)})
 	case errors.Is(err, errClientGone):
 		return &apiError{Status: 499, Type: "invalid_request_error", Code: "client_closed_request", Msg: "the client disconnected"}
 	case errors.Is(err, scheduler.ErrClosed):
 		return errUnavailable("model_unloading", "the model was unloaded before the request ran; retry")
 	case errors.Is(err, scheduler.ErrDeadline):
-		ra := g.model.Engine.Stats().RetryAfter()
-		return &apiError{Status: 429, Type: "rate_limit_error", Code: "queue_deadline", RetryAfter: ra,
-			Msg: fmt.Sprintf("the request waited in the queue past its queue_deadline_ms; the model %q is busy; retry in %d s", g.model.Name, int(ra/time.Second))}
+		return retryLater(g.model, &apiError{Status: 429, Type: "rate_limit_error", Code: "queue_deadline",
+			Msg: fmt.Sprintf("the request waited in the queue past its queue_deadline_ms; the model %q is busy", g.model.Name)})
 	}
 	return errInternal("generation failed: " + err.Error())
 }

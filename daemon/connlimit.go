@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -81,7 +80,7 @@ func (l *connLimit) reject(c net.Conn) {
 		var resp fasthttp.Response
 		resp.SetStatusCode(e.Status)
 		resp.Header.SetContentType("application/json")
-		resp.Header.Set("Retry-After", strconv.Itoa(1))
+		resp.Header.Set("Retry-After", "1")
 		resp.SetConnectionClose()
 		resp.SetBody(e.body())
 		w := bufio.NewWriter(c)

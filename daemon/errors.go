@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"encoding/json"
+	"fmt"
 	"strconv"
 	"time"
 
@@ -79,6 +80,15 @@ func errModelNotFound(name string, have []string) *apiError {
 		msg += "; models served here: " + joinQuoted(have)
 	}
 	return &apiError{Status: 404, Type: "invalid_request_error", Param: "model", Code: "model_not_found", Msg: msg}
+}
+
+// retryLater is e, for a request the model l cannot take now, with when
+// to retry: Retry-After from its engine's drain rate, said in the message
+// too.
+func retryLater(l *Loaded, e *apiError) *apiError {
+	e.RetryAfter = l.Engine.Stats().RetryAfter()
+	e.Msg = fmt.Sprintf("%s; retry in %d s", e.Msg, int(e.RetryAfter/time.Second))
+	return e
 }
 
 func errUnavailable(code, msg string) *apiError {

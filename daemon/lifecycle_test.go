@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -26,7 +27,8 @@ import (
 
 // The tests here run the daemon in-process on "test-gate", the reference
 // backend behind a gate the test opens and closes, to hold a generation
-// inside a forward step for as long as a test needs.
+// inside a forward step for as long as a test needs; and whose steps may
+// be made slow (stepDelay).
 
 var gate struct {
 	mu   sync.Mutex
@@ -35,20 +37,27 @@ var gate struct {
 	upTo int           // the gate holds the runners loaded before it closed
 }
 
+// stepDelay is how long each forward step of "test-gate" takes, in
+// nanoseconds (0: no longer than the reference backend's); a step ends
+// early when its context does.
+var stepDelay atomic.Int64
+
 // closeGate holds the forward steps of the runners loaded so far (not of
 // those loaded later: a hot swap's new model loads and runs).
-func closeGate() {
-	gate.mu.Lock()
-	gate.ch = make(chan struct{})
-	gate.upTo = gate.born
-	gate.mu.Unlock()
-}
+func closeGate() { holdUpTo(-1) }
 
 // holdAll holds the forward steps of every runner, those loaded later too.
-func holdAll() {
+func holdAll() { holdUpTo(math.MaxInt) }
+
+// holdUpTo holds the runners up to the upTo-th loaded (-1: those loaded
+// so far).
+func holdUpTo(upTo int) {
 	gate.mu.Lock()
 	gate.ch = make(chan struct{})
-	gate.upTo = math.MaxInt
+	gate.upTo = upTo
+	if upTo < 0 {
+		gate.upTo = gate.born
+	}
 	gate.mu.Unlock()
 }
 
@@ -93,6 +102,13 @@ func (g gateRunner) Forward(ctx context.Context, b *backends.Batch) (*backends.L
 	if ch != nil {
 		select {
 		case <-ch:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	if d := time.Duration(stepDelay.Load()); d > 0 {
+		select {
+		case <-time.After(d):
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}

@@ -1,6 +1,8 @@
 package daemon
 
 import (
+	"unicode/utf8"
+
 	"github.com/octet-dev/octet/model/tokenizer"
 	"github.com/octet-dev/octet/scheduler"
 )
@@ -85,13 +87,12 @@ func newCompletionLogprobs(tok *tokenizer.Tokenizer, lps []scheduler.TokenLogpro
 	return out, offset
 }
 
-// runeStarts counts the bytes of s that begin a character (any byte but a
-// UTF-8 continuation byte): the characters s adds to a text, even when a
-// character is split across tokens.
+// runeStarts counts the bytes of s that begin a character: the characters
+// s adds to a text, even when a character is split across tokens.
 func runeStarts(s string) int {
 	n := 0
 	for i := 0; i < len(s); i++ {
-		if s[i]&0xC0 != 0x80 {
+		if utf8.RuneStart(s[i]) {
 			n++
 		}
 	}

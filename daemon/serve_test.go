@@ -14,15 +14,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/octet-dev/octet/backends"
-	"github.com/octet-dev/octet/backends/ref"
 	"github.com/octet-dev/octet/configs"
-	"github.com/octet-dev/octet/model"
 	"github.com/octet-dev/octet/model/gguf"
 	"github.com/octet-dev/octet/model/synth"
 )
@@ -767,51 +763,21 @@ func TestAPICompat(t *testing.T) {
 	})
 }
 
-// slowStep is how long each forward step of the "test-slow" backend (the
-// reference backend) takes, in nanoseconds; a step ends early when its
-// context does.
-var slowStep atomic.Int64
-
-func init() {
-	backends.Register("test-slow", -2, func() (backends.Backend, error) { return slowBackend{}, nil })
-}
-
-type slowBackend struct{}
-
-func (slowBackend) Name() string { return "test-slow" }
-
-func (slowBackend) Load(m *model.Model, o backends.LoadOptions) (backends.Runner, error) {
-	r, err := ref.Backend{}.Load(m, o)
-	return slowRunner{r}, err
-}
-
-type slowRunner struct{ backends.Runner }
-
-func (r slowRunner) Forward(ctx context.Context, b *backends.Batch) (*backends.Logits, error) {
-	select {
-	case <-time.After(time.Duration(slowStep.Load())):
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
-	return r.Runner.Forward(ctx, b)
-}
-
 // TestRequestTimeout: a generation still running at limits.request_timeout
 // ends as an answer cut there (200, finish_reason "length", its tokens
 // counted), streamed or not; one that had produced no token is a 503 with
 // Retry-After, never the 408 that OpenAI's SDKs retry.
 func TestRequestTimeout(t *testing.T) {
 	d := startAPIDaemon(t, func(c *configs.Config) {
-		c.Backend.Prefer = []string{"test-slow"}
 		c.Limits.RequestTimeout = configs.Duration(time.Second)
 		c.Limits.MaxTokens = 100
 	})
-	t.Cleanup(func() { slowStep.Store(0) })
+	t.Cleanup(func() { stepDelay.Store(0) })
 	body := func(extra string) string {
 		return `{"model":"` + d.name + `","prompt":"Once upon a time","max_tokens":100,"ignore_eos":true,"temperature":0` + extra + `}`
 	}
 
-	slowStep.Store(int64(30 * time.Millisecond)) // about 33 tokens in the second
+	stepDelay.Store(int64(30 * time.Millisecond)) // about 33 tokens in the second
 	t.Run("after tokens", func(t *testing.T) {
 		t.Run("whole", func(t *testing.T) {
 			t.Parallel()
@@ -851,7 +817,7 @@ func TestRequestTimeout(t *testing.T) {
 	d.log.wait(t, `msg=request endpoint=completions model=\S+ status=200 .*stream=false .*finish=length cut_by=request_timeout`, time.Second)
 	d.log.wait(t, `msg=request endpoint=completions model=\S+ status=200 .*stream=true .*finish=length cut_by=request_timeout`, time.Second)
 
-	slowStep.Store(int64(time.Minute)) // the prompt's step outlasts the timeout
+	stepDelay.Store(int64(time.Minute)) // the prompt's step outlasts the timeout
 	t.Run("before tokens", func(t *testing.T) {
 		t.Run("whole", func(t *testing.T) {
 			t.Parallel()

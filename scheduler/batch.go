@@ -268,10 +268,7 @@ func (e *Batcher) loop() {
 		// The drain rate counts the time with work only: a burst after
 		// an idle hour drains at the rate of its own steps.
 		now := e.clock.Now()
-		if e.working {
-			e.busy += now.Sub(e.mark)
-		}
-		e.mark, e.working = now, plan != nil
+		e.busy, e.mark, e.working = e.busyAt(now), now, plan != nil
 		if plan == nil && e.closed && len(e.running) == 0 {
 			e.mu.Unlock()
 			return
@@ -306,6 +303,14 @@ func (e *Batcher) loop() {
 		e.mu.Unlock()
 		e.spare = logits // nil after a failed step
 	}
+}
+
+// busyAt is the time the loop has had work, up to now.
+func (e *Batcher) busyAt(now time.Time) time.Duration {
+	if e.working {
+		return e.busy + now.Sub(e.mark)
+	}
+	return e.busy
 }
 
 // step is one sequence's share of a forward step.
@@ -810,11 +815,7 @@ func (e *Batcher) end(s *seq, res Result) {
 		}
 		e.stats.Served++
 	}
-	busy := e.busy
-	if e.working {
-		busy += now.Sub(e.mark)
-	}
-	e.finished = append(e.finished, busy)
+	e.finished = append(e.finished, e.busyAt(now))
 	if len(e.finished) > 32 {
 		e.finished = slices.Delete(e.finished, 0, len(e.finished)-32)
 	}
