@@ -94,7 +94,7 @@ func envInt(name string, def int) int {
 }
 
 // BenchmarkDecode: one step of B sequences, one token each, after a
-// 128-token prompt per sequence (OCTET_BENCH_DECODE_PROMPT sets it).
+// 128-token prompt per sequence (decodeSteps).
 func BenchmarkDecode(b *testing.B) {
 	bk := openOrSkip(b)
 	bw, err := hbmBandwidth(bk)
@@ -104,39 +104,10 @@ func BenchmarkDecode(b *testing.B) {
 	for _, m := range benchModels(b) {
 		for _, batch := range []int{1, 8, 32} {
 			b.Run(fmt.Sprintf("%s/batch=%d", modelName(m), batch), func(b *testing.B) {
-				// Room for the prompt and a run of steps after it.
-				const bs = 16
-				prompt := envInt("OCTET_BENCH_DECODE_PROMPT", 128)
-				ctxLen := max(512, (prompt+256+bs-1)/bs*bs)
-				r := loadRunner(b, bk, m, backends.LoadOptions{BlockSize: bs, KVBlocks: batch * ctxLen / bs, MaxContext: ctxLen, KV: benchKV(b)})
-				ctx := context.Background()
-				runs := make([]backends.Run, batch)
-				for i := range runs {
-					tb := make([]int32, ctxLen/bs)
-					for j := range tb {
-						tb[j] = int32(i*ctxLen/bs + j)
-					}
-					toks := make([]int32, prompt)
-					for j := range toks {
-						toks[j] = int32((i*7 + j) % m.Config.VocabSize)
-					}
-					if _, err := r.Forward(ctx, &backends.Batch{Runs: []backends.Run{{Tokens: toks, Blocks: tb, Logits: backends.LogitsLast}}}); err != nil {
-						b.Fatal(err)
-					}
-					runs[i] = backends.Run{Tokens: []int32{1}, Pos: prompt, Blocks: tb, Logits: backends.LogitsLast}
-				}
-				batchRuns := &backends.Batch{Runs: runs}
+				step := decodeSteps(b, bk, m, batch)
 				b.ResetTimer()
 				for i := 0; i < b.N; i++ {
-					if _, err := r.Forward(ctx, batchRuns); err != nil {
-						b.Fatal(err)
-					}
-					for j := range runs {
-						runs[j].Pos++
-						if runs[j].Pos == ctxLen {
-							runs[j].Pos = prompt
-						}
-					}
+					step()
 				}
 				steps := float64(b.N) / b.Elapsed().Seconds()
 				b.ReportMetric(steps*float64(batch), "tok/s")
@@ -146,6 +117,72 @@ func BenchmarkDecode(b *testing.B) {
 				if pdl(bk) {
 					b.ReportMetric(1, "pdl")
 				}
+			})
+		}
+	}
+}
+
+// decodeSteps loads m for batch sequences, prefills each with a 128-token
+// prompt (OCTET_BENCH_DECODE_PROMPT sets it) and returns a function that
+// runs the next decode step of all of them, one token each.
+func decodeSteps(b *testing.B, bk *Backend, m *model.Model, batch int) func() {
+	// Room for the prompt and a run of steps after it.
+	const bs = 16
+	prompt := envInt("OCTET_BENCH_DECODE_PROMPT", 128)
+	ctxLen := max(512, (prompt+256+bs-1)/bs*bs)
+	r := loadRunner(b, bk, m, backends.LoadOptions{BlockSize: bs, KVBlocks: batch * ctxLen / bs, MaxContext: ctxLen, KV: benchKV(b)})
+	ctx := context.Background()
+	runs := make([]backends.Run, batch)
+	for i := range runs {
+		tb := make([]int32, ctxLen/bs)
+		for j := range tb {
+			tb[j] = int32(i*ctxLen/bs + j)
+		}
+		toks := make([]int32, prompt)
+		for j := range toks {
+			toks[j] = int32((i*7 + j) % m.Config.VocabSize)
+		}
+		if _, err := r.Forward(ctx, &backends.Batch{Runs: []backends.Run{{Tokens: toks, Blocks: tb, Logits: backends.LogitsLast}}}); err != nil {
+			b.Fatal(err)
+		}
+		runs[i] = backends.Run{Tokens: []int32{1}, Pos: prompt, Blocks: tb, Logits: backends.LogitsLast}
+	}
+	batchRuns := &backends.Batch{Runs: runs}
+	return func() {
+		if _, err := r.Forward(ctx, batchRuns); err != nil {
+			b.Fatal(err)
+		}
+		for j := range runs {
+			runs[j].Pos++
+			if runs[j].Pos == ctxLen {
+				runs[j].Pos = prompt
+			}
+		}
+	}
+}
+
+// BenchmarkDecodeTimeline prints the timeline (trace.go) of the last of
+// b.N decode steps of one sequence and of 32. It needs the timeline build
+// of the kernels (OCTET_CUDA_PTX=kernels/octet.trace.sm90.ptx) and skips
+// without it; its tok/s are not the product's (each step is captured
+// afresh and its blocks note the time).
+func BenchmarkDecodeTimeline(b *testing.B) {
+	bk := openOrSkip(b)
+	var t *tracer
+	bk.dev.do(func() error { t = bk.dev.trace; return nil })
+	if t == nil {
+		b.Skip("the timeline build of the kernels is not loaded (OCTET_CUDA_PTX=kernels/octet.trace.sm90.ptx)")
+	}
+	for _, m := range benchModels(b) {
+		for _, batch := range []int{1, 32} {
+			b.Run(fmt.Sprintf("%s/batch=%d", modelName(m), batch), func(b *testing.B) {
+				step := decodeSteps(b, bk, m, batch)
+				for i := 0; i < b.N; i++ {
+					step()
+				}
+				var tab string
+				bk.dev.do(func() error { tab = timeline(t.last, t.tick); return nil })
+				fmt.Printf("\n### %s, batch %d (pdl %v)\n\n%s\n", modelName(m), batch, pdl(bk), tab)
 			})
 		}
 	}

@@ -46,6 +46,9 @@ type device struct {
 	// kernels/octet.cu).
 	pdl  bool
 	lcfg *launchConfig
+	// trace is set when the timeline build of the kernels is loaded
+	// (trace.go): every step is then traced.
+	trace *tracer
 	// attn chooses the attention kernels of an f16 cache
 	// (OCTET_CUDA_ATTENTION).
 	attn attnMode
@@ -157,6 +160,11 @@ func (d *device) init() error {
 	if d.mod, err = d.loadModule(); err != nil {
 		return err
 	}
+	if d.mod.traced {
+		if d.trace, err = d.newTracer(d.mod); err != nil {
+			return err
+		}
+	}
 	// Only the sm_90 PTX's kernels wait for the kernel before them.
 	d.pdl = d.mod.arch == "sm_90" && c.cuLaunchKernelEx != 0 && os.Getenv("OCTET_CUDA_PDL") != "0"
 	return nil
@@ -259,6 +267,9 @@ func (d *device) launch(k *kernel, grid [2]int, block, smem int, args ...arg) er
 	if err != nil {
 		return err
 	}
+	if d.trace != nil {
+		d.trace.names = append(d.trace.names, k.name)
+	}
 	if d.pdl {
 		return d.drv.call("cuLaunchKernelEx "+k.name, d.drv.cuLaunchKernelEx, d.lcfg.set(grid, block, smem, d.stream), k.fn, kp, 0)
 	}
@@ -321,6 +332,7 @@ func (d *device) dropGraph(exec uintptr) {
 type module struct {
 	handle                          uintptr
 	arch                            string
+	traced                          bool // the timeline build (trace.go)
 	gemvF32, embedQ8, embedF32      *kernel
 	gemvQ8One, gemvQ8Gated, quantQ8 *kernel
 	gemmQ8, gemmQ8Gated             *kernel
@@ -349,7 +361,10 @@ const (
 // loadModule JIT-compiles the embedded PTX for this device; a failure
 // carries the JIT's error log.
 func (d *device) loadModule() (*module, error) {
-	arch, src := ptxFor(d.ccMajor, os.Getenv("OCTET_CUDA_PTX"))
+	arch, src, err := ptxFor(d.ccMajor, os.Getenv("OCTET_CUDA_PTX"))
+	if err != nil {
+		return nil, err
+	}
 	const logSize = 16 << 10
 	// Options, values and the two logs live outside the Go heap: the
 	// driver writes the logs during the call.
@@ -366,7 +381,7 @@ func (d *device) loadModule() (*module, error) {
 	opts[2], vals[2] = jitInfoLogBuffer, uintptr(unsafe.Pointer(infoLog))
 	opts[3], vals[3] = jitInfoLogBufferSize, logSize-1
 	image := append([]byte(src), 0)
-	m := &module{arch: arch}
+	m := &module{arch: arch, traced: strings.Contains(src, "octet_trace_keys")}
 	err = d.drv.call("cuModuleLoadDataEx", d.drv.cuModuleLoadDataEx, d.outAt(0),
 		uintptr(unsafe.Pointer(&image[0])), 4, uintptr(unsafe.Pointer(&opts[0])), uintptr(unsafe.Pointer(&vals[0])))
 	runtime.KeepAlive(image)

@@ -72,4 +72,14 @@
 // that each cached row is read once, not once per query head
 // (OCTET_CUDA_ATTENTION=heads or grouped forces either). kv_type = "auto"
 // keeps the f32 cache on a GPU (Backend.PreferredKV).
+//
+// # Timeline
+//
+// OCTET_CUDA_PTX also takes a path to a PTX file. kernels/octet.trace.sm90.ptx
+// is the timeline build of the same kernels (OCTET_TRACE in octet.cu): its
+// blocks note the global timer at GRID_START, when their wait returns and
+// when they leave, and a device running it traces every step (trace.go).
+// BenchmarkDecodeTimeline prints where a decode step's time goes while its
+// launches overlap, which a profiler that serializes kernels cannot show.
+// The product's PTX carries none of it (TestTracePTX).
 package cuda

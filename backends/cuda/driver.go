@@ -27,6 +27,7 @@ type driver struct {
 	cuMemAlloc, cuMemFree, cuMemcpyHtoD, cuMemcpyDtoH, cuMemcpyDtoD       uintptr
 	cuMemsetD8, cuMemAllocHost, cuMemFreeHost                             uintptr
 	cuModuleLoadDataEx, cuModuleGetFunction, cuModuleUnload               uintptr
+	cuModuleGetGlobal                                                     uintptr
 	cuFuncSetAttribute, cuLaunchKernel, cuLaunchKernelEx                  uintptr
 	cuStreamCreate, cuStreamDestroy, cuStreamSynchronize                  uintptr
 	cuStreamBeginCapture, cuStreamEndCapture                              uintptr
@@ -72,6 +73,7 @@ func (d *driver) symbols() []symbol {
 		{name: "cuModuleLoadDataEx", dst: &d.cuModuleLoadDataEx},
 		{name: "cuModuleGetFunction", dst: &d.cuModuleGetFunction},
 		{name: "cuModuleUnload", dst: &d.cuModuleUnload},
+		{name: "cuModuleGetGlobal", dst: &d.cuModuleGetGlobal, v2: true, v2only: true, optional: true},
 		{name: "cuFuncSetAttribute", dst: &d.cuFuncSetAttribute},
 		{name: "cuLaunchKernel", dst: &d.cuLaunchKernel},
 		{name: "cuLaunchKernelEx", dst: &d.cuLaunchKernelEx, optional: true},

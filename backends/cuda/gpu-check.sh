@@ -5,12 +5,14 @@
 # shared/models/stories260K. Run from the repository root. It runs the
 # correctness tests against ref, ptxas and compute-sanitizer where the
 # toolkit is installed, synthesizes tinyllama-1.1b and smollm-135m (Q8_0),
-# benchmarks copy bandwidth, decode, batched decode and prefill, times each
+# benchmarks copy bandwidth, decode, batched decode and prefill, prints
+# the timeline of a decode step (the timeline build of the kernels), times each
 # kernel of a decode step with ncu where it is installed
 # (OCTET_PROFILE=0 skips it), runs `octet bench --backend cuda`, and prints
 # a table. Logs go to $OUT (or DIR/out). OCTET_SM80=0 skips the second run
 # of the tests on the sm_80 PTX, OCTET_SANITIZER=0 compute-sanitizer,
-# OCTET_BENCH=0 `octet bench`: a shorter check when device time is short.
+# OCTET_BENCH=0 `octet bench`, OCTET_TIMELINE=0 the timeline of a decode
+# step: a shorter check when device time is short.
 set -u
 dir=$(cd "${1:-.cache/gpu}" && pwd)
 out=${OUT:-$dir/out}
@@ -79,6 +81,18 @@ for kv in f32 f16; do
 done
 grep -E '^(F16|Long)' "$out/bench.log"
 grep -h -E 'FAIL|panic' "$out/bench-nopdl.log" "$out/bench-f16.log" "$out/bench-long-f32.log" "$out/bench-long-f16.log"
+# The timeline build of the kernels notes when each block of each launch
+# started, was released by the kernel before and left (trace.go): where a
+# decode step's time goes with the launches overlapping, which ncu (it
+# serializes kernels) cannot show. Greedy stories260K checks that the build
+# computes what the product's does.
+if [ "${OCTET_TIMELINE:-1}" = 1 ]; then
+	say "timeline of one decode step (the timeline build: kernels/octet.trace.sm90.ptx)"
+	(cd backends/cuda && OCTET_CUDA_PTX=kernels/octet.trace.sm90.ptx OCTET_SHARED="$dir/shared" OCTET_BENCH_MODELS="$list" \
+		"$dir/cuda.test" -test.run 'TestGreedyStoriesMatchesRef' -test.bench 'DecodeTimeline' -test.benchtime 5x -test.timeout=180s) >"$out/timeline.log" 2>&1 || status=1
+	grep -E '^(--- FAIL|FAIL|ok|panic)' "$out/timeline.log"
+	sed -n '/^### /,/^Benchmark/p' "$out/timeline.log" | grep -v '^Benchmark' | tee "$out/timeline.md"
+fi
 # kernels prints the per-kernel time of the last step that an ncu CSV
 # (gpu__time_duration.sum) holds: the launches from its last embedding.
 kernels() {

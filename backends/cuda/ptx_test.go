@@ -50,9 +50,59 @@ func TestPTXFor(t *testing.T) {
 		force string
 		want  string
 	}{{8, "", "sm_80"}, {9, "", "sm_90"}, {10, "", "sm_90"}, {9, "sm_80", "sm_80"}, {8, "sm_90", "sm_80"}} {
-		arch, src := ptxFor(c.major, c.force)
-		if arch != c.want || !strings.Contains(src, ".target "+c.want) {
-			t.Errorf("ptxFor(%d, %q) = %s, want %s (and its PTX)", c.major, c.force, arch, c.want)
+		arch, src, err := ptxFor(c.major, c.force)
+		if err != nil || arch != c.want || !strings.Contains(src, ".target "+c.want) {
+			t.Errorf("ptxFor(%d, %q) = %s, %v, want %s (and its PTX)", c.major, c.force, arch, err, c.want)
+		}
+	}
+	// A path loads that file, whatever the device; its arch is its own.
+	arch, src, err := ptxFor(9, "kernels/octet.trace.sm90.ptx")
+	if err != nil || arch != "sm_90" || !strings.Contains(src, "octet_trace_keys") {
+		t.Errorf("ptxFor(9, the timeline build) = %s, %v", arch, err)
+	}
+	dir := t.TempDir()
+	old := filepath.Join(dir, "old.ptx")
+	os.WriteFile(old, []byte(".version 7.0\n.target sm_80\n"), 0o644)
+	if arch, _, err := ptxFor(9, old); err != nil || arch != "sm_80" {
+		t.Errorf("ptxFor(9, an sm_80 file) = %s, %v", arch, err)
+	}
+	bad := filepath.Join(dir, "bad.ptx")
+	os.WriteFile(bad, []byte("not ptx"), 0o644)
+	for _, p := range []string{bad, filepath.Join(dir, "missing.ptx")} {
+		if _, _, err := ptxFor(9, p); err == nil || !strings.Contains(err.Error(), "OCTET_CUDA_PTX") {
+			t.Errorf("ptxFor(9, %s): %v, want an error naming OCTET_CUDA_PTX", p, err)
+		}
+	}
+}
+
+// TestTracePTX: the timeline build (kernels/octet.trace.sm90.ptx) has the
+// product's kernels, each reading the global timer at GRID_START, after
+// its wait and on leaving, and the product's PTX reads it nowhere.
+func TestTracePTX(t *testing.T) {
+	b, err := os.ReadFile("kernels/octet.trace.sm90.ptx")
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := func(src string) []string {
+		var ns []string
+		for _, e := range strings.Split(src, ".entry ")[1:] {
+			name, _, _ := strings.Cut(e, "(")
+			ns = append(ns, name)
+		}
+		return ns
+	}
+	if got, want := names(string(b)), names(ptxSM90); strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("the timeline build's kernels %v differ from the product's %v", got, want)
+	}
+	for _, e := range strings.Split(string(b), ".entry ")[1:] {
+		name, _, _ := strings.Cut(e, "(")
+		if n := strings.Count(e, "%globaltimer"); n < 3 || !strings.Contains(e, "%gridid") || !strings.Contains(e, "griddepcontrol.wait") {
+			t.Errorf("timeline kernel %s: %d timer readings, grid id read %v", name, n, strings.Contains(e, "%gridid"))
+		}
+	}
+	for _, src := range []string{ptxSM80, ptxSM90} {
+		if strings.Contains(src, "globaltimer") || strings.Contains(src, "octet_trace") {
+			t.Error("the product's PTX carries the timeline build's tracing")
 		}
 	}
 }

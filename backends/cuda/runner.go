@@ -446,6 +446,10 @@ func (r *runner) run(s *step, dst []float32) error {
 	shape := stepShape{n, len(s.outIdx)}
 	exec, seen := r.graphs[shape]
 	switch {
+	case r.dev.trace != nil && r.dev.graphs():
+		if err := r.runTraced(shape); err != nil {
+			return err
+		}
 	case exec != 0:
 		if err := r.dev.replay(exec); err != nil {
 			return err

@@ -19,4 +19,8 @@ for src in "$here"/*.cu; do
 			--cuda-gpu-arch="$gpu" -Xclang -target-feature -Xclang "+$ptx" \
 			-O3 -S -o "$out/$name.$tag.ptx" "$src"
 	done
+	# The timeline build of the Hopper PTX (see OCTET_TRACE in octet.cu).
+	"$CLANG" -x cuda --cuda-device-only -nocudainc -nocudalib \
+		--cuda-gpu-arch=sm_90 -Xclang -target-feature -Xclang +ptx78 -DOCTET_TRACE \
+		-O3 -S -o "$out/$name.trace.sm90.ptx" "$src"
 done

@@ -90,11 +90,71 @@ DEVICE float silu_mul(float g, float u) { return g / (1.0f + fexp(-g)) * u; }
 #define GRID_LAUNCH()
 #define GRID_WAIT()
 #endif
+#ifndef OCTET_TRACE
 #define GRID_START() \
 	do {             \
 		GRID_LAUNCH(); \
 		GRID_WAIT();   \
 	} while (0)
+#else
+// The timeline build (build-ptx.sh's octet.trace.sm90.ptx, loaded with
+// OCTET_CUDA_PTX=PATH; never the product's PTX): thread 0 of each block
+// notes the global timer (ns) when the block reaches GRID_START, when its
+// wait returns and when it leaves the kernel (trace_scope's destructor), in
+// the launch's slot of octet_trace. A launch finds its slot by its grid id
+// (the context's launch number) in octet_trace_keys, an open-addressed
+// table that the host zeroes before each traced step and reads after it,
+// with the names of the launches it made (backends/cuda/trace.go).
+#define TRACE_SLOTS 512
+#define TRACE_BLOCKS 2048
+extern "C" {
+__attribute__((device)) unsigned long long octet_trace_keys[TRACE_SLOTS];
+__attribute__((device)) unsigned long long octet_trace[TRACE_SLOTS][TRACE_BLOCKS][3];
+}
+
+#define DEVMEMBER __attribute__((device)) inline __attribute__((always_inline))
+
+DEVICE unsigned long long global_ns() {
+	unsigned long long t;
+	asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+	return t;
+}
+
+struct trace_scope {
+	unsigned long long* rec;
+	DEVMEMBER trace_scope() : rec(0) {
+		int b = BX + BY * (int)__nvvm_read_ptx_sreg_nctaid_x();
+		if (TID != 0 || b >= TRACE_BLOCKS) return;
+		unsigned long long g, t = global_ns();
+		asm volatile("mov.u64 %0, %%gridid;" : "=l"(g));
+		g++; // 0 marks a free slot
+		unsigned s = (unsigned)((g * 0x9E3779B97F4A7C15ull) >> 32) & (TRACE_SLOTS - 1);
+		for (int i = 0; i < TRACE_SLOTS; i++, s = (s + 1) & (TRACE_SLOTS - 1)) {
+			unsigned long long old, zero = 0;
+			asm volatile("atom.global.cas.b64 %0, [%1], %2, %3;"
+			             : "=l"(old)
+			             : "l"(&octet_trace_keys[s]), "l"(zero), "l"(g)
+			             : "memory");
+			if (old == 0 || old == g) {
+				rec = octet_trace[s][b];
+				rec[0] = t;
+				return;
+			}
+		}
+	}
+	DEVMEMBER void waited() {
+		if (rec) rec[1] = global_ns();
+	}
+	DEVMEMBER ~trace_scope() {
+		if (rec) rec[2] = global_ns();
+	}
+};
+#define GRID_START()             \
+	trace_scope octet_trace_at; \
+	GRID_LAUNCH();               \
+	GRID_WAIT();                 \
+	octet_trace_at.waited()
+#endif
 
 // prefetch_l2 asks L2 for the 128-byte line holding p and does not wait.
 DEVICE void prefetch_l2(const void* p) { asm volatile("prefetch.global.L2 [%0];" ::"l"(p)); }
