@@ -102,6 +102,10 @@ func (t KVType) String() string {
 	return "f32"
 }
 
+// MarshalText writes t as String does, so that JSON logs and documents
+// say "f16", not 1.
+func (t KVType) MarshalText() ([]byte, error) { return []byte(t.String()), nil }
+
 // Bytes is the size of one value (a q8 cache also holds a float32 scale
 // per row of head_dim values: KVBytesPerPosition counts it).
 func (t KVType) Bytes() int {

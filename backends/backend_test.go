@@ -1,6 +1,7 @@
 package backends
 
 import (
+	"encoding/json"
 	"errors"
 	"math"
 	"math/rand/v2"
@@ -48,6 +49,10 @@ func TestKVType(t *testing.T) {
 		got, err := ParseKVType(c.name)
 		if err != nil || got != c.t || got.String() != c.name || got.Bytes() != c.bytes {
 			t.Errorf("%s: %v %v, %s, %d bytes", c.name, got, err, got, got.Bytes())
+		}
+		// JSON (a JSON log line's kv_type) names it too.
+		if b, err := json.Marshal(c.t); err != nil || string(b) != `"`+c.name+`"` {
+			t.Errorf("%s in JSON: %s %v", c.name, b, err)
 		}
 	}
 	for _, bad := range []string{"", "F16", "q8_0", "Q8", "bf16"} {

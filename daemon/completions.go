@@ -25,7 +25,9 @@ type generation struct {
 	req      *genRequest
 	model    *Loaded
 	endpoint string
-	id       string
+	id       string // the response's id (cmpl-…)
+	rid      string // the request's X-Request-Id
+	remote   string // the client's address
 	created  int64
 	arrived  time.Time
 	prompt   int // prompt tokens
@@ -79,10 +81,14 @@ func (s *server) generate(ctx *fasthttp.RequestCtx, isChat bool) {
 			s.metrics.requests.WithLabelValues(modelName, endpoint, fmt.Sprint(status)).Inc()
 		}
 	}()
+	rid := ridOf(ctx)
 	fail := func(e *apiError) {
 		status = e.Status
 		e.write(ctx)
-		s.logRequest(slog.LevelInfo, endpoint, modelName, status, arrived, e.Msg)
+		if e.Code != "" {
+			s.metrics.errors.WithLabelValues(modelName, endpoint, e.Code).Inc()
+		}
+		s.logRequest(slog.LevelInfo, rid, endpoint, modelName, status, arrived, e.Msg, "remote", ctx.RemoteAddr().String())
 	}
 	cfg := s.cfg.Load()
 	var g *genRequest
@@ -139,7 +145,8 @@ func (s *server) generate(ctx *fasthttp.RequestCtx, isChat bool) {
 		fail(e)
 		return
 	}
-	gen := &generation{s: s, req: g, model: l, endpoint: endpoint, arrived: arrived, created: arrived.Unix(), prompt: len(sreq.Prompt)}
+	gen := &generation{s: s, req: g, model: l, endpoint: endpoint, arrived: arrived, created: arrived.Unix(), prompt: len(sreq.Prompt),
+		rid: rid, remote: ctx.RemoteAddr().String()}
 	gen.id = newID(isChat)
 	rctx, cancel := context.WithCancelCause(s.genCtx)
 	rctx, cancelTimeout := context.WithTimeoutCause(rctx, cfg.Limits.RequestTimeout.D(), errTimeout)
@@ -259,7 +266,7 @@ func (g *generation) respond(ctx *fasthttp.RequestCtx) int {
 	if res.Err != nil {
 		e := g.endError(res.Err)
 		e.write(ctx)
-		g.finish(res, e.Status, e.Msg)
+		g.finish(res, e.Status, e.Code, e.Msg)
 		return e.Status
 	}
 	body := g.chunk(text.String(), res.FinishReason, g.logprobs(lps), nil)
@@ -268,7 +275,7 @@ func (g *generation) respond(ctx *fasthttp.RequestCtx) int {
 	}
 	body["usage"], body["timings"] = g.usage(res), g.timings(res)
 	writeJSON(ctx, 200, body)
-	g.finish(res, 200, "")
+	g.finish(res, 200, "", "")
 	return 200
 }
 
@@ -318,7 +325,7 @@ func (g *generation) stream(w *bufio.Writer) int {
 		e := g.endError(res.Err)
 		status = e.Status
 		send(errorBody{Error: errorObject{Message: e.Msg, Type: e.Type, Code: &e.Code}})
-		g.finish(res, status, e.Msg)
+		g.finish(res, status, e.Code, e.Msg)
 	} else {
 		tm := g.timings(res)
 		var delta any = ""
@@ -332,7 +339,7 @@ func (g *generation) stream(w *bufio.Writer) int {
 			u := g.usage(res)
 			send(g.chunk(nil, "", nil, &u))
 		}
-		g.finish(res, 200, "")
+		g.finish(res, 200, "", "")
 	}
 	if !broken {
 		w.WriteString("data: [DONE]\n\n")
@@ -456,9 +463,12 @@ func (g *generation) endError(err error) *apiError {
 }
 
 // finish records the metrics and the log line of a generation.
-func (g *generation) finish(res scheduler.Result, status int, msg string) {
+func (g *generation) finish(res scheduler.Result, status int, code, msg string) {
 	m := g.s.metrics
 	name := g.model.Name
+	if code != "" {
+		m.errors.WithLabelValues(name, g.endpoint, code).Inc()
+	}
 	m.tokens.WithLabelValues(name, "prompt").Add(float64(res.PromptTokens))
 	m.tokens.WithLabelValues(name, "completion").Add(float64(res.Generated))
 	m.queue.WithLabelValues(name).Observe(res.Queued.Seconds())
@@ -467,16 +477,16 @@ func (g *generation) finish(res scheduler.Result, status int, msg string) {
 	if status >= 500 && status != 503 {
 		level = slog.LevelError
 	}
-	attrs := []any{"id", g.id, "stream", g.req.Stream, "prompt_tokens", g.prompt, "completion_tokens", res.Generated,
+	attrs := []any{"remote", g.remote, "id", g.id, "stream", g.req.Stream, "prompt_tokens", g.prompt, "completion_tokens", res.Generated,
 		"ttft_ms", int64(g.ttft(res) / time.Millisecond), "finish", res.FinishReason}
 	if g.timedOut {
 		attrs = append(attrs, "cut_by", "request_timeout")
 	}
-	g.s.logRequest(level, g.endpoint, name, status, g.arrived, msg, attrs...)
+	g.s.logRequest(level, g.rid, g.endpoint, name, status, g.arrived, msg, attrs...)
 }
 
 // logRequest writes the one line per request.
-func (s *server) logRequest(level slog.Level, endpoint, model string, status int, arrived time.Time, msg string, attrs ...any) {
+func (s *server) logRequest(level slog.Level, rid, endpoint, model string, status int, arrived time.Time, msg string, attrs ...any) {
 	if !s.cfg.Load().Log.Requests {
 		return
 	}
@@ -484,6 +494,7 @@ func (s *server) logRequest(level slog.Level, endpoint, model string, status int
 	if msg != "" {
 		args = append(args, "error", msg)
 	}
+	args = append(args, "request_id", rid)
 	s.log.Log(context.Background(), level, "request", args...)
 }
 

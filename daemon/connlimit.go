@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/valyala/fasthttp"
 )
 
@@ -28,6 +30,7 @@ type connLimit struct {
 	max       int64
 	bodyLimit int
 	log       *slog.Logger
+	rejected  prometheus.Counter // connections answered 503 or closed at the limit
 
 	open      atomic.Int64
 	rejecting atomic.Int64
@@ -39,8 +42,8 @@ const (
 	rejectWait   = 2 * time.Second
 )
 
-func newConnLimit(l net.Listener, max, bodyLimit int, log *slog.Logger) *connLimit {
-	return &connLimit{Listener: l, max: int64(max), bodyLimit: bodyLimit, log: log}
+func newConnLimit(l net.Listener, max, bodyLimit int, log *slog.Logger, rejected prometheus.Counter) *connLimit {
+	return &connLimit{Listener: l, max: int64(max), bodyLimit: bodyLimit, log: log, rejected: rejected}
 }
 
 // Accept returns the next connection within the limit, answering those
@@ -60,6 +63,7 @@ func (l *connLimit) Accept() (net.Conn, error) {
 }
 
 func (l *connLimit) reject(c net.Conn) {
+	l.rejected.Inc()
 	if now := time.Now().UnixNano(); now-l.warned.Load() > int64(time.Minute) {
 		l.warned.Store(now)
 		l.log.Warn("connection limit reached: new connections get 503 until some close", "max_connections", l.max, "addr", l.Addr().String())

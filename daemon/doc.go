@@ -10,12 +10,25 @@
 // GET /admin/status and POST /admin/reload, /admin/drain, /admin/resume.
 //
 // Decisions where the issue and the design are silent:
-//   - Readiness: /health is 200 whenever the process serves HTTP. /ready is
+//   - Liveness and readiness: /health is 200 while the process serves HTTP
+//     and every model's request loop that has work moves, and 503
+//     {"status": "stalled"} naming the model when one has not for longer
+//     than the watchdog allows (its interval, or 30 s without one). /ready is
 //     200 only when a completion could succeed: at least one model live and
 //     not draining; with no models it is 503 {"status": "no_models"} with
 //     a message saying where to put GGUF files. systemd's READY=1 is still
 //     sent with no models (the daemon is up; STATUS= says it has none), so
 //     that a fresh install starts cleanly.
+//   - Every response carries X-Request-Id: the client's, when it sent a
+//     plain one (letters, digits, "-_.:", at most 128), or a new one. Every
+//     request that ends in an error, and every generation, has one log line
+//     that names it (request_id=, last on the line), with the client's
+//     address. octet_requests_total counts every answer, refusals before
+//     any handler (413, 431, 408) with endpoint "http", unknown paths with
+//     "unknown"; octet_request_errors_total counts errors by their code.
+//   - Under systemd, when stderr is the journal (JOURNAL_STREAM), each log
+//     line starts with its syslog priority ("<3>" for errors), which
+//     journald stores, so that `journalctl -u octet -p warning` finds them.
 //   - API keys guard TCP only, and there every path but /health and /ready;
 //     the scheme of "Authorization: Bearer KEY" is case-insensitive. The
 //     Unix socket is guarded by its file mode and group instead.

@@ -46,8 +46,9 @@ func (e *apiError) body() []byte {
 }
 
 // keptHeaders survive an error written over a response begun: they say
-// who answers (Server, X-Octet-Model-Sha256) or how to ask (a 405's Allow).
-var keptHeaders = [...]string{"Server", "Allow", "X-Octet-Model-Sha256"}
+// who answers (Server, X-Octet-Model-Sha256), which request it was
+// (X-Request-Id) or how to ask (a 405's Allow).
+var keptHeaders = [...]string{"Server", "Allow", "X-Octet-Model-Sha256", "X-Request-Id"}
 
 // write sends e as the response, in place of whatever was set before but
 // keptHeaders.

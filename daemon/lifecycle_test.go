@@ -247,6 +247,10 @@ func TestWatchdogFollowsTheLoop(t *testing.T) {
 	c, r := streamReq(t, d.addr, model) // now stuck in its first step
 	defer c.Close()
 	systemdtest.Expect(t, ch, "STATUS=stalled: "+model, 5*time.Second)
+	// A probe outside systemd sees it too.
+	if code, body := curl(t, "http://"+d.addr+"/health"); code != 503 || !strings.Contains(string(body), `"status":"stalled"`) || !strings.Contains(string(body), model) {
+		t.Errorf("/health while stuck: %d %s", code, body)
+	}
 	quiet := time.After(time.Second) // more than three ping periods
 	for waiting := true; waiting; {
 		select {
@@ -263,6 +267,9 @@ func TestWatchdogFollowsTheLoop(t *testing.T) {
 		t.Errorf("stream after the stall: %q", ev)
 	}
 	systemdtest.Expect(t, ch, "WATCHDOG=1", 5*time.Second)
+	if code, body := curl(t, "http://"+d.addr+"/health"); code != 200 || !strings.Contains(string(body), `"status":"ok"`) {
+		t.Errorf("/health after the stall: %d %s", code, body)
+	}
 	d.stop(t)
 	systemdtest.Expect(t, ch, "STOPPING=1", 5*time.Second)
 }
@@ -546,5 +553,8 @@ func TestConnectionLimit(t *testing.T) {
 		t.Error("no request passed after a connection closed")
 	}
 	held[1].Close()
+	if _, m := curl(t, "http://"+d.addr+"/metrics"); !strings.Contains(string(m), "octet_connections_rejected_total 1\n") {
+		t.Errorf("metrics: %s", grepLines(string(m), "connections"))
+	}
 	d.stop(t)
 }

@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"strconv"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,15 +24,17 @@ func newReloadMetrics(reg *prometheus.Registry, models *Registry) *reloadMetrics
 // modelInfoCollector reports one octet_model_info series per live model.
 type modelInfoCollector struct{ models *Registry }
 
+// (When it went live is octet_model_loaded_timestamp_seconds: a time in a
+// label would make a series of every reload.)
 var descModelInfo = prometheus.NewDesc("octet_model_info",
-	"A live model: its name, the SHA-256 of its file, the file, its aliases and when it went live (value 1).",
-	[]string{"name", "sha256", "path", "aliases", "loaded_at"}, nil)
+	"A live model: its name, the SHA-256 of its file, the file, its aliases and its KV cache's values (value 1).",
+	[]string{"name", "sha256", "path", "aliases", "kv_type"}, nil)
 
 func (c modelInfoCollector) Describe(ch chan<- *prometheus.Desc) { ch <- descModelInfo }
 
 func (c modelInfoCollector) Collect(ch chan<- prometheus.Metric) {
 	c.models.Each(func(l *Loaded) {
 		ch <- prometheus.MustNewConstMetric(descModelInfo, prometheus.GaugeValue, 1,
-			l.Name, l.SHA256, l.Path, strings.Join(c.models.Aliases(l.Name), ","), strconv.FormatInt(l.LoadedAt.Unix(), 10))
+			l.Name, l.SHA256, l.Path, strings.Join(c.models.Aliases(l.Name), ","), l.KV.String())
 	})
 }

@@ -410,7 +410,7 @@ func TestHotReloadUnderLoad(t *testing.T) {
 		`octet_reload_total{kind="model_remove",result="ok"} 1`,
 		`octet_reload_total{kind="tuning",result="ok"} 2`,
 		`octet_reload_total{kind="sidecar",result="failed"} 1`,
-		`octet_model_info{aliases="",loaded_at="`, `name="m",path="` + path + `",sha256="` + live + `"} 1`,
+		`octet_model_info{aliases="",kv_type="`, `name="m",path="` + path + `",sha256="` + live + `"} 1`,
 	} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("metrics lack %q", want)

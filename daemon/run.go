@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"os/user"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -44,9 +45,13 @@ func Run(ctx context.Context, o Options) error {
 	level := new(slog.LevelVar)
 	level.Set(parseLevel(cfg.Log.Level))
 	hopts := &slog.HandlerOptions{Level: level}
-	var h slog.Handler = slog.NewTextHandler(o.Logs, hopts)
+	mk := func(w io.Writer) slog.Handler { return slog.NewTextHandler(w, hopts) }
 	if cfg.Log.Format == "json" {
-		h = slog.NewJSONHandler(o.Logs, hopts)
+		mk = func(w io.Writer) slog.Handler { return slog.NewJSONHandler(w, hopts) }
+	}
+	h := mk(o.Logs)
+	if f, ok := o.Logs.(*os.File); ok && toJournal(f) {
+		h = newJournalHandler(o.Logs, mk)
 	}
 	log := slog.New(h)
 	// SIGHUP is taken from the start: its default action would end the
@@ -74,6 +79,8 @@ func Run(ctx context.Context, o Options) error {
 		closeAll(lns)
 		return err
 	}
+	s.backend = backend.Name()
+	s.metrics.build.WithLabelValues(o.Version, runtime.Version(), s.backend).Set(1)
 	ld := &loader{backend: backend, cfg: cfg, log: log}
 	if wd := systemd.WatchdogInterval(); wd > 0 {
 		ld.idle = min(time.Second, wd/4) // idle loops beat well within the watchdog's limit
@@ -110,7 +117,7 @@ func Run(ctx context.Context, o Options) error {
 			Logger:                       fasthttpLogger{log},
 		}
 		servers = append(servers, srv)
-		limited := newConnLimit(ln.l, cfg.Limits.MaxConnections, cfg.Limits.MaxBodyBytes, log)
+		limited := newConnLimit(ln.l, cfg.Limits.MaxConnections, cfg.Limits.MaxBodyBytes, log, s.metrics.rejectedConns)
 		wg.Go(func() {
 			if err := srv.Serve(limited); err != nil && !s.stopping.Load() {
 				log.Error("listener stopped", "addr", ln.name, "err", err)
@@ -325,13 +332,17 @@ func listenUnix(path string, mode os.FileMode, group string) (net.Listener, erro
 	return l, nil
 }
 
-// alive is the watchdog's check: every model's loop beat within limit, or
-// within four times what its step in flight should take (at most ten
-// limits: a step that long is stuck, whatever it holds).
+// alive is the watchdog's and /health's check: every model's loop that has
+// work beat within limit, or within four times what its step in flight
+// should take (at most ten limits: a step that long is stuck, whatever it
+// holds). It returns the stalled models, or "".
 func (s *server) alive(limit time.Duration) string {
 	var stalled []string
 	s.models.Each(func(l *Loaded) {
 		st := l.Engine.Stats()
+		if st.Queued+st.Running == 0 {
+			return // no work to make progress on (and no idle beats without a watchdog)
+		}
 		if age := time.Since(st.Beat); age > min(max(limit, 4*st.StepDue), 10*limit) {
 			stalled = append(stalled, fmt.Sprintf("%s (no progress for %s)", l.Name, age.Round(time.Millisecond)))
 		}

@@ -175,7 +175,8 @@ func TestServeCurl(t *testing.T) {
 		}
 	}
 	// Admin calls answer on the socket only.
-	if code, body := curl(t, "--unix-socket", p.sock, "http://localhost/admin/status"); code != 200 || !strings.Contains(string(body), `"engines"`) {
+	if code, body := curl(t, "--unix-socket", p.sock, "http://localhost/admin/status"); code != 200 || !strings.Contains(string(body), `"engines"`) ||
+		!strings.Contains(string(body), `"last_reload":"model_add `) || !strings.Contains(string(body), `"backend":"`) || !strings.Contains(string(body), `"config":"(built-in defaults)"`) {
 		t.Errorf("admin status on the socket: %d %s", code, body)
 	}
 	if code, _ := curl(t, p.url+"/admin/status"); code != 404 {

@@ -2,18 +2,22 @@ package daemon
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/subtle"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"strconv"
 	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
 
 	"github.com/octet-dev/octet/configs"
+	"github.com/octet-dev/octet/systemd"
 )
 
 // server holds what the handlers share.
@@ -30,6 +34,7 @@ type server struct {
 	stopping  atomic.Bool
 	started   time.Time
 	version   string
+	backend   string       // the backend's name, with its device
 	reload    func() error // nil when reload is impossible
 	listeners []string
 	// lastReload is the outcome of the last reload, for the status line.
@@ -46,43 +51,111 @@ var (
 // serves the admin calls and needs no key; TCP checks the API keys.
 func (s *server) handler(unix bool) fasthttp.RequestHandler {
 	return func(ctx *fasthttp.RequestCtx) {
+		arrived := time.Now()
+		ctx.Response.Header.Set("Server", "octet")
+		ctx.Response.Header.Set("X-Request-Id", requestID(ctx))
+		path := string(ctx.Path())
+		rt, ok := routeOf(path)
+		if !ok || (rt.admin && !unix) {
+			rt, ok = route{name: "unknown"}, false
+		}
+		// A generation counts and logs itself once it runs; the
+		// others, and a generation refused before, are done here.
+		self := false
 		defer func() {
 			if p := recover(); p != nil {
-				s.log.Error("handler panicked", "panic", p, "stack", string(debug.Stack()))
+				s.log.Error("handler panicked", "request_id", ridOf(ctx), "panic", p, "stack", string(debug.Stack()))
 				errInternal("internal error").write(ctx)
+				self = false
+			}
+			if !self {
+				s.countOther(ctx, rt.name, arrived)
 			}
 		}()
-		ctx.Response.Header.Set("Server", "octet")
-		path := string(ctx.Path())
-		route, ok := routeOf(path)
-		if !ok || (route.admin && !unix) {
+		if !ok {
 			errNotFound(fmt.Sprintf("no such path: %s %s", ctx.Method(), path)).write(ctx)
 			return
 		}
-		if method := string(ctx.Method()); method != route.method && !(method == "HEAD" && route.method == "GET") {
-			allow := route.method
+		if method := string(ctx.Method()); method != rt.method && !(method == "HEAD" && rt.method == "GET") {
+			allow := rt.method
 			if allow == "GET" {
 				allow = "GET, HEAD"
 			}
 			ctx.Response.Header.Set("Allow", allow)
 			(&apiError{Status: 405, Type: "invalid_request_error", Code: "method_not_allowed",
-				Msg: fmt.Sprintf("%s is not allowed on %s; use %s", method, path, route.method)}).write(ctx)
+				Msg: fmt.Sprintf("%s is not allowed on %s; use %s", method, path, rt.method)}).write(ctx)
 			return
 		}
-		if !unix && route.auth {
+		if !unix && rt.auth {
 			if e := s.authorize(ctx); e != nil {
 				e.write(ctx)
 				return
 			}
 		}
-		route.serve(s, ctx)
+		self = rt.gen
+		rt.serve(s, ctx)
 	}
 }
 
+// countOther counts a response that no generation counted (any path's but
+// a generation's that ran) in octet_requests_total, with no model, and logs
+// it when it is an error.
+func (s *server) countOther(ctx *fasthttp.RequestCtx, endpoint string, arrived time.Time) {
+	status := ctx.Response.StatusCode()
+	s.metrics.requests.WithLabelValues("", endpoint, strconv.Itoa(status)).Inc()
+	if status >= 400 {
+		level := slog.LevelInfo
+		if status >= 500 && status != 503 {
+			level = slog.LevelError
+		}
+		e := errorOf(ctx.Response.Body())
+		if e.Code != nil {
+			s.metrics.errors.WithLabelValues("", endpoint, *e.Code).Inc()
+		}
+		s.logRequest(level, ridOf(ctx), endpoint, "", status, arrived, e.Message,
+			"method", string(ctx.Method()), "path", string(ctx.Path()), "remote", ctx.RemoteAddr().String())
+	}
+}
+
+// errorOf reads an API error body (zero when it is none).
+func errorOf(body []byte) errorObject {
+	var e errorBody
+	json.Unmarshal(body, &e)
+	return e.Error
+}
+
+// requestID is the client's X-Request-Id when it is a plain token (letters,
+// digits, "-", "_", ".", ":", at most 128), else a new random one. Every
+// response carries it back, and the request's log line names it.
+func requestID(ctx *fasthttp.RequestCtx) string {
+	if v := ctx.Request.Header.Peek("X-Request-Id"); len(v) > 0 && len(v) <= 128 && plainToken(v) {
+		return string(v)
+	}
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func plainToken(v []byte) bool {
+	for _, c := range v {
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_', c == '.', c == ':':
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// ridOf is the request id that the handler set on ctx's response.
+func ridOf(ctx *fasthttp.RequestCtx) string { return string(ctx.Response.Header.Peek("X-Request-Id")) }
+
 type route struct {
+	name   string // its endpoint label in metrics and logs
 	method string
 	auth   bool // needs an API key on TCP
 	admin  bool // Unix socket only
+	gen    bool // a generation: counts and logs itself
 	serve  func(*server, *fasthttp.RequestCtx)
 }
 
@@ -90,17 +163,17 @@ var routes map[string]route
 
 func init() {
 	routes = map[string]route{
-		"/v1/chat/completions": {"POST", true, false, func(s *server, c *fasthttp.RequestCtx) { s.generate(c, true) }},
-		"/v1/completions":      {"POST", true, false, func(s *server, c *fasthttp.RequestCtx) { s.generate(c, false) }},
-		"/v1/models":           {"GET", true, false, (*server).listModels},
-		"/v1/models/":          {"GET", true, false, (*server).getModel},
-		"/health":              {"GET", false, false, (*server).health},
-		"/ready":               {"GET", false, false, (*server).ready},
-		"/metrics":             {"GET", true, false, func(s *server, c *fasthttp.RequestCtx) { s.metrics.handler(c) }},
-		"/admin/status":        {"GET", false, true, (*server).adminStatus},
-		"/admin/reload":        {"POST", false, true, (*server).adminReload},
-		"/admin/drain":         {"POST", false, true, (*server).adminDrain},
-		"/admin/resume":        {"POST", false, true, (*server).adminResume},
+		"/v1/chat/completions": {"chat", "POST", true, false, true, func(s *server, c *fasthttp.RequestCtx) { s.generate(c, true) }},
+		"/v1/completions":      {"completions", "POST", true, false, true, func(s *server, c *fasthttp.RequestCtx) { s.generate(c, false) }},
+		"/v1/models":           {"models", "GET", true, false, false, (*server).listModels},
+		"/v1/models/":          {"models", "GET", true, false, false, (*server).getModel},
+		"/health":              {"health", "GET", false, false, false, (*server).health},
+		"/ready":               {"ready", "GET", false, false, false, (*server).ready},
+		"/metrics":             {"metrics", "GET", true, false, false, func(s *server, c *fasthttp.RequestCtx) { s.metrics.handler(c) }},
+		"/admin/status":        {"admin", "GET", false, true, false, (*server).adminStatus},
+		"/admin/reload":        {"admin", "POST", false, true, false, (*server).adminReload},
+		"/admin/drain":         {"admin", "POST", false, true, false, (*server).adminDrain},
+		"/admin/resume":        {"admin", "POST", false, true, false, (*server).adminResume},
 	}
 }
 
@@ -126,7 +199,7 @@ func (s *server) authorize(ctx *fasthttp.RequestCtx) *apiError {
 		match |= subtle.ConstantTimeCompare(sum[:], want[:])
 	}
 	if match == 0 {
-		s.log.Info("wrong API key", "remote", ctx.RemoteAddr().String(), "key", secret(key))
+		s.log.Debug("wrong API key", "request_id", ridOf(ctx), "key", secret(key))
 		return &apiError{Status: 401, Type: "invalid_request_error", Code: "invalid_api_key", Msg: "the API key is not valid"}
 	}
 	return nil
@@ -175,9 +248,21 @@ func (s *server) listModels(ctx *fasthttp.RequestCtx) {
 	writeJSON(ctx, 200, map[string]any{"object": "list", "data": s.modelInfos()})
 }
 
-// health answers 200 while the process serves HTTP at all.
+// health answers 200 while the process serves HTTP and every model's
+// request loop that has work moves; 503, naming the model, when one has
+// made no progress for longer than the watchdog allows (its interval, or
+// 30 s without one), so that a liveness probe outside systemd sees a
+// stall too.
 func (s *server) health(ctx *fasthttp.RequestCtx) {
-	writeJSON(ctx, 200, map[string]string{"status": "ok"})
+	limit := systemd.WatchdogInterval()
+	if limit <= 0 {
+		limit = 30 * time.Second
+	}
+	if problem := s.alive(limit); problem != "" {
+		writeJSON(ctx, 503, map[string]string{"status": "stalled", "problem": problem, "version": s.version})
+		return
+	}
+	writeJSON(ctx, 200, map[string]string{"status": "ok", "version": s.version})
 }
 
 // ready answers 200 only when completions can succeed: at least one model
@@ -219,9 +304,14 @@ func (s *server) adminStatus(ctx *fasthttp.RequestCtx) {
 		engines = append(engines, engine{l.Name, st.Queued, st.Running, st.Served, kv, time.Since(st.Beat).Seconds()})
 	})
 	cfg := s.cfg.Load()
+	last := ""
+	if l := s.lastReload.Load(); l != nil {
+		last = *l
+	}
 	writeJSON(ctx, 200, map[string]any{
-		"version": s.version, "uptime_s": time.Since(s.started).Seconds(), "draining": draining,
-		"generations": running, "listeners": s.listeners, "config": cfg.File, "models_dir": cfg.Models.Dir,
+		"version": s.version, "backend": s.backend, "uptime_s": time.Since(s.started).Seconds(), "draining": draining,
+		"generations": running, "listeners": s.listeners, "config": orDefaults(cfg.File), "tuning": orDefaults(cfg.TuningFile),
+		"models_dir": cfg.Models.Dir, "last_reload": last, "status": s.statusLine(),
 		"models": s.modelInfos(), "engines": engines,
 	})
 }
@@ -263,6 +353,9 @@ func (s *server) adminResume(ctx *fasthttp.RequestCtx) {
 // errorHandler answers errors fasthttp meets before a handler runs, in the
 // API's error shape.
 func (s *server) errorHandler(ctx *fasthttp.RequestCtx, err error) {
+	ctx.Response.Header.Set("Server", "octet")
+	ctx.Response.Header.Set("X-Request-Id", requestID(ctx))
+	defer s.countOther(ctx, "http", time.Now())
 	var small *fasthttp.ErrSmallBuffer
 	var timeout interface{ Timeout() bool }
 	switch {
