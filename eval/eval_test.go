@@ -268,4 +268,22 @@ func TestWriteGated(t *testing.T) {
 	if len(entries) != 1 {
 		t.Errorf("temporary files left behind: %v", entries)
 	}
+
+	// An interrupt (the context's end) writes nothing, leaves nothing
+	// behind and reports no figures; so does an evaluation that fails.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	cut := filepath.Join(dir, "cut.gguf")
+	res, err = WriteGated(ctx, copyOf(base), cut, base, o)
+	if !errors.Is(err, context.Canceled) || res.Evaluated {
+		t.Errorf("interrupted: %v, evaluated %v", err, res.Evaluated)
+	}
+	short := o
+	short.Ctx = 2
+	if res, err = WriteGated(context.Background(), copyOf(base), cut, base, short); err == nil || res.Evaluated {
+		t.Errorf("a failed evaluation: %v, evaluated %v", err, res.Evaluated)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Errorf("after an interrupt: %v", entries)
+	}
 }

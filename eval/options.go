@@ -48,6 +48,9 @@ func (o Options) withDefaults() Options {
 	if o.Parallel <= 0 {
 		o.Parallel = min(8, max(1, 512/o.Ctx))
 	}
+	// More sequences at once than 64 of a full context's positions buy
+	// nothing and cost their KV cache each.
+	o.Parallel = min(o.Parallel, 64)
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}

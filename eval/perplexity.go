@@ -30,13 +30,20 @@ func Tokenize(m *model.Model, text string) []int32 {
 	return m.Tok.Encode(text, true, false)
 }
 
+// MinCtx is the shortest chunk Chunks takes: the second half, which is
+// scored, must hold two tokens.
+const MinCtx = 4
+
 // Chunks cuts tokens into chunks of n as llama.cpp's perplexity tool does:
 // chunk i is tokens[i*n:(i+1)*n] with its first token replaced by BOS when
 // the model adds one; a partial last chunk is dropped. The first skip
 // chunks are left out and at most limit are returned (0: all).
 func Chunks(tokens []int32, n int, bos int32, skip, limit int) ([][]int32, error) {
-	if n < 4 {
-		return nil, fmt.Errorf("eval: context of %d tokens is too short (at least 4)", n)
+	if n < MinCtx {
+		return nil, fmt.Errorf("eval: context of %d tokens is too short (at least %d)", n, MinCtx)
+	}
+	if skip < 0 || limit < 0 {
+		return nil, fmt.Errorf("eval: chunks to skip (%d) and to score (%d) must be 0 or more", skip, limit)
 	}
 	total := len(tokens) / n
 	if total-skip < 1 {

@@ -51,16 +51,16 @@ func WriteGated(ctx context.Context, w *gguf.Writer, path string, base *model.Mo
 	if err := o.Gate.Validate(); err != nil {
 		return res, err
 	}
-	cand, cleanup, err := writeTemp(w, path)
+	cand, cleanup, err := writeTemp(ctx, w, path)
 	if err != nil {
 		return res, err
 	}
 	defer cleanup()
 	if o.Text != "" {
-		res.Evaluated = true
 		if res.Report, err = judge(ctx, cand, base, o); err != nil {
 			return res, err
 		}
+		res.Evaluated = true
 		res.Verdict = o.Gate.Check(res.Report)
 		if !res.Verdict.Pass && !o.NoGate {
 			return res, fmt.Errorf("eval: %w: %s; %s not written (--no-gate writes it anyway)", ErrGateFailed, res.Verdict.Reason, path)
@@ -82,7 +82,7 @@ func WriteGated(ctx context.Context, w *gguf.Writer, path string, base *model.Mo
 			return res, err
 		}
 	}
-	if err := out.WriteFile(path); err != nil {
+	if err := out.WriteFileContext(ctx, path); err != nil {
 		return res, err
 	}
 	if st, err := os.Stat(path); err == nil {
@@ -153,14 +153,14 @@ func FileSHA256(path string) (string, error) {
 }
 
 // writeTemp writes w to a temporary file beside path and loads it; cleanup
-// closes and removes it.
-func writeTemp(w *gguf.Writer, path string) (*model.Model, func(), error) {
+// closes and removes it. An end of ctx stops the writing.
+func writeTemp(ctx context.Context, w *gguf.Writer, path string) (*model.Model, func(), error) {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".eval-*")
 	if err != nil {
-		return nil, nil, fmt.Errorf("eval: %w", err)
+		return nil, nil, fmt.Errorf("eval: writing beside %s: %w", path, errors.Unwrap(err))
 	}
 	tmpPath := tmp.Name()
-	_, err = w.WriteTo(tmp)
+	_, err = w.WriteTo(gguf.ContextWriter(ctx, tmp))
 	if cerr := tmp.Close(); err == nil {
 		err = cerr
 	}
@@ -197,7 +197,7 @@ func Trial(ctx context.Context, w *gguf.Writer, path string, base *model.Model, 
 	if o.Text == "" {
 		return Report{}, fmt.Errorf("eval: a trial needs an evaluation text")
 	}
-	cand, cleanup, err := writeTemp(w, path)
+	cand, cleanup, err := writeTemp(ctx, w, path)
 	if err != nil {
 		return Report{}, err
 	}

@@ -79,7 +79,7 @@ func (c *ColumnStats) add(x []float32, rows int) {
 // CalibOptions say how much text Calibrate runs.
 type CalibOptions struct {
 	Ctx     int // tokens per chunk (default 128), each chunk starting with BOS
-	Chunks  int // chunks to run (default 32; 0 or more than the text has: all)
+	Chunks  int // chunks to run (0: 32; more than the text has: all of it)
 	Threads int
 	// Gram records the Gram matrix of the inputs of attn_output and
 	// ffn_down where they are at most this wide (0: nowhere).

@@ -136,8 +136,7 @@ func Generate(ctx context.Context, seq *backends.Sequence, tok *tokenizer.Tokeni
 
 // GenerateTokens is Generate handing each step over as a Token, with its
 // log-probabilities when req.Logprobs.
-func GenerateTokens(ctx context.Context, seq *backends.Sequence, tok *tokenizer.Tokenizer, req Request, emit func(Token) error) (Stats, error) {
-	var st Stats
+func GenerateTokens(ctx context.Context, seq *backends.Sequence, tok *tokenizer.Tokenizer, req Request, emit func(Token) error) (st Stats, err error) {
 	if len(req.Prompt) == 0 {
 		return st, fmt.Errorf("scheduler: empty prompt")
 	}
@@ -165,6 +164,7 @@ func GenerateTokens(ctx context.Context, seq *backends.Sequence, tok *tokenizer.
 	g.st.PromptTokens = len(req.Prompt)
 	g.st.PromptTime = time.Since(start)
 	genStart := time.Now()
+	defer func() { st.GenerateTime = time.Since(genStart) }() // on every way out, an interrupt's too
 	for g.st.Generated < req.MaxTokens {
 		t, ok := g.next(logits.Last(0))
 		if g.st.TimeToFirstTok == 0 {
@@ -184,7 +184,6 @@ func GenerateTokens(ctx context.Context, seq *backends.Sequence, tok *tokenizer.
 			return g.st, err
 		}
 	}
-	g.st.GenerateTime = time.Since(genStart)
 	if rest := g.flush(); rest != "" {
 		if err := emit(Token{ID: -1, Text: rest}); err != nil {
 			return g.st, err

@@ -2,8 +2,10 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 
@@ -36,6 +38,30 @@ func (e *evalFlags) register(f *pflag.FlagSet, ctxDefault int) {
 	f.BoolVar(&e.jsonOut, "json", false, "print one JSON object")
 	f.BoolVarP(&e.verbose, "verbose", "v", false, "log backend selection")
 	e.kv.register(f, "kv-type", "f32", "the KV cache's values: f32, f16 or q8")
+}
+
+// check refuses values out of range before any work.
+func (e *evalFlags) check() error {
+	if e.ctx != 0 && e.ctx < eval.MinCtx {
+		return fmt.Errorf("--ctx must be at least %d tokens (or 0: the default), not %d", eval.MinCtx, e.ctx)
+	}
+	return nonNegative(intFlag{"--chunks", e.chunks}, intFlag{"--parallel", e.parallel}, intFlag{"--threads", e.threads})
+}
+
+// intFlag is a flag's name and value, for nonNegative.
+type intFlag struct {
+	name string
+	v    int
+}
+
+// nonNegative fails on the first flag below 0.
+func nonNegative(fs ...intFlag) error {
+	for _, f := range fs {
+		if f.v < 0 {
+			return fmt.Errorf("%s must be 0 or more, not %d", f.name, f.v)
+		}
+	}
+	return nil
 }
 
 func (e *evalFlags) options(desc string) eval.Options {
@@ -91,6 +117,9 @@ func evalCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "eval",
 		Short: "Measure a model: perplexity, KL divergence from a baseline, multiple-choice accuracy",
+		// An unknown measure is an error, not a help text and success.
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	cmd.AddCommand(perplexityCmd(), kldCmd(), choiceCmd("hellaswag"), choiceCmd("piqa"))
 	return cmd
@@ -117,6 +146,9 @@ with BOS, and scores the prediction of every token of each chunk's second half,
 as llama.cpp's perplexity tool does.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := ef.check(); err != nil {
+				return err
+			}
 			m, text, err := loadWithText(path, file)
 			if err != nil {
 				return err
@@ -154,6 +186,20 @@ func kldCmd() *cobra.Command {
 		Short: "KL divergence, top-1 agreement and perplexity ratio of a model against its baseline",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := ef.check(); err != nil {
+				return err
+			}
+			if gate {
+				if err := g.Validate(); err != nil {
+					return err
+				}
+			} else {
+				for _, f := range []string{"gate-min-rel-acc", "gate-max-kld", "gate-max-ppl-ratio", "gate-min-top1"} {
+					if cmd.Flags().Changed(f) {
+						return fmt.Errorf("--%s bounds the gate: pass --gate too", f)
+					}
+				}
+			}
 			m, text, err := loadWithText(path, file)
 			if err != nil {
 				return err
@@ -175,21 +221,24 @@ func kldCmd() *cobra.Command {
 			}
 			var v *eval.Verdict
 			if gate {
-				if err := g.Validate(); err != nil {
-					return err
-				}
 				vv := g.Check(rep)
 				v = &vv
 			}
 			if ef.jsonOut {
-				return printJSON(cmd.OutOrStdout(), struct {
+				if err := printJSON(cmd.OutOrStdout(), struct {
 					eval.Report
 					Gate *eval.Verdict `json:"gate,omitempty"`
-				}{rep, v})
+				}{rep, v}); err != nil {
+					return err
+				}
+			} else {
+				printReport(cmd.OutOrStdout(), rep)
+				if v != nil {
+					fmt.Fprintf(cmd.OutOrStdout(), "gate: %s\n", v)
+				}
 			}
-			printReport(cmd.OutOrStdout(), rep)
-			if v != nil {
-				fmt.Fprintf(cmd.OutOrStdout(), "gate: %s\n", v)
+			if v != nil && !v.Pass {
+				return fmt.Errorf("%w: %s", eval.ErrGateFailed, v.Reason)
 			}
 			return nil
 		},
@@ -198,7 +247,7 @@ func kldCmd() *cobra.Command {
 	f.StringVar(&path, "model", "", "GGUF model to judge (required)")
 	f.StringVar(&basePath, "base", "", "GGUF baseline model (required)")
 	f.StringVar(&file, "file", "", "text file (required)")
-	f.BoolVar(&gate, "gate", false, "also print the quality gate's verdict")
+	f.BoolVar(&gate, "gate", false, "also judge by the quality gate: print its verdict and exit 1 when the model fails it")
 	ef.register(f, 512)
 	baseKV.register(f, "base-kv-type", "", "the baseline's KV cache values, f32, f16 or q8 (default: as --kv-type); with --base the same file, what a KV type costs")
 	gateFlags(f, &g)
@@ -242,15 +291,24 @@ func choiceCmd(name string) *cobra.Command {
 		Use:   name + " --model PATH [--file F] [--tasks K]",
 		Short: "Multiple-choice accuracy (acc_norm) on " + name,
 		Long: `The ending with the highest mean log-likelihood per token wins, as in
-llama.cpp's hellaswag; tasks are taken in file order.`,
+llama.cpp's multiple-choice scoring; tasks are taken in file order.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := ef.check(); err != nil {
+				return err
+			}
+			if tasks < 0 {
+				return fmt.Errorf("--tasks must be 0 or more, not %d", tasks)
+			}
 			m, err := model.Load(path)
 			if err != nil {
 				return err
 			}
 			defer m.Close()
 			ts, err := loadTasks(name, file, labels, tasks)
+			if errors.Is(err, fs.ErrNotExist) && !cmd.Flags().Changed("file") {
+				return fmt.Errorf("%w (the default --file, relative to the current folder: run from the repository, or pass --file)", err)
+			}
 			if err != nil {
 				return err
 			}

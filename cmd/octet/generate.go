@@ -79,6 +79,9 @@ A timing line goes to stderr. --temperature 0 decodes greedily.`,
 			fmt.Fprintf(cmd.ErrOrStderr(), "prompt: %d tok, %.1f tok/s; gen: %d tok, %.1f tok/s (backend %s)\n",
 				st.PromptTokens, perSecond(st.PromptTokens, st.PromptTime),
 				st.Generated, perSecond(st.Generated, st.GenerateTime), b.Name())
+			if err == nil && st.FinishReason == scheduler.FinishLength && st.Generated < maxTokens {
+				fmt.Fprintf(cmd.ErrOrStderr(), "stopped before --max-tokens %d: the context of %d positions is full (--ctx-size)\n", maxTokens, seq.Cap())
+			}
 			return err
 		},
 	}

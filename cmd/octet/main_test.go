@@ -2,7 +2,10 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -137,5 +140,19 @@ func TestBadInputIsOneLine(t *testing.T) {
 	}
 	if _, stderr, err := octet(t, "generate", "--model", bad, "--max-tokens", "-5"); err == nil || !strings.Contains(stderr, "--max-tokens must be at least 1") {
 		t.Errorf("--max-tokens -5: %v %q", err, stderr)
+	}
+}
+
+// TestExitCode: an interrupt ends with 130 (as a shell's job stopped by
+// SIGINT), other errors with 1.
+func TestExitCode(t *testing.T) {
+	for _, c := range []struct {
+		err       error
+		signalled bool
+		want      int
+	}{{nil, false, 0}, {nil, true, 0}, {fmt.Errorf("eval: %w", context.Canceled), true, 130}, {context.Canceled, false, 1}, {errors.New("x"), true, 1}} {
+		if got := exitCode(c.err, c.signalled); got != c.want {
+			t.Errorf("exitCode(%v, %v) = %d, want %d", c.err, c.signalled, got, c.want)
+		}
 	}
 }

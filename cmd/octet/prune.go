@@ -39,7 +39,7 @@ func pruneCmd() *cobra.Command {
 	var pattern string
 	var noRefit bool
 	cmd := &cobra.Command{
-		Use:   "prune --in PATH --out PATH --method magnitude|wanda (--sparsity S | --pattern 2:4 | --ffn-keep F --heads-keep H) [--calib TEXT]",
+		Use:   "prune --in PATH --out PATH (--sparsity S | --pattern 2:4 | --ffn-keep F --heads-keep H) [--method magnitude|wanda] [--calib TEXT]",
 		Short: "Prune a model: zero weights (unstructured, N:M) or remove FFN neurons and attention heads",
 		Long: `prune zeroes the lowest-scored weights of every row of the layer matrices
 (--sparsity S, or --pattern N:M along the input dimension), or removes whole
@@ -51,6 +51,9 @@ layers, so llama.cpp loads the result too. Scores: magnitude |W|, or wanda
 text and written only if it passes the quality gate (--no-gate writes it anyway).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := t.validate(); err != nil {
+				return err
+			}
 			if pattern != "" {
 				var err error
 				if o.N, o.M, err = parsePattern(pattern); err != nil {

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -54,6 +56,55 @@ func (t *toolFlags) register(f *pflag.FlagSet) {
 }
 
 func (t *toolFlags) logger() *slog.Logger { return verboseLogger(t.verbose) }
+
+// validate checks the flags before any work is done: a value out of range,
+// or an output that is a folder, lies in no folder or would overwrite one
+// of the inputs, fails at once.
+func (t *toolFlags) validate() error {
+	switch {
+	case t.in == "":
+		return errors.New("--in is required")
+	case t.out == "":
+		return errors.New("--out is required")
+	case t.calibChunks < 1:
+		return fmt.Errorf("--calib-chunks must be at least 1, not %d", t.calibChunks)
+	case t.ctx != 0 && t.ctx < eval.MinCtx:
+		return fmt.Errorf("--ctx must be at least %d tokens (or 0: the model's context, at most 512), not %d", eval.MinCtx, t.ctx)
+	}
+	if err := nonNegative(intFlag{"--eval-chunks", t.evalChunks}, intFlag{"--threads", t.threads}, intFlag{"--gate-hellaswag", t.hellaswag}); err != nil {
+		return err
+	}
+	if err := t.gate.Validate(); err != nil {
+		return err
+	}
+	if st, err := os.Stat(t.out); err == nil && st.IsDir() {
+		return fmt.Errorf("--out %s is a folder: name the file to write", t.out)
+	}
+	if st, err := os.Stat(filepath.Dir(t.out)); err != nil || !st.IsDir() {
+		return fmt.Errorf("--out %s: the folder %s does not exist", t.out, filepath.Dir(t.out))
+	}
+	inputs := []struct{ flag, path string }{{"--in", t.in}, {"--calib", t.calib}, {"--eval-file", t.evalFile}}
+	if t.hellaswag > 0 {
+		inputs = append(inputs, struct{ flag, path string }{"--hellaswag-file", t.hellaswagSet})
+	}
+	for _, in := range inputs {
+		if in.path != "" && samePath(t.out, in.path) {
+			return fmt.Errorf("--out %s is the %s file: writing there would destroy it", t.out, in.flag)
+		}
+	}
+	return nil
+}
+
+// samePath reports whether a and b name one file: the same path, or (both
+// existing) the same file through a link.
+func samePath(a, b string) bool {
+	if aa, err := filepath.Abs(a); err == nil {
+		if bb, err := filepath.Abs(b); err == nil && aa == bb {
+			return true
+		}
+	}
+	return sameFile(a, b)
+}
 
 func (t *toolFlags) chunkLen(m *model.Model) int {
 	if t.ctx > 0 {
@@ -144,6 +195,9 @@ func byteBar(desc string) (func(done, total int64), func()) {
 
 // report prints what a tool wrote and the gate's verdict.
 func report(w io.Writer, t *toolFlags, extra map[string]any, res eval.WriteResult, err error) error {
+	if errors.Is(err, context.Canceled) {
+		return err // interrupted: nothing was written, nothing to report
+	}
 	if t.jsonOut {
 		out := map[string]any{"out": t.out, "written": err == nil, "bytes": res.Bytes}
 		for k, v := range extra {
@@ -200,6 +254,9 @@ The result is compared with the input on held-out text and written only if it
 passes the quality gate (--no-gate writes it anyway).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := t.validate(); err != nil {
+				return err
+			}
 			if err := o.Validate(); err != nil {
 				return err
 			}
@@ -274,7 +331,7 @@ passes the quality gate (--no-gate writes it anyway).`,
 	t.register(f)
 	f.StringVar(&o.Type, "type", quant.TypeQ8_0, "q8_0 (a scale per 32 weights) or int8-channel (one scale per output channel, stored as Q8_0)")
 	f.BoolVar(&o.PadFFN, "pad-ffn", true, "pad a feed-forward width that is not a multiple of 32 with zero neurons so every matrix is int8")
-	f.Float64Var(&o.Smooth, "smooth", 0, "SmoothQuant migration strength α in (0, 1] (needs --calib; kept only where it measurably lowers the KLD on the held-out text; 0: off)")
+	f.Float64Var(&o.Smooth, "smooth", 0, "SmoothQuant migration strength α in [0, 1] (needs --calib; kept only where it measurably lowers the KLD on the held-out text; 0: off)")
 	cmd.MarkFlagRequired("in")
 	cmd.MarkFlagRequired("out")
 	return cmd

@@ -154,7 +154,33 @@ func TestToolchainBadInput(t *testing.T) {
 		t.Fatalf("%v: %s", err, stderr)
 	}
 	out := filepath.Join(dir, "out.gguf")
+	link := filepath.Join(dir, "link.gguf")
+	os.Symlink(tiny, link)
+	sum := func() string { b, _ := os.ReadFile(tiny); return string(b) }
+	before := sum()
 	for _, args := range [][]string{
+		// The output would overwrite an input (itself, through a link, or
+		// the evaluation text).
+		{"quantize", "--in", tiny, "--out", tiny, "--no-gate"},
+		{"quantize", "--in", tiny, "--out", link, "--no-gate"},
+		{"prune", "--in", tiny, "--out", tiny, "--sparsity", "0.5", "--no-gate"},
+		{"quantize", "--in", tiny, "--out", text, "--eval-file", text},
+		// An output that cannot be written, found before the work.
+		{"quantize", "--in", tiny, "--out", filepath.Join(dir, "nodir", "o.gguf"), "--no-gate"},
+		{"quantize", "--in", tiny, "--out", dir, "--no-gate"},
+		{"quantize", "--in", tiny, "--no-gate"},
+		// Values out of range (a negative chunk count panicked).
+		{"quantize", "--in", tiny, "--out", out, "--smooth", "0.5", "--calib", text, "--calib-chunks", "-4"},
+		{"quantize", "--in", tiny, "--out", out, "--calib-chunks", "0", "--calib", text},
+		{"quantize", "--in", tiny, "--out", out, "--ctx", "1", "--eval-file", text},
+		{"prune", "--in", tiny, "--out", out, "--sparsity", "0.5", "--gate-max-kld", "-1", "--eval-file", text},
+		{"prune", "--in", tiny, "--out", out, "--sparsity", "0.5", "--threads", "-1", "--no-gate"},
+		{"eval", "perplexity", "--model", tiny, "--file", text, "--ctx", "-5"},
+		{"eval", "perplexity", "--model", tiny, "--file", text, "--chunks", "-1"},
+		{"eval", "kld", "--model", tiny, "--base", tiny, "--file", text, "--gate-max-kld", "0.1"},
+		{"eval", "hellaswag", "--model", tiny, "--tasks", "-1"},
+		{"eval", "nope"},
+
 		{"eval", "perplexity", "--model", bad, "--file", text},
 		{"eval", "perplexity", "--model", tiny, "--file", empty},
 		{"eval", "perplexity", "--model", tiny, "--file", text, "--ctx", "128"},
@@ -178,5 +204,37 @@ func TestToolchainBadInput(t *testing.T) {
 	}
 	if _, err := os.Stat(out); !os.IsNotExist(err) {
 		t.Errorf("a failed command wrote %s", out)
+	}
+	if sum() != before {
+		t.Errorf("a refused command changed its input %s", tiny)
+	}
+	if left, _ := filepath.Glob(filepath.Join(dir, ".*")); len(left) > 0 {
+		t.Errorf("temporary files left behind: %v", left)
+	}
+}
+
+// TestEvalKLDGateExitCode: `eval kld --gate` prints the report and the
+// verdict, and exits 1 when the model fails the gate, so that a script or
+// CI can use it.
+func TestEvalKLDGateExitCode(t *testing.T) {
+	dir := t.TempDir()
+	tiny, q := filepath.Join(dir, "tiny.gguf"), filepath.Join(dir, "q.gguf")
+	text := filepath.Join(dir, "t.txt")
+	os.WriteFile(text, []byte(strings.Repeat("the cat sat on the mat and looked at the dog. ", 60)), 0o644)
+	for _, args := range [][]string{
+		{"synth", "--shape", "tiny", "--type", "f32", "--out", tiny},
+		{"quantize", "--in", tiny, "--out", q, "--no-gate"},
+	} {
+		if _, stderr, err := octet(t, args...); err != nil {
+			t.Fatalf("%v: %v: %s", args, err, stderr)
+		}
+	}
+	kld := []string{"eval", "kld", "--model", q, "--base", tiny, "--file", text, "--ctx", "32", "--chunks", "4", "--gate"}
+	stdout, stderr, err := octet(t, append(kld, "--gate-max-kld", "0.000000000001")...)
+	if err == nil || !strings.Contains(stdout, "gate: fail") || !strings.Contains(stderr, "quality gate failed") {
+		t.Errorf("a failing gate: %v\n%s%s", err, stdout, stderr)
+	}
+	if stdout, stderr, err := octet(t, kld...); err != nil || !strings.Contains(stdout, "gate: pass") {
+		t.Errorf("a passing gate: %v\n%s%s", err, stdout, stderr)
 	}
 }

@@ -111,7 +111,7 @@ func synthCmd() *cobra.Command {
 	var typ string
 	var seed uint64
 	cmd := &cobra.Command{
-		Use:   "synth --shape NAME --type q8_0|f16|f32 --out PATH",
+		Use:   "synth --shape NAME --type q8_0|f16|bf16|f32 --out PATH",
 		Short: "Write a model with random weights at the shape of a real one (for speed work)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

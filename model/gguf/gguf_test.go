@@ -2,6 +2,7 @@ package gguf
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"flag"
@@ -205,6 +206,26 @@ func TestWriterRejects(t *testing.T) {
 	must(t, short.AddTensor("x", F32, []uint64{2}, make([]byte, 4)))
 	if _, err := short.WriteTo(&bytes.Buffer{}); err == nil {
 		t.Error("short tensor data accepted")
+	}
+}
+
+// TestWriteFileContext: a write whose context ends leaves nothing, neither
+// the file nor its temporary.
+func TestWriteFileContext(t *testing.T) {
+	w := NewWriter()
+	must(t, w.AddTensor("x", F32, []uint64{2}, make([]byte, 8)))
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := w.WriteFileContext(ctx, filepath.Join(dir, "m.gguf")); !errors.Is(err, context.Canceled) {
+		t.Errorf("WriteFileContext after the end: %v", err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("left behind: %v", entries)
+	}
+	must(t, w.WriteFileContext(context.Background(), filepath.Join(dir, "m.gguf")))
+	if _, err := os.Stat(filepath.Join(dir, "m.gguf")); err != nil {
+		t.Error(err)
 	}
 }
 

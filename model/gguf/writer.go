@@ -2,6 +2,7 @@ package gguf
 
 import (
 	"bufio"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -138,13 +139,17 @@ func (w *Writer) WriteTo(out io.Writer) (int64, error) {
 // WriteFile writes the file to path atomically: into a temporary file in the
 // same folder, synced, then renamed into place, so that a watcher never sees
 // a partial file.
-func (w *Writer) WriteFile(path string) error {
+func (w *Writer) WriteFile(path string) error { return w.WriteFileContext(context.Background(), path) }
+
+// WriteFileContext is WriteFile stopped by the end of ctx (an interrupt):
+// then nothing is left at path or beside it, and the error is ctx's.
+func (w *Writer) WriteFileContext(ctx context.Context, path string) error {
 	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
 		return fmt.Errorf("gguf: write %s: %w", path, errors.Unwrap(err))
 	}
 	defer os.Remove(tmp.Name())
-	if _, err := w.WriteTo(tmp); err != nil {
+	if _, err := w.WriteTo(ContextWriter(ctx, tmp)); err != nil {
 		tmp.Close()
 		return err
 	}
@@ -158,10 +163,28 @@ func (w *Writer) WriteFile(path string) error {
 	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
 		return fmt.Errorf("gguf: %w", err)
 	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	if err := os.Rename(tmp.Name(), path); err != nil {
 		return fmt.Errorf("gguf: %w", err)
 	}
 	return nil
+}
+
+// ContextWriter is w, failing with ctx's error once ctx ends.
+func ContextWriter(ctx context.Context, w io.Writer) io.Writer { return ctxWriter{ctx, w} }
+
+type ctxWriter struct {
+	ctx context.Context
+	w   io.Writer
+}
+
+func (c ctxWriter) Write(p []byte) (int, error) {
+	if err := c.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return c.w.Write(p)
 }
 
 // encoder writes little-endian values and remembers the first error.
