@@ -248,19 +248,20 @@ func (g *generation) respond(ctx *fasthttp.RequestCtx) int {
 	var text strings.Builder
 	var res scheduler.Result
 	var lps []scheduler.TokenLogprob
-	done := false
+	done, tokens := false, 0
 	for ev := range g.events {
 		if ev.Text != "" {
 			g.sawText()
 			text.WriteString(ev.Text)
 		}
 		lps = append(lps, ev.Logprobs...)
+		tokens = max(tokens, ev.Tokens)
 		if ev.Done {
 			res, done = ev.Result, true
 		}
 	}
 	if !done {
-		res.Err = context.Cause(g.ctx)
+		res.Err, res.Generated = context.Cause(g.ctx), tokens
 	}
 	g.cutAtTimeout(&res)
 	if res.Err != nil {
@@ -300,8 +301,9 @@ func (g *generation) stream(w *bufio.Writer) int {
 		send(g.chunk(map[string]any{"role": "assistant", "content": ""}, "", nil, nil))
 	}
 	var res scheduler.Result
-	done := false
+	done, tokens := false, 0
 	for ev := range g.events {
+		tokens = max(tokens, ev.Tokens)
 		if ev.Text != "" {
 			g.sawText()
 		}
@@ -317,7 +319,7 @@ func (g *generation) stream(w *bufio.Writer) int {
 		}
 	}
 	if !done {
-		res.Err = context.Cause(g.ctx)
+		res.Err, res.Generated = context.Cause(g.ctx), tokens
 	}
 	g.cutAtTimeout(&res)
 	status := 200

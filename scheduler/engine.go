@@ -140,8 +140,12 @@ type Event struct {
 	// (when Request.Logprobs): text held back by a stop string holds its
 	// tokens back too.
 	Logprobs []TokenLogprob
-	Done     bool
-	Result   Result // set when Done
+	// Tokens counts the tokens generated up to this event (text held back
+	// by a stop string included): the count a reader keeps when the final
+	// event is lost (its context ended with the stream's buffer full).
+	Tokens int
+	Done   bool
+	Result Result // set when Done
 }
 
 // Result is how a request ended.

@@ -273,12 +273,16 @@ type streamer struct {
 	stop *stopper
 	held []TokenLogprob // logprobs of text held back
 	ev   Event          // ready to send
+	n    int            // generated tokens added (not the decoder's flushed text)
 }
 
 func newStreamer(stops []string) *streamer { return &streamer{stop: newStopper(stops)} }
 
 // add takes the next token and reports whether a stop string ended the text.
 func (s *streamer) add(t Token) bool {
+	if t.ID >= 0 {
+		s.n++
+	}
 	if t.Logprob != nil {
 		s.held = append(s.held, *t.Logprob)
 	}
@@ -305,6 +309,7 @@ func (s *streamer) ready() bool { return s.ev.Text != "" || len(s.ev.Logprobs) >
 // take returns the waiting event and forgets it.
 func (s *streamer) take() Event {
 	ev := s.ev
+	ev.Tokens = s.n
 	s.ev = Event{}
 	return ev
 }

@@ -24,9 +24,19 @@ func tinyModel(t *testing.T) (*model.Model, backends.Runner) { return tinyRef(t,
 func collect(t *testing.T, ch <-chan Event) (string, Result) {
 	t.Helper()
 	var b strings.Builder
+	tokens := 0
 	for ev := range ch {
 		b.WriteString(ev.Text)
+		if ev.Text != "" && ev.Tokens < tokens {
+			t.Errorf("event token count fell from %d to %d", tokens, ev.Tokens)
+		}
+		tokens = max(tokens, ev.Tokens)
 		if ev.Done {
+			// The text events count the tokens the result counts (the
+			// count a reader keeps when the final event is lost).
+			if ev.Result.Err == nil && tokens != ev.Result.Generated && b.Len() > 0 {
+				t.Errorf("text events counted %d tokens, the result %d", tokens, ev.Result.Generated)
+			}
 			return b.String(), ev.Result
 		}
 	}
