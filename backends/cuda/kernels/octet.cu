@@ -405,19 +405,28 @@ DEVICE void gemv1_body(const i8* __restrict__ W, const u16* __restrict__ Wd,
 	}
 }
 
+// GEMV1_BOUNDS: the timeline build holds the one-token GEMVs to the 64
+// registers they use without it (4 blocks per SM), so that its blocks
+// overlap the next kernel's as the product's do.
+#ifndef OCTET_TRACE
+#define GEMV1_BOUNDS BOUNDS(WARPS * 32)
+#else
+#define GEMV1_BOUNDS __attribute__((launch_bounds(WARPS * 32, 4)))
+#endif
+
 // gemv_q8_1 and gemv_q8_1_gated: gemv1_body without and with the up
 // projection. Grid: any; block WARPS*32; dynamic shared memory K + K/8 +
 // 4*WARPS bytes (no static shared memory: the launch may take all there
 // is). Both stay near 64 registers, so that the next kernel's blocks fit
 // beside theirs.
-GLOBAL BOUNDS(WARPS * 32) void gemv_q8_1(const i8* __restrict__ W, const u16* __restrict__ Wd, int rows, int K,
+GLOBAL GEMV1_BOUNDS void gemv_q8_1(const i8* __restrict__ W, const u16* __restrict__ Wd, int rows, int K,
                       const float* X, int ldx, const int* __restrict__ xrows,
                       const float* __restrict__ normw, float eps, float* Y, int accumulate) {
 	extern SHARED int4v smem_q1[];
 	gemv1_body<0>(W, Wd, 0, 0, rows, K, X, ldx, xrows, normw, eps, Y, accumulate, smem_q1);
 }
 
-GLOBAL BOUNDS(WARPS * 32) void gemv_q8_1_gated(
+GLOBAL GEMV1_BOUNDS void gemv_q8_1_gated(
     const i8* __restrict__ W, const u16* __restrict__ Wd, const i8* __restrict__ W2,
     const u16* __restrict__ W2d, int rows, int K, const float* X, int ldx,
     const int* __restrict__ xrows, const float* __restrict__ normw, float eps, float* Y,
