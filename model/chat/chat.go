@@ -8,7 +8,11 @@
 // ([INST] with <<SYS>>), mistral ([INST] without <<SYS>>), llama-3
 // (<|start_header_id|>), chatml (<|im_start|>: Qwen, Yi, many others),
 // zephyr (<|user|> … </s>), phi-3 (<|user|> … <|end|>) and gemma
-// (<start_of_turn>).
+// (<start_of_turn>), with the later versions whose text differs: llama-3.1
+// (a system header with the knowledge cutoff and a date, always: 3.1 and
+// 3.3 date it 26 Jul 2024, 3.2 today), and mistral-v3 (v0.3, Large 2407: no
+// space before [/INST], the system prompt in the last user turn) and
+// mistral-v3-tekken (Nemo: no spaces at all).
 //
 // Decisions where the templates or the design are silent:
 //   - The rendered text does not start with the BOS token: the caller
@@ -28,6 +32,7 @@ package chat
 import (
 	"fmt"
 	"strings"
+	"time"
 )
 
 // Message is one turn of a conversation.
@@ -48,13 +53,21 @@ const (
 	Zephyr  Family = "zephyr"
 	Phi3    Family = "phi3"
 	Gemma   Family = "gemma"
+	// Llama31 is Llama 3.1's and 3.3's template, Llama32 3.2's (the same
+	// but dated today).
+	Llama31 Family = "llama3.1"
+	Llama32 Family = "llama3.2"
+	// MistralV3 is Mistral v0.3's template (and Large 2407's),
+	// MistralTekken Nemo's.
+	MistralV3     Family = "mistral-v3"
+	MistralTekken Family = "mistral-v3-tekken"
 )
 
 // Default is the family used when a model has no template or an unknown one.
 const Default = ChatML
 
 // Families lists every family, in detection order.
-var Families = []Family{Llama3, ChatML, Llama2, Mistral, Gemma, Phi3, Zephyr}
+var Families = []Family{Llama32, Llama31, Llama3, ChatML, Llama2, MistralTekken, MistralV3, Mistral, Gemma, Phi3, Zephyr}
 
 // Detect returns the family of a GGUF chat template string. The string may
 // also be a family name itself. ok is false when nothing matched (and the
@@ -67,17 +80,28 @@ func Detect(template string) (f Family, ok bool) {
 		}
 	}
 	switch {
+	case strings.Contains(t, "<|start_header_id|>") && strings.Contains(t, "Cutting Knowledge Date"):
+		if strings.Contains(t, "strftime_now") {
+			return Llama32, true
+		}
+		return Llama31, true
 	case strings.Contains(t, "<|start_header_id|>"):
 		return Llama3, true
 	case strings.Contains(t, "<|im_start|>"):
 		return ChatML, true
 	case strings.Contains(t, "[INST]") && strings.Contains(t, "<<SYS>>"):
 		return Llama2, true
+	case strings.Contains(t, `"[INST]" +`) || strings.Contains(t, `'[INST]' +`):
+		return MistralTekken, true
+	case strings.Contains(t, "[INST]") && (strings.Contains(t, `+ "[/INST]"`) || strings.Contains(t, `+ '[/INST]'`)):
+		return MistralV3, true
 	case strings.Contains(t, "[INST]"):
 		return Mistral, true
 	case strings.Contains(t, "<start_of_turn>"):
 		return Gemma, true
-	case strings.Contains(t, "<|user|>") && strings.Contains(t, "<|end|>"):
+	case strings.Contains(t, "<|end|>") && (strings.Contains(t, "<|user|>") || strings.Contains(t, "<|assistant|>")):
+		// (Phi-3's generic form writes '<|' + role + '|>' and names only
+		// <|assistant|>, for the generation prompt.)
 		return Phi3, true
 	case strings.Contains(t, "<|user|>"):
 		return Zephyr, true
@@ -90,6 +114,8 @@ type Template struct {
 	Family Family
 	BOS    string // the tokenizer's BOS piece ("<s>"), written inside later turns
 	EOS    string // the tokenizer's EOS piece ("</s>"), written after turns that end with it
+	// Today dates llama3.2's system header (zero: the time of Render).
+	Today time.Time
 }
 
 // Render writes msgs as the model's prompt, ending where the assistant's
@@ -115,7 +141,28 @@ func (t Template) Render(msgs []Message) (string, error) {
 		t.llama2(&b, norm)
 	case Mistral:
 		t.mistral(&b, foldSystem(norm, "\n\n"))
-	case Llama3:
+	case MistralV3:
+		t.mistralV3(&b, norm, "[INST] ", " ")
+	case MistralTekken:
+		t.mistralV3(&b, norm, "[INST]", "")
+	case Llama3, Llama31, Llama32:
+		if t.Family != Llama3 {
+			// The header always, with the first message when it is the
+			// system prompt.
+			date := "26 Jul 2024"
+			if t.Family == Llama32 {
+				today := t.Today
+				if today.IsZero() {
+					today = time.Now()
+				}
+				date = today.Format("02 Jan 2006")
+			}
+			sys := ""
+			if norm[0].Role == "system" {
+				sys, norm = strings.TrimSpace(norm[0].Content), norm[1:]
+			}
+			b.WriteString("<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: " + date + "\n\n" + sys + "<|eot_id|>")
+		}
 		for _, m := range norm {
 			b.WriteString("<|start_header_id|>" + m.Role + "<|end_header_id|>\n\n" + strings.TrimSpace(m.Content) + "<|eot_id|>")
 		}
@@ -189,6 +236,35 @@ func (t Template) mistral(b *strings.Builder, msgs []Message) {
 		} else {
 			b.WriteString("[INST] " + m.Content + " [/INST]")
 		}
+	}
+}
+
+// mistralV3 follows Mistral's v3 templates (v0.3 with inst "[INST] " and
+// sp " ", Nemo's tekken with "[INST]" and ""): the system prompt (the first
+// message's) goes into the last message when that is the user's, and is
+// left out otherwise, as the templates do; answers are written after sp,
+// trimmed (tekken: as they are), with EOS. Later system messages, which
+// the templates refuse, are folded into the user turn after them.
+func (t Template) mistralV3(b *strings.Builder, msgs []Message, inst, sp string) {
+	sys, hasSys := "", false
+	if msgs[0].Role == "system" {
+		sys, hasSys, msgs = msgs[0].Content, true, msgs[1:]
+	}
+	msgs = foldSystem(msgs, "\n\n")
+	for i, m := range msgs {
+		switch {
+		case m.Role == "assistant" && sp == "":
+			b.WriteString(m.Content + t.EOS)
+		case m.Role == "assistant":
+			b.WriteString(sp + strings.TrimSpace(m.Content) + t.EOS)
+		case i == len(msgs)-1 && hasSys:
+			b.WriteString(inst + sys + "\n\n" + m.Content + "[/INST]")
+		default:
+			b.WriteString(inst + m.Content + "[/INST]")
+		}
+	}
+	if len(msgs) == 0 { // a conversation of only a system prompt
+		b.WriteString(inst + sys + "[/INST]")
 	}
 }
 

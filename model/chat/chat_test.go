@@ -3,6 +3,7 @@ package chat
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 var conv = []Message{
@@ -50,6 +51,47 @@ func TestRender(t *testing.T) {
 	}
 }
 
+// TestRenderLaterVersions: Llama 3.1/3.3's, Mistral v0.3's and Mistral
+// Nemo's templates, as jinja2 renders them (Hugging Face's sandboxed
+// environment with trim_blocks and lstrip_blocks, add_generation_prompt,
+// bos_token "<s>" taken off the front, tools left out), for five
+// conversations: the system prompt goes where each template puts it, and
+// is left out of Mistral v3's when the last message is the assistant's.
+func TestRenderLaterVersions(t *testing.T) {
+	for i, c := range []struct {
+		f    Family
+		msgs []Message
+		want string
+	}{
+		{Llama31, conv, "<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\nBe brief.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nHello!<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nName a color.<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"},
+		{Llama31, []Message{{Role: "user", Content: "Hi"}}, "<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"},
+		{Llama31, []Message{{Role: "system", Content: "Be brief."}, {Role: "user", Content: "Hi"}}, "<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\nBe brief.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"},
+		{Llama31, []Message{{Role: "system", Content: "Be brief."}, {Role: "user", Content: "Hi"}, {Role: "assistant", Content: "  Hello! "}}, "<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\nBe brief.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nHello!<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"},
+		{Llama31, []Message{{Role: "system", Content: ""}, {Role: "user", Content: " padded \n"}}, "<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n<|eot_id|><|start_header_id|>user<|end_header_id|>\n\npadded<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"},
+		{MistralV3, conv, "[INST] Hi[/INST] Hello!</s>[INST] Be brief.\n\nName a color.[/INST]"},
+		{MistralV3, []Message{{Role: "user", Content: "Hi"}}, "[INST] Hi[/INST]"},
+		{MistralV3, []Message{{Role: "system", Content: "Be brief."}, {Role: "user", Content: "Hi"}}, "[INST] Be brief.\n\nHi[/INST]"},
+		{MistralV3, []Message{{Role: "system", Content: "Be brief."}, {Role: "user", Content: "Hi"}, {Role: "assistant", Content: "  Hello! "}}, "[INST] Hi[/INST] Hello!</s>"},
+		{MistralV3, []Message{{Role: "system", Content: ""}, {Role: "user", Content: " padded \n"}}, "[INST] \n\n padded \n[/INST]"},
+		{MistralTekken, conv, "[INST]Hi[/INST]Hello!</s>[INST]Be brief.\n\nName a color.[/INST]"},
+		{MistralTekken, []Message{{Role: "user", Content: "Hi"}}, "[INST]Hi[/INST]"},
+		{MistralTekken, []Message{{Role: "system", Content: "Be brief."}, {Role: "user", Content: "Hi"}}, "[INST]Be brief.\n\nHi[/INST]"},
+		{MistralTekken, []Message{{Role: "system", Content: "Be brief."}, {Role: "user", Content: "Hi"}, {Role: "assistant", Content: "  Hello! "}}, "[INST]Hi[/INST]  Hello! </s>"},
+		{MistralTekken, []Message{{Role: "system", Content: ""}, {Role: "user", Content: " padded \n"}}, "[INST]\n\n padded \n[/INST]"},
+	} {
+		got, err := Template{Family: c.f, BOS: "<s>", EOS: "</s>"}.Render(c.msgs)
+		if err != nil || got != c.want {
+			t.Errorf("%s, conversation %d: %v\n got %q\nwant %q", c.f, i, err, got, c.want)
+		}
+	}
+	// Llama 3.2 dates the header today.
+	day := time.Date(2026, 11, 5, 12, 0, 0, 0, time.UTC)
+	got, _ := Template{Family: Llama32, Today: day}.Render(conv[1:2])
+	if !strings.HasPrefix(got, "<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: 05 Nov 2026\n\n<|eot_id|>") {
+		t.Errorf("llama3.2: %q", got)
+	}
+}
+
 func TestRenderErrors(t *testing.T) {
 	tm := Template{Family: ChatML}
 	if _, err := tm.Render(nil); err == nil {
@@ -78,6 +120,14 @@ func TestDetect(t *testing.T) {
 		{"{% if message['role'] == 'user' %}{{'<|user|>' + '\n' + message['content'] + '<|end|>' + '\n'}}", Phi3, true},
 		{"{{ '<start_of_turn>' + role + '\n' + message['content'] | trim + '<end_of_turn>\n' }}", Gemma, true},
 		{"llama3", Llama3, true},
+		// Later versions, by what their templates write.
+		{`{{- "<|start_header_id|>system<|end_header_id|>\n\n" }}{{- "Cutting Knowledge Date: December 2023\n" }}{%- set date_string = "26 Jul 2024" %}`, Llama31, true},
+		{`{%- if strftime_now is defined %}{%- set date_string = strftime_now("%d %b %Y") %}{%- endif %}{{- "<|start_header_id|>system<|end_header_id|>\n\n" }}{{- "Cutting Knowledge Date: December 2023\n" }}`, Llama32, true},
+		{`{%- if loop.last and system_message is defined %}{{- "[INST] " + system_message + "\n\n" + message["content"] + "[/INST]" }}`, MistralV3, true},
+		{`{%- if loop.last and system_message is defined %}{{- "[INST]" + system_message + "\n\n" + message["content"] + "[/INST]" }}`, MistralTekken, true},
+		{"{{ bos_token }}{% for message in messages %}{{ '[INST] ' + message['content'] + ' [/INST]' }}{% else %}{{ message['content'] + eos_token}}{% endfor %}", Mistral, true},
+		// Phi-3's generic form names the roles only through message['role'].
+		{"{% for message in messages %}{{'<|' + message['role'] + '|>' + '\n' + message['content'] + '<|end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}", Phi3, true},
 		{"", ChatML, false},
 		{"{{ messages }}", ChatML, false},
 	} {
