@@ -16,11 +16,7 @@ var conv = []Message{
 // The expected strings are what each family's Hugging Face template writes
 // for conv with add_generation_prompt, less the leading BOS.
 func TestRender(t *testing.T) {
-	for _, c := range []struct {
-		f    Family
-		msgs []Message
-		want string
-	}{
+	checkRender(t, []renderCase{
 		{Llama2, conv, "[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi [/INST] Hello! </s><s>[INST] Name a color. [/INST]"},
 		{Llama2, conv[1:2], "[INST] Hi [/INST]"},
 		{Mistral, conv, "[INST] Be brief.\n\nHi [/INST]Hello!</s>[INST] Name a color. [/INST]"},
@@ -39,14 +35,23 @@ func TestRender(t *testing.T) {
 			"<start_of_turn>user\nName a color.<end_of_turn>\n<start_of_turn>model\n"},
 		{ChatML, []Message{{Role: "developer", Content: "d"}, {Role: "user", Content: "u"}}, "<|im_start|>system\nd<|im_end|>\n<|im_start|>user\nu<|im_end|>\n<|im_start|>assistant\n"},
 		{Mistral, []Message{{Role: "system", Content: "only"}}, "[INST] only [/INST]"},
-	} {
+	})
+}
+
+type renderCase struct {
+	f    Family
+	msgs []Message
+	want string
+}
+
+// checkRender renders each case's conversation with BOS "<s>" and EOS
+// "</s>" and compares.
+func checkRender(t *testing.T, cases []renderCase) {
+	t.Helper()
+	for i, c := range cases {
 		got, err := Template{Family: c.f, BOS: "<s>", EOS: "</s>"}.Render(c.msgs)
-		if err != nil {
-			t.Errorf("%s: %v", c.f, err)
-			continue
-		}
-		if got != c.want {
-			t.Errorf("%s:\n got %q\nwant %q", c.f, got, c.want)
+		if err != nil || got != c.want {
+			t.Errorf("%s, case %d: %v\n got %q\nwant %q", c.f, i, err, got, c.want)
 		}
 	}
 }
@@ -58,11 +63,7 @@ func TestRender(t *testing.T) {
 // conversations: the system prompt goes where each template puts it, and
 // is left out of Mistral v3's when the last message is the assistant's.
 func TestRenderLaterVersions(t *testing.T) {
-	for i, c := range []struct {
-		f    Family
-		msgs []Message
-		want string
-	}{
+	checkRender(t, []renderCase{
 		{Llama31, conv, "<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\nBe brief.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nHello!<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nName a color.<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"},
 		{Llama31, []Message{{Role: "user", Content: "Hi"}}, "<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"},
 		{Llama31, []Message{{Role: "system", Content: "Be brief."}, {Role: "user", Content: "Hi"}}, "<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\nBe brief.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"},
@@ -78,12 +79,7 @@ func TestRenderLaterVersions(t *testing.T) {
 		{MistralTekken, []Message{{Role: "system", Content: "Be brief."}, {Role: "user", Content: "Hi"}}, "[INST]Be brief.\n\nHi[/INST]"},
 		{MistralTekken, []Message{{Role: "system", Content: "Be brief."}, {Role: "user", Content: "Hi"}, {Role: "assistant", Content: "  Hello! "}}, "[INST]Hi[/INST]  Hello! </s>"},
 		{MistralTekken, []Message{{Role: "system", Content: ""}, {Role: "user", Content: " padded \n"}}, "[INST]\n\n padded \n[/INST]"},
-	} {
-		got, err := Template{Family: c.f, BOS: "<s>", EOS: "</s>"}.Render(c.msgs)
-		if err != nil || got != c.want {
-			t.Errorf("%s, conversation %d: %v\n got %q\nwant %q", c.f, i, err, got, c.want)
-		}
-	}
+	})
 	// Llama 3.2 dates the header today.
 	day := time.Date(2026, 11, 5, 12, 0, 0, 0, time.UTC)
 	got, _ := Template{Family: Llama32, Today: day}.Render(conv[1:2])
