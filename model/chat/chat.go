@@ -213,7 +213,10 @@ func (t Template) llama2(b *strings.Builder, msgs []Message) {
 			if !first {
 				b.WriteString(t.BOS)
 			}
-			b.WriteString("[INST] " + sys + strings.TrimSpace(m.Content) + " [/INST]")
+			// The template strips the system block and the message as one
+			// string: the message keeps its leading space after a system
+			// block.
+			b.WriteString("[INST] " + strings.TrimSpace(sys+m.Content) + " [/INST]")
 			sys, first = "", false
 		case "assistant":
 			b.WriteString(" " + strings.TrimSpace(m.Content) + " " + t.EOS)

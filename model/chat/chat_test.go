@@ -19,6 +19,8 @@ func TestRender(t *testing.T) {
 	checkRender(t, []renderCase{
 		{Llama2, conv, "[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi [/INST] Hello! </s><s>[INST] Name a color. [/INST]"},
 		{Llama2, conv[1:2], "[INST] Hi [/INST]"},
+		{Llama2, []Message{{Role: "system", Content: "  Be brief.\n"}, {Role: "user", Content: "\n  Hello  "}, {Role: "assistant", Content: " Hi there "}, {Role: "user", Content: " Next? "}},
+			"[INST] <<SYS>>\n  Be brief.\n\n<</SYS>>\n\n\n  Hello [/INST] Hi there </s><s>[INST] Next? [/INST]"},
 		{Mistral, conv, "[INST] Be brief.\n\nHi [/INST]Hello!</s>[INST] Name a color. [/INST]"},
 		{Mistral, conv[1:2], "[INST] Hi [/INST]"},
 		{Llama3, conv, "<|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>" +
