@@ -12,11 +12,17 @@
 //
 // Measured per request: time to first token (from sending the request to
 // the first streamed text), inter-token latency (between successive text
-// chunks), end-to-end latency, and tokens/s from the first token on
-// (completion tokens by the server's usage report when it sends one, else
-// the count of text chunks). Per level: percentiles of those, aggregate
-// completion tokens/s over the level's wall time, and errors by HTTP status
-// (or "transport" and "stream" for connection and in-stream errors).
+// chunks, as vLLM's benchmark measures it: a token each from octet,
+// llama.cpp and vLLM without speculative decoding), end-to-end latency
+// (to the end of the stream), and tokens/s from the first text chunk to
+// the last (completion tokens by the server's usage report when it sends
+// them, else the count of text chunks). Per level: percentiles of those,
+// aggregate completion tokens/s over the level's wall time, and errors by
+// HTTP status, or "timeout", "transport" (the connection failed) and
+// "stream: …" (an error event, a malformed or cut stream). A stream that
+// ends without "data: [DONE]" after a finish_reason counts as complete
+// (some servers leave it out). The prompts come from Seed: the same seed
+// sends the same prompts, which a server's prefix cache then holds.
 package loadgen
 
 import (
@@ -104,7 +110,7 @@ type Level struct {
 	E2EP50      float64        `json:"e2e_p50_ms"`
 	E2EP99      float64        `json:"e2e_p99_ms"`
 	TokensPerS  float64        `json:"tokens_per_s"`             // completion tokens of the level ÷ its wall time
-	PerReqTokS  float64        `json:"per_request_tokens_per_s"` // median over requests, from the first token on
+	PerReqTokS  float64        `json:"per_request_tokens_per_s"` // median over requests, from the first text chunk to the last
 	Completion  int            `json:"completion_tokens"`
 	WallSeconds float64        `json:"wall_s"`
 }
@@ -115,8 +121,10 @@ type sample struct {
 	detail string // what went wrong, for the warm-up's error
 	ttft   time.Duration
 	itls   []time.Duration
+	gen    time.Duration // from the first text chunk to the last
 	e2e    time.Duration
 	tokens int
+	retry  time.Duration // a 429's or 503's Retry-After
 }
 
 // Run runs every level in order, after one warm-up request.
@@ -140,8 +148,8 @@ func Run(ctx context.Context, o Options) ([]Level, error) {
 		}
 		return p
 	}
-	if s := c.do(ctx, prompt()); s.status != "" {
-		return nil, fmt.Errorf("loadgen: the warm-up request to %s failed: %s: %s", c.target(), s.status, s.detail)
+	if err := c.warmUp(ctx, prompt()); err != nil {
+		return nil, err
 	}
 	var levels []Level
 	for _, conc := range o.Concurrency {
@@ -201,8 +209,8 @@ func summarize(conc int, samples []sample, wall time.Duration) Level {
 		for _, d := range s.itls {
 			itl = append(itl, ms(d))
 		}
-		if gen := s.e2e - s.ttft; gen > 0 && s.tokens > 1 {
-			rate = append(rate, float64(s.tokens-1)/gen.Seconds())
+		if s.gen > 0 && s.tokens > 1 {
+			rate = append(rate, float64(s.tokens-1)/s.gen.Seconds())
 		}
 	}
 	l.TTFTP50, l.TTFTP90, l.TTFTP99 = Percentile(ttft, 50), Percentile(ttft, 90), Percentile(ttft, 99)
@@ -225,6 +233,32 @@ func Percentile(xs []float64, p float64) float64 {
 	s := slices.Sorted(slices.Values(xs))
 	i := int(float64(len(s))*p/100+0.999999) - 1
 	return s[min(max(i, 0), len(s)-1)]
+}
+
+// warmUp sends one request before the levels, so that they do not time
+// the server's first request (a graph capture, a cold cache); a 429 or 503
+// is retried after its Retry-After (at most 30 s each, five times).
+func (c *client) warmUp(ctx context.Context, prompt []int) error {
+	for try := 0; ; try++ {
+		s := c.do(ctx, prompt)
+		switch {
+		case s.status == "":
+			return nil
+		case (s.status == "429" || s.status == "503") && try < 5:
+			wait := min(max(s.retry, time.Second), 30*time.Second)
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(wait):
+			}
+			continue
+		}
+		hint := ""
+		if s.status == "400" && strings.Contains(s.detail, "vocabulary") {
+			hint = fmt.Sprintf(" (prompts are token ids below --vocab %d: set it to the model's vocabulary size)", c.o.Vocab)
+		}
+		return fmt.Errorf("loadgen: the warm-up request to %s failed: %s: %s%s", c.target(), s.status, s.detail, hint)
+	}
 }
 
 // client sends streaming completions.
@@ -278,15 +312,36 @@ func (c *client) do(ctx context.Context, prompt []int) sample {
 	start := time.Now()
 	resp, err := c.hc.Do(req)
 	if err != nil {
-		return sample{status: "transport", detail: err.Error()}
+		return failed(ctx, "transport", err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != 200 {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 512))
 		io.Copy(io.Discard, resp.Body)
-		return sample{status: strconv.Itoa(resp.StatusCode), detail: strings.TrimSpace(string(b))}
+		s := sample{status: strconv.Itoa(resp.StatusCode), detail: strings.TrimSpace(string(b))}
+		if secs, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && secs > 0 {
+			s.retry = time.Duration(secs) * time.Second
+		}
+		return s
 	}
-	return readStream(resp.Body, start)
+	s, err := readStream(resp.Body, start)
+	if err != nil {
+		return failed(ctx, "transport", err)
+	}
+	// The rest of the body (the chunked encoding's end) is read, so that
+	// the connection goes back to the pool: a new one would be timed in
+	// the next request's TTFT.
+	io.Copy(io.Discard, io.LimitReader(resp.Body, 1<<20))
+	return s
+}
+
+// failed is the sample of a request that failed with err: "timeout" when
+// its deadline (--timeout) passed, else status.
+func failed(ctx context.Context, status string, err error) sample {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return sample{status: "timeout", detail: err.Error()}
+	}
+	return sample{status: status, detail: err.Error()}
 }
 
 // chunk is the part of a streamed completion chunk loadgen reads.
@@ -296,62 +351,109 @@ type chunk struct {
 		Delta struct {
 			Content string `json:"content"`
 		} `json:"delta"`
+		FinishReason *string `json:"finish_reason"`
 	} `json:"choices"`
 	Usage *struct {
-		CompletionTokens int `json:"completion_tokens"`
+		CompletionTokens *int `json:"completion_tokens"`
 	} `json:"usage"`
 	Error json.RawMessage `json:"error"`
 }
 
-// readStream reads server-sent events to [DONE], timing the text chunks.
-func readStream(r io.Reader, start time.Time) sample {
+// readStream reads server-sent events to [DONE] (or to the end of a
+// stream that gave a finish_reason), timing the text chunks. The error is
+// the connection's, when reading failed.
+func readStream(r io.Reader, start time.Time) (sample, error) {
 	var s sample
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 16<<20)
-	var last time.Time
-	chunks, usage := 0, -1
+	sc.Split(scanLines)
+	var first, last time.Time
+	chunks, usage, finished := 0, -1, false
+	end := func(now time.Time) sample {
+		s.e2e, s.gen = now.Sub(start), last.Sub(first)
+		s.tokens = chunks
+		if usage >= 0 {
+			s.tokens = usage
+		}
+		if chunks == 0 {
+			s.status = "stream: no text"
+		}
+		return s
+	}
 	for sc.Scan() {
 		now := time.Now() // when the chunk arrived, before decoding it
-		data, ok := bytes.CutPrefix(sc.Bytes(), []byte("data:"))
+		line := sc.Bytes()
+		if e, ok := bytes.CutPrefix(line, []byte("error:")); ok { // llama.cpp's server
+			return sample{status: "stream: error event", detail: string(bytes.TrimSpace(e))}, nil
+		}
+		data, ok := bytes.CutPrefix(line, []byte("data:"))
 		if !ok {
 			continue
 		}
 		data = bytes.TrimSpace(data)
 		if string(data) == "[DONE]" {
-			s.e2e = now.Sub(start)
-			s.tokens = chunks
-			if usage >= 0 {
-				s.tokens = usage
-			}
-			if chunks == 0 {
-				s.status = "stream: no text"
-			}
-			return s
+			return end(now), nil
 		}
 		var ch chunk
 		if err := json.Unmarshal(data, &ch); err != nil {
-			return sample{status: "stream: bad chunk"}
+			return sample{status: "stream: bad chunk", detail: fmt.Sprintf("%v: %.200q", err, data)}, nil
 		}
 		if len(ch.Error) > 0 && string(ch.Error) != "null" {
-			return sample{status: "stream: error event", detail: string(ch.Error)}
+			status := "stream: error event"
+			var e struct {
+				Code any `json:"code"`
+			}
+			if json.Unmarshal(ch.Error, &e) == nil && e.Code != nil {
+				status = fmt.Sprintf("stream: error event (%v)", e.Code)
+			}
+			return sample{status: status, detail: string(ch.Error)}, nil
 		}
-		if ch.Usage != nil {
-			usage = ch.Usage.CompletionTokens
+		if ch.Usage != nil && ch.Usage.CompletionTokens != nil {
+			usage = *ch.Usage.CompletionTokens
 		}
 		text := false
 		for _, c := range ch.Choices {
 			text = text || c.Text != "" || c.Delta.Content != ""
+			finished = finished || (c.FinishReason != nil && *c.FinishReason != "")
 		}
 		if !text {
 			continue
 		}
 		if chunks == 0 {
-			s.ttft = now.Sub(start)
+			s.ttft, first = now.Sub(start), now
 		} else {
 			s.itls = append(s.itls, now.Sub(last))
 		}
 		last = now
 		chunks++
 	}
-	return sample{status: "stream: ended without [DONE]"}
+	if err := sc.Err(); err != nil {
+		return sample{}, err
+	}
+	if finished {
+		return end(time.Now()), nil
+	}
+	return sample{status: "stream: ended without [DONE]"}, nil
+}
+
+// scanLines splits server-sent events into lines, which end with "\r\n",
+// "\n" or "\r" alone (the SSE format allows all three).
+func scanLines(data []byte, atEOF bool) (int, []byte, error) {
+	i := bytes.IndexAny(data, "\r\n")
+	switch {
+	case i < 0 && atEOF && len(data) > 0:
+		return len(data), data, nil
+	case i < 0:
+		return 0, nil, nil
+	case data[i] == '\n':
+		return i + 1, data[:i], nil
+	case i+1 < len(data):
+		if data[i+1] == '\n' {
+			return i + 2, data[:i], nil
+		}
+		return i + 1, data[:i], nil
+	case atEOF:
+		return i + 1, data[:i], nil
+	}
+	return 0, nil, nil // a "\r" last: a "\n" may follow
 }

@@ -165,7 +165,7 @@ func FuzzReadStream(f *testing.F) {
 	f.Add("data: {\"choices\":[{\"text\":\"\"}]}\ndata: [DONE]\n")
 	f.Add("data: [1,2\n")
 	f.Fuzz(func(t *testing.T, s string) {
-		smp := readStream(strings.NewReader(s), time.Now())
+		smp, _ := readStream(strings.NewReader(s), time.Now())
 		if smp.status == "" && (smp.tokens < 0 || smp.e2e < smp.ttft) {
 			t.Errorf("%q: %+v", s, smp)
 		}

@@ -15,6 +15,10 @@ func WriteTable(w io.Writer, levels []Level) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "conc\treqs\terrors\tTTFT p50\tp90\tp99 ms\tITL p50\tp99 ms\te2e p50\tp99 ms\ttok/s\ttok/s/req\t")
 	for _, l := range levels {
+		if !l.answered() { // no latency was measured
+			fmt.Fprintf(tw, "%d\t%d\t%d\t–\t–\t–\t–\t–\t–\t–\t%.1f\t–\t\n", l.Concurrency, l.Requests, l.Errors, l.TokensPerS)
+			continue
+		}
 		fmt.Fprintf(tw, "%d\t%d\t%d\t%.0f\t%.0f\t%.0f\t%.1f\t%.1f\t%.0f\t%.0f\t%.1f\t%.1f\t\n", l.Concurrency, l.Requests, l.Errors,
 			l.TTFTP50, l.TTFTP90, l.TTFTP99, l.ITLP50, l.ITLP99, l.E2EP50, l.E2EP99, l.TokensPerS, l.PerReqTokS)
 	}
@@ -34,10 +38,15 @@ func WriteTable(w io.Writer, levels []Level) error {
 	return nil
 }
 
+// answered reports whether some request of l succeeded: its latency
+// figures mean something (they are 0 otherwise).
+func (l Level) answered() bool { return l.Errors < l.Requests }
+
 // WriteSVG plots latency against aggregate throughput, one point per
-// level (labelled with its concurrency): TTFT p50 and p99, and end-to-end
+// level that had an answer (labelled with its concurrency): TTFT p50 and p99, and end-to-end
 // p50, in milliseconds on the y axis, tokens/s on the x axis.
 func WriteSVG(w io.Writer, levels []Level) error {
+	levels = slices.DeleteFunc(slices.Clone(levels), func(l Level) bool { return !l.answered() })
 	const W, H, left, right, top, bottom = 640, 400, 70, 20, 30, 50
 	xmax, ymax := 1.0, 1.0
 	for _, l := range levels {

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"strconv"
 	"strings"
@@ -23,6 +24,7 @@ type serverBench struct {
 	url, unix, apiKey, concurrency, plot string
 	requests, maxTokens, sharedPrefix    int
 	vocab                                int
+	seed                                 uint64
 	temperature                          float64
 	timeout                              time.Duration
 	noProgress                           bool
@@ -36,7 +38,8 @@ func (s *serverBench) flags(f *pflag.FlagSet) {
 	f.IntVar(&s.requests, "requests", 32, "server mode: requests per concurrency level")
 	f.IntVar(&s.maxTokens, "max-tokens", 64, "server mode: tokens per answer")
 	f.IntVar(&s.sharedPrefix, "shared-prefix", 0, "server mode: leading prompt tokens every request shares (a system prompt)")
-	f.IntVar(&s.vocab, "vocab", 32000, "server mode: prompt token ids are drawn below this")
+	f.IntVar(&s.vocab, "vocab", 32000, "server mode: prompt token ids are drawn below this (at most the model's vocabulary size)")
+	f.Uint64Var(&s.seed, "seed", 0, "server mode: seed of the prompts (0: a new one each run, printed; the same seed sends the same prompts, which a prefix cache holds)")
 	f.Float64Var(&s.temperature, "temperature", 0, "server mode: sampling temperature of each request (0: greedy)")
 	f.DurationVar(&s.timeout, "timeout", 10*time.Minute, "server mode: longest one request may take")
 	f.StringVar(&s.plot, "plot", "", "server mode: write an SVG plot of latency vs throughput to this file")
@@ -59,13 +62,23 @@ func (s *serverBench) run(cmd *cobra.Command, model string, prompt int, asJSON b
 		}
 		levels = append(levels, c)
 	}
+	for _, f := range []string{"gen-tokens", "batch", "backend", "reps", "threads", "kv-type"} {
+		if cmd.Flags().Changed(f) {
+			return fmt.Errorf("bench: --%s is for a model run in this process (--model PATH without --url or --unix); the server mode takes --max-tokens, --concurrency, …", f)
+		}
+	}
+	seed := s.seed
+	if seed == 0 {
+		seed = rand.Uint64() | 1
+	}
 	o := loadgen.Options{
 		URL: s.url, Unix: s.unix, Model: model, APIKey: s.apiKey, Concurrency: levels, Requests: s.requests,
-		PromptTokens: prompt, MaxTokens: s.maxTokens, SharedPrefix: s.sharedPrefix, Vocab: s.vocab, Temperature: s.temperature, Timeout: s.timeout, Seed: 1,
+		PromptTokens: prompt, MaxTokens: s.maxTokens, SharedPrefix: s.sharedPrefix, Vocab: s.vocab, Temperature: s.temperature, Timeout: s.timeout, Seed: seed,
 	}
 	if err := o.Validate(); err != nil {
 		return err
 	}
+	fmt.Fprintf(cmd.ErrOrStderr(), "prompts from --seed %d\n", seed)
 	if isTerminal(os.Stderr) && !s.noProgress {
 		bar := progressbar.NewOptions(len(levels)*s.requests, progressbar.OptionSetWriter(os.Stderr),
 			progressbar.OptionSetDescription("requests"), progressbar.OptionShowCount(), progressbar.OptionClearOnFinish())
@@ -74,6 +87,9 @@ func (s *serverBench) run(cmd *cobra.Command, model string, prompt int, asJSON b
 	}
 	res, err := loadgen.Run(cmd.Context(), o)
 	if err != nil {
+		if len(res) > 0 { // interrupted: the levels that finished still count
+			loadgen.WriteTable(cmd.OutOrStdout(), res)
+		}
 		return err
 	}
 	if s.plot != "" {

@@ -81,4 +81,13 @@ func TestBenchAgainstServe(t *testing.T) {
 	if _, stderr, err := octet(t, "bench", "--unix", sock, "--url", "http://x", "--model", "tiny"); err == nil || !strings.Contains(stderr, "exactly one") {
 		t.Errorf("--url with --unix: %v %s", err, stderr)
 	}
+	// The in-process mode's flags do nothing against a server: refused.
+	if _, stderr, err := octet(t, "bench", "--unix", sock, "--model", "tiny", "--gen-tokens", "16"); err == nil || !strings.Contains(stderr, "--gen-tokens is for a model run in this process") {
+		t.Errorf("--gen-tokens in server mode: %v %s", err, stderr)
+	}
+	// A run names its prompts' seed, and the seed repeats them.
+	_, stderr, err = octet(t, "bench", "--unix", sock, "--model", "tiny", "--concurrency", "1", "--requests", "1", "--prompt-tokens", "8", "--max-tokens", "2", "--vocab", "300", "--seed", "42")
+	if err != nil || !strings.Contains(stderr, "prompts from --seed 42") {
+		t.Errorf("--seed 42: %v %s", err, stderr)
+	}
 }
