@@ -39,7 +39,13 @@ func hbmBandwidth(b *Backend) (float64, error) {
 
 // OCTET_CUDA_GEMV_BLOCKS sets gemv_q8_1's blocks per SM, so that one
 // binary compares grids.
-func init() { gemvBlocksPerSM = envInt("OCTET_CUDA_GEMV_BLOCKS", gemvBlocksPerSM) }
+func init() {
+	gemvBlocksPerSM = envInt("OCTET_CUDA_GEMV_BLOCKS", gemvBlocksPerSM)
+	// OCTET_CUDA_GEMM_TOKENS=16 takes gemm_q8's 16-token tiles.
+	if envInt("OCTET_CUDA_GEMM_TOKENS", 32) == 16 {
+		gemmTokens = 16
+	}
+}
 
 // benchKV is the KV cache the benchmarks load: OCTET_BENCH_KV (f32, the
 // default, or f16).

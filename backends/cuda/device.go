@@ -336,6 +336,9 @@ type module struct {
 	gemvF32, embedQ8, embedF32      *kernel
 	gemvQ8One, gemvQ8Gated, quantQ8 *kernel
 	gemmQ8, gemmQ8Gated             *kernel
+	// gemmQ8T16, gemmQ8GatedT16: the same over tiles of 16 tokens
+	// (gemmTokens).
+	gemmQ8T16, gemmQ8GatedT16 *kernel
 	// ropeKV by the cache's values: float32, float16.
 	ropeKV [2]*kernel
 	// attention by the cache's values (float32, float16), warps per
@@ -404,6 +407,7 @@ func (d *device) loadModule() (*module, error) {
 	}{{&m.gemvF32, "gemv_f32"}, {&m.embedQ8, "embed_q8"}, {&m.embedF32, "embed_f32"},
 		{&m.ropeKV[0], "rope_kv"}, {&m.ropeKV[1], "rope_kv16"}, {&m.gemvQ8One, "gemv_q8_1"}, {&m.gemvQ8Gated, "gemv_q8_1_gated"},
 		{&m.quantQ8, "quant_q8"}, {&m.gemmQ8, "gemm_q8"}, {&m.gemmQ8Gated, "gemm_q8_gated"},
+		{&m.gemmQ8T16, "gemm_q8_t16"}, {&m.gemmQ8GatedT16, "gemm_q8_gated_t16"},
 		{&m.grouped[0], "attention16g_1"}, {&m.grouped[1], "attention16g_2"}, {&m.grouped[2], "attention16g_4"}} {
 		if err := d.getFunction(m, k.dst, k.name); err != nil {
 			return nil, err

@@ -55,7 +55,10 @@
 //     weight loads are in flight;
 //   - more: quant_q8 quantizes them once, then gemm_q8 runs int8
 //     tensor-core products (mma.sync m16n8k32, one Q8_0 block of 16 rows by
-//     8 tokens each), scaled into float sums per block.
+//     8 tokens each), scaled into float sums per block, over tiles of 32
+//     tokens (gemm_q8_t16 takes tiles of 16 with fewer registers, for twice
+//     the blocks at batch 32: `make gpu-check` compares them; 32 stays the
+//     default until it has).
 //
 // On compute capability 9.0 and later the step's kernels go out with
 // programmatic dependent launch (cuLaunchKernelEx): each starts while the

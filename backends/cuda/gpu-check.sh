@@ -12,7 +12,8 @@
 # a table. Logs go to $OUT (or DIR/out). OCTET_SM80=0 skips the second run
 # of the tests on the sm_80 PTX, OCTET_SANITIZER=0 compute-sanitizer,
 # OCTET_BENCH=0 `octet bench`, OCTET_TIMELINE=0 the timeline of a decode
-# step: a shorter check when device time is short.
+# step, OCTET_T16=0 the A/B of gemm_q8's 16-token tiles: a shorter check
+# when device time is short.
 set -u
 dir=$(cd "${1:-.cache/gpu}" && pwd)
 out=${OUT:-$dir/out}
@@ -65,6 +66,23 @@ grep -E '^Benchmark|FAIL|panic' "$out/bench.log"
 (cd backends/cuda && OCTET_CUDA_PDL=0 OCTET_BENCH_MODELS="$list" "$dir/cuda.test" -test.run '^$' -test.bench 'Decode/.*/batch=1$' \
 	-test.benchtime "${BENCHTIME:-100x}" -test.timeout=120s) >"$out/bench-nopdl.log" 2>&1 || status=1
 sed -n 's/^BenchmarkDecode/NoPDLDecode/p' "$out/bench-nopdl.log" >>"$out/bench.log"
+
+# gemm_q8 over 16-token tiles (OCTET_CUDA_GEMM_TOKENS=16: 128 registers
+# against 194, two blocks per SM, twice the blocks at batch 32), for an
+# A/B against the 32-token tiles above: the forward tests first.
+: >"$out/tests-t16.log"
+if [ "${OCTET_T16:-1}" = 1 ]; then
+	say "gemm_q8 with 16-token tiles: forward tests, then batch 8/32 and prefill"
+	(cd backends/cuda && OCTET_CUDA_GEMM_TOKENS=16 OCTET_SHARED="$dir/shared" "$dir/cuda.test" -test.count=1 -test.timeout=120s \
+		-test.run 'TestForwardMatchesRef|TestBatchedPagedMatchesRef') >"$out/tests-t16.log" 2>&1 || status=1
+	grep -E '^(--- FAIL|FAIL|ok)' "$out/tests-t16.log" | tail -5
+	if grep -q '^ok' "$out/tests-t16.log"; then
+		(cd backends/cuda && OCTET_CUDA_GEMM_TOKENS=16 OCTET_BENCH_MODELS="$list" "$dir/cuda.test" -test.run '^$' \
+			-test.bench 'Decode/.*/batch=(8|32)$|Prefill' -test.benchtime "${BENCHTIME:-100x}" -test.timeout=300s) >"$out/bench-t16.log" 2>&1 || status=1
+		sed -n 's/^Benchmark/T16/p' "$out/bench-t16.log" >>"$out/bench.log"
+		grep -E '^T16' "$out/bench.log"
+	fi
+fi
 
 tl="$models/tinyllama-1.1b-q8_0.gguf"
 # The same over an f16 KV cache (rope_kv16, attention16 and the grouped
@@ -151,6 +169,8 @@ function batch(s) { sub(/-[0-9]+$/, "", s); sub("batch=", "", s); return s }
 /^F16Decode\// { split($1, p, "/"); f16[p[2], batch(p[3])] = tokps() }
 /^F16Prefill\// { split($1, p, "/"); f16pre[p[2]] = tokps() }
 /^Long-f(32|16)\// { split($1, p, "/"); long[substr(p[1], 6), batch(p[3])] = tokps() }
+/^T16Decode\// { split($1, p, "/"); t16[p[2], batch(p[3])] = tokps() }
+/^T16Prefill\// { split($1, p, "/"); t16pre[p[2]] = tokps() }
 END {
 	printf "HBM copy bandwidth (read+write, cuMemcpyDtoD 1 GiB): %s GB/s\n\n", bw
 	printf "| model | decode tok/s (b=1) | ms/step | %% of copy-bandwidth roofline | b=1 without PDL | batch-8 tok/s | batch-32 tok/s | ×b=1 | prefill-512 tok/s |\n"
@@ -164,13 +184,18 @@ END {
 		r = f16[m, 1] > 0 ? f16[m, 32] / f16[m, 1] : 0
 		printf "| %s | %.0f | %.0f | %.0f | %.1f× | %.0f |\n", m, f16[m, 1], f16[m, 8], f16[m, 32], r, f16pre[m]
 	}
+	printf "\ngemm_q8 over 16-token tiles (tok/s; the 32-token figures above):\n\n| model | batch-8 | batch-32 | batch-32 ÷ 32-token tiles | prefill-512 |\n|---|---|---|---|---|\n"
+	for (k = 1; k <= n; k++) { m = order[k]
+		r = dec[m, 32] > 0 ? t16[m, 32] / dec[m, 32] : 0
+		printf "| %s | %.0f | %.0f | %.2f× | %.0f |\n", m, t16[m, 8], t16[m, 32], r, t16pre[m]
+	}
 	printf "\ntinyllama-1.1b decode after a 1024-token prompt (tok/s):\n\n| KV cache | b=1 | batch-32 | ×b=1 |\n|---|---|---|---|\n"
 	for (kv = 32; kv >= 16; kv -= 16) {
 		r = long["f" kv, 1] > 0 ? long["f" kv, 32] / long["f" kv, 1] : 0
 		printf "| f%d | %.0f | %.0f | %.1f× |\n", kv, long["f" kv, 1], long["f" kv, 32], r
 	}
 }' "$out/bench.log" | tee "$out/table.md"
-grep -q -- '--- FAIL' "$out/tests.log" "$out/tests-sm80.log" && status=1
+grep -q -- '--- FAIL' "$out/tests.log" "$out/tests-sm80.log" "$out/tests-t16.log" && status=1
 if grep -q -- '--- SKIP: TestGEMVMatchesRef' "$out/tests.log"; then
 	echo "no CUDA device answered: the GPU tests skipped and nothing above was measured"
 	status=1

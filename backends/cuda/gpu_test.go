@@ -86,6 +86,15 @@ func TestGEMVMatchesRef(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) { testGEMV(t, b, rng, c) })
 	}
+	// The Q8_0 cases of two tokens or more again on gemm_q8's 16-token
+	// tiles (partial tiles: 19, 45, 33 tokens).
+	defer func(was int) { gemmTokens = was }(gemmTokens)
+	gemmTokens = 16
+	for _, c := range cases {
+		if c.typ == gguf.Q8_0 && c.ntok > 1 {
+			t.Run("t16 "+c.name, func(t *testing.T) { testGEMV(t, b, rng, c) })
+		}
+	}
 }
 
 type gemvCase struct {

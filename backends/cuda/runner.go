@@ -592,13 +592,24 @@ func (r *runner) gemv(w, w2 matrix, x devPtr, ldx int, xrows, normw, y devPtr, l
 		intArg(w.cols), ptrArg(r.qx), ptrArg(r.dx)); err != nil {
 		return err
 	}
-	grid := [2]int{(w.rows + 15) / 16, (ntok + 31) / 32}
+	grid := [2]int{(w.rows + 15) / 16, (ntok + gemmTokens - 1) / gemmTokens}
 	tail := []arg{intArg(w.rows), intArg(w.cols), ptrArg(r.qx), ptrArg(r.dx), intArg(ntok), ptrArg(y), intArg(ldy), intArg(acc)}
-	if w2.w != 0 {
-		return d.launch(k.gemmQ8Gated, grid, mmaWarps*32, 0, append([]arg{ptrArg(w.w), ptrArg(w.d), ptrArg(w2.w), ptrArg(w2.d)}, tail...)...)
+	one, gated := k.gemmQ8, k.gemmQ8Gated
+	if gemmTokens == 16 {
+		one, gated = k.gemmQ8T16, k.gemmQ8GatedT16
 	}
-	return d.launch(k.gemmQ8, grid, mmaWarps*32, 0, append([]arg{ptrArg(w.w), ptrArg(w.d)}, tail...)...)
+	if w2.w != 0 {
+		return d.launch(gated, grid, mmaWarps*32, 0, append([]arg{ptrArg(w.w), ptrArg(w.d), ptrArg(w2.w), ptrArg(w2.d)}, tail...)...)
+	}
+	return d.launch(one, grid, mmaWarps*32, 0, append([]arg{ptrArg(w.w), ptrArg(w.d)}, tail...)...)
 }
+
+// gemmTokens is gemm_q8's token tile: 32, or 16 (the _t16 kernels: 128
+// registers against 194, so two blocks per SM, and twice the blocks for a
+// step of 32 sequences; weights are read once per tile). The benchmarks
+// compare them (OCTET_CUDA_GEMM_TOKENS); 32 stays until a GPU run has
+// measured 16.
+var gemmTokens = 32
 
 // gemvBlocksPerSM bounds gemv_q8_1's grid: its warps stride over the rows
 // beyond it.

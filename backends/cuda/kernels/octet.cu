@@ -463,7 +463,9 @@ DEVICE void mma_block(int a0, int a1, int a2, int a3, int b0, int b1, float d[4]
 typedef int int2v __attribute__((ext_vector_type(2)));
 
 // gemm_body: Y[t][r] (=, or += when accumulate) dot(W[r], x_t) for the 16
-// rows of block BX and the tokens of tile BY (32 at most), with int8
+// rows of block BX and the tokens of tile BY (8·NJ at most: 32, or 16 for
+// the _t16 kernels, which hold fewer registers and make twice the blocks
+// of a decode step of 32 sequences), with int8
 // tensor-core products on activations that quant_q8 quantized (QX, DX).
 // One instruction multiplies one Q8_0 block of 16 rows by 8 tokens; the
 // int32 result is scaled by both blocks' scales into float sums. The
@@ -473,15 +475,15 @@ typedef int int2v __attribute__((ext_vector_type(2)));
 // k indices 4q…4q+3 and 16+4q…16+4q+3 of A with the same of B, so feeding
 // both the same 8 bytes computes the same dot product in another order.
 // With GATED, W2 is the up projection and Y = silu(W·x) * (W2·x).
-template <int KU, int GATED>
+template <int KU, int GATED, int NJ>
 DEVICE void gemm_body(const i8* __restrict__ W, const u16* __restrict__ Wd,
                       const i8* __restrict__ W2, const u16* __restrict__ W2d, int rows, int K,
                       const i8* QX, const float* DX, int ntok, float* Y,
                       int ldy, int accumulate, float* red) {
 	int lane = TID & 31, warp = TID >> 5, g = lane >> 2, q = lane & 3;
 	int nblk = K >> 5;
-	int r0 = BX * 16, t0 = BY * 32;
-	int nt = ntok - t0 < 32 ? ntok - t0 : 32, nj = (nt + 7) >> 3;
+	int r0 = BX * 16, t0 = BY * 8 * NJ;
+	int nt = ntok - t0 < 8 * NJ ? ntok - t0 : 8 * NJ, nj = (nt + 7) >> 3;
 	long ra = r0 + g < rows ? r0 + g : rows - 1, rb = r0 + g + 8 < rows ? r0 + g + 8 : rows - 1;
 	// The block's 16 weight rows go to L2 while the kernel before finishes.
 	if (BY == 0) {
@@ -489,10 +491,10 @@ DEVICE void gemm_body(const i8* __restrict__ W, const u16* __restrict__ Wd,
 		if (GATED) prefetch_rows(W2, W2d, r0 + warp, MMA_WARPS, r0 + 16 < rows ? r0 + 16 : rows, K, 0, 2, lane);
 	}
 	GRID_START();
-	const i8* xq[4];
-	const float *xd0[4], *xd1[4];
+	const i8* xq[NJ];
+	const float *xd0[NJ], *xd1[NJ];
 #pragma unroll
-	for (int j = 0; j < 4; j++) {
+	for (int j = 0; j < NJ; j++) {
 		int tb = t0 + 8 * j + g, tc = t0 + 8 * j + 2 * q;
 		tb = tb < ntok ? tb : ntok - 1;
 		int tc0 = tc < ntok ? tc : ntok - 1, tc1 = tc + 1 < ntok ? tc + 1 : ntok - 1;
@@ -500,16 +502,16 @@ DEVICE void gemm_body(const i8* __restrict__ W, const u16* __restrict__ Wd,
 		xd0[j] = DX + (long)tc0 * nblk;
 		xd1[j] = DX + (long)tc1 * nblk;
 	}
-	float acc[4][4], acc2[4][4];
+	float acc[NJ][4], acc2[NJ][4];
 #pragma unroll
-	for (int j = 0; j < 4; j++)
+	for (int j = 0; j < NJ; j++)
 #pragma unroll
 		for (int c = 0; c < 4; c++) acc[j][c] = acc2[j][c] = 0;
 
 	for (int kb0 = warp; kb0 < nblk; kb0 += MMA_WARPS * KU) {
-		int2v A[KU][2], A2[KU][2], B[KU][4];
+		int2v A[KU][2], A2[KU][2], B[KU][NJ];
 		u16 sa[KU][2], sa2[KU][2];
-		float xs[KU][4][2];
+		float xs[KU][NJ][2];
 #pragma unroll
 		for (int e = 0; e < KU; e++) {
 			int kb = kb0 + e * MMA_WARPS;
@@ -525,7 +527,7 @@ DEVICE void gemm_body(const i8* __restrict__ W, const u16* __restrict__ Wd,
 				sa2[e][1] = W2d[rb * nblk + kb];
 			}
 #pragma unroll
-			for (int j = 0; j < 4; j++) {
+			for (int j = 0; j < NJ; j++) {
 				if (j >= nj) continue;
 				B[e][j] = *(const int2v*)(xq[j] + kb * 32);
 				xs[e][j][0] = xd0[j][kb];
@@ -537,7 +539,7 @@ DEVICE void gemm_body(const i8* __restrict__ W, const u16* __restrict__ Wd,
 			if (kb0 + e * MMA_WARPS >= nblk) continue;
 			float fa = h2f(sa[e][0]), fb = h2f(sa[e][1]);
 #pragma unroll
-			for (int j = 0; j < 4; j++) {
+			for (int j = 0; j < NJ; j++) {
 				if (j >= nj) continue;
 				float d[4];
 				mma_block(A[e][0].x, A[e][1].x, A[e][0].y, A[e][1].y, B[e][j].x, B[e][j].y, d);
@@ -557,23 +559,23 @@ DEVICE void gemm_body(const i8* __restrict__ W, const u16* __restrict__ Wd,
 		}
 	}
 	// red holds each warp's sums as [slot][warp][lane], slot = 4j + c (and
-	// 16 + 4j + c for the up projection): conflict-free both ways.
+	// 4·NJ + 4j + c for the up projection): conflict-free both ways.
 #pragma unroll
-	for (int j = 0; j < 4; j++)
+	for (int j = 0; j < NJ; j++)
 #pragma unroll
 		for (int c = 0; c < 4; c++) {
 			red[((4 * j + c) * MMA_WARPS + warp) * 32 + lane] = acc[j][c];
-			if (GATED) red[((16 + 4 * j + c) * MMA_WARPS + warp) * 32 + lane] = acc2[j][c];
+			if (GATED) red[((4 * NJ + 4 * j + c) * MMA_WARPS + warp) * 32 + lane] = acc2[j][c];
 		}
 	__syncthreads();
-	for (int idx = TID; idx < 16 * 32; idx += MMA_WARPS * 32) {
+	for (int idx = TID; idx < 4 * NJ * 32; idx += MMA_WARPS * 32) {
 		int ln = idx & 31, slot = idx >> 5, j = slot >> 2, c = slot & 3;
 		int row = r0 + (ln >> 2) + (c >= 2 ? 8 : 0), tok = 8 * j + 2 * (ln & 3) + (c & 1);
 		if (row >= rows || tok >= nt) continue;
 		float s = 0, s2 = 0;
 		for (int w = 0; w < MMA_WARPS; w++) {
 			s += red[(slot * MMA_WARPS + w) * 32 + ln];
-			if (GATED) s2 += red[((16 + slot) * MMA_WARPS + w) * 32 + ln];
+			if (GATED) s2 += red[((4 * NJ + slot) * MMA_WARPS + w) * 32 + ln];
 		}
 		if (GATED) s = silu_mul(s, s2);
 		float* y = Y + (long)(t0 + tok) * ldy + row;
@@ -582,23 +584,25 @@ DEVICE void gemm_body(const i8* __restrict__ W, const u16* __restrict__ Wd,
 }
 
 // gemm_q8 and gemm_q8_gated: gemm_body without and with the up
-// projection. Twin: ref.MatMul, ref.SiLUGate (on ref.RMSNorm'd input:
-// quant_q8 normalises). Grid: (ceil(rows/16), ceil(ntok/32)); block
-// MMA_WARPS*32.
-GLOBAL BOUNDS(MMA_WARPS * 32) void gemm_q8(const i8* __restrict__ W, const u16* __restrict__ Wd, int rows, int K,
-                    const i8* QX, const float* DX, int ntok, float* Y,
-                    int ldy, int accumulate) {
-	SHARED float red[16 * MMA_WARPS * 32];
-	gemm_body<4, 0>(W, Wd, 0, 0, rows, K, QX, DX, ntok, Y, ldy, accumulate, red);
-}
-
-GLOBAL BOUNDS(MMA_WARPS * 32) void gemm_q8_gated(const i8* __restrict__ W, const u16* __restrict__ Wd,
-                          const i8* __restrict__ W2, const u16* __restrict__ W2d, int rows, int K,
-                          const i8* QX, const float* DX, int ntok,
-                          float* Y, int ldy, int accumulate) {
-	SHARED float red[32 * MMA_WARPS * 32];
-	gemm_body<2, 1>(W, Wd, W2, W2d, rows, K, QX, DX, ntok, Y, ldy, accumulate, red);
-}
+// projection, over tiles of 32 tokens; the _t16 kernels over tiles of 16.
+// Twin: ref.MatMul, ref.SiLUGate (on ref.RMSNorm'd input: quant_q8
+// normalises). Grid: (ceil(rows/16), ceil(ntok/tile)); block MMA_WARPS*32.
+#define GEMM_KERNELS(SUFFIX, NJ)                                                                       \
+	GLOBAL BOUNDS(MMA_WARPS * 32) void gemm_q8##SUFFIX(const i8* __restrict__ W, const u16* __restrict__ Wd, \
+	                                                   int rows, int K, const i8* QX, const float* DX,     \
+	                                                   int ntok, float* Y, int ldy, int accumulate) {      \
+		SHARED float red[4 * NJ * MMA_WARPS * 32];                                                      \
+		gemm_body<4, 0, NJ>(W, Wd, 0, 0, rows, K, QX, DX, ntok, Y, ldy, accumulate, red);               \
+	}                                                                                                  \
+	GLOBAL BOUNDS(MMA_WARPS * 32) void gemm_q8_gated##SUFFIX(                                          \
+	    const i8* __restrict__ W, const u16* __restrict__ Wd, const i8* __restrict__ W2,               \
+	    const u16* __restrict__ W2d, int rows, int K, const i8* QX, const float* DX, int ntok,         \
+	    float* Y, int ldy, int accumulate) {                                                           \
+		SHARED float red[8 * NJ * MMA_WARPS * 32];                                                      \
+		gemm_body<2, 1, NJ>(W, Wd, W2, W2d, rows, K, QX, DX, ntok, Y, ldy, accumulate, red);            \
+	}
+GEMM_KERNELS(, 4)
+GEMM_KERNELS(_t16, 2)
 
 // gemv_f32: Y[t][r] (=, or += when accumulate) dot(W[r], x_t) for the
 // tokens t of a tile, W a float32 matrix of rows × K (one a model keeps
