@@ -230,8 +230,10 @@ func (t Template) llama2(b *strings.Builder, msgs []Message) {
 	}
 }
 
-// mistral follows Mistral's v0.1 instruct template: no spaces around the
-// answer, EOS after it, no BOS between turns.
+// mistral follows the template of Mixtral-8x7B-Instruct-v0.1 and the first
+// Mistral-7B-Instruct-v0.2: no spaces around the answer, EOS after it, no
+// BOS between turns. (Mistral-7B-Instruct-v0.1's writes a space after EOS;
+// this family leaves it out.)
 func (t Template) mistral(b *strings.Builder, msgs []Message) {
 	for _, m := range msgs {
 		if m.Role == "assistant" {
