@@ -41,6 +41,7 @@ type generation struct {
 	lastText  time.Time
 	lpOffset  int  // text offset of the next completion logprob
 	timedOut  bool // cut at limits.request_timeout (finish_reason "length")
+	lost      bool // the engine's final event was lost: no queue time measured
 }
 
 type usage struct {
@@ -77,7 +78,7 @@ func (s *server) generate(ctx *fasthttp.RequestCtx, isChat bool) {
 	}
 	status, modelName := 0, ""
 	defer func() {
-		if status != 0 { // streams count themselves when they end
+		if status != 0 && (modelName == "" || s.models.Get(modelName) != nil) { // streams count themselves when they end
 			s.metrics.requests.WithLabelValues(modelName, endpoint, fmt.Sprint(status)).Inc()
 		}
 	}()
@@ -88,7 +89,7 @@ func (s *server) generate(ctx *fasthttp.RequestCtx, isChat bool) {
 		if e.Code != "" {
 			s.metrics.errors.WithLabelValues(modelName, endpoint, e.Code).Inc()
 		}
-		s.logRequest(slog.LevelInfo, rid, endpoint, modelName, status, arrived, e.Msg, "remote", ctx.RemoteAddr().String())
+		s.logRequest(errorLevel(status), rid, endpoint, modelName, status, arrived, e.Msg, "remote", ctx.RemoteAddr().String())
 	}
 	cfg := s.cfg.Load()
 	var g *genRequest
@@ -193,7 +194,9 @@ func (s *server) generate(ctx *fasthttp.RequestCtx, isChat bool) {
 		defer stopWatch()
 		defer gen.cancel(nil)
 		st := gen.stream(w)
-		s.metrics.requests.WithLabelValues(l.Name, endpoint, fmt.Sprint(st)).Inc()
+		if s.models.Get(l.Name) != nil {
+			s.metrics.requests.WithLabelValues(l.Name, endpoint, fmt.Sprint(st)).Inc()
+		}
 	})
 }
 
@@ -261,7 +264,7 @@ func (g *generation) respond(ctx *fasthttp.RequestCtx) int {
 		}
 	}
 	if !done {
-		res.Err, res.Generated = context.Cause(g.ctx), tokens
+		res.Err, res.Generated, res.PromptTokens, g.lost = context.Cause(g.ctx), tokens, g.prompt, true
 	}
 	g.cutAtTimeout(&res)
 	if res.Err != nil {
@@ -319,7 +322,7 @@ func (g *generation) stream(w *bufio.Writer) int {
 		}
 	}
 	if !done {
-		res.Err, res.Generated = context.Cause(g.ctx), tokens
+		res.Err, res.Generated, res.PromptTokens, g.lost = context.Cause(g.ctx), tokens, g.prompt, true
 	}
 	g.cutAtTimeout(&res)
 	status := 200
@@ -468,23 +471,35 @@ func (g *generation) endError(err error) *apiError {
 func (g *generation) finish(res scheduler.Result, status int, code, msg string) {
 	m := g.s.metrics
 	name := g.model.Name
-	if code != "" {
-		m.errors.WithLabelValues(name, g.endpoint, code).Inc()
+	// A model removed while this ran has had its series deleted; they are
+	// not made again.
+	if g.s.models.Get(name) != nil {
+		if code != "" {
+			m.errors.WithLabelValues(name, g.endpoint, code).Inc()
+		}
+		m.tokens.WithLabelValues(name, "prompt").Add(float64(res.PromptTokens))
+		m.tokens.WithLabelValues(name, "completion").Add(float64(res.Generated))
+		if !g.lost {
+			m.queue.WithLabelValues(name).Observe(res.Queued.Seconds())
+		}
+		m.duration.WithLabelValues(name, g.endpoint).Observe(time.Since(g.arrived).Seconds())
 	}
-	m.tokens.WithLabelValues(name, "prompt").Add(float64(res.PromptTokens))
-	m.tokens.WithLabelValues(name, "completion").Add(float64(res.Generated))
-	m.queue.WithLabelValues(name).Observe(res.Queued.Seconds())
-	m.duration.WithLabelValues(name, g.endpoint).Observe(time.Since(g.arrived).Seconds())
-	level := slog.LevelInfo
-	if status >= 500 && status != 503 {
-		level = slog.LevelError
-	}
+	level := errorLevel(status)
 	attrs := []any{"remote", g.remote, "id", g.id, "stream", g.req.Stream, "prompt_tokens", g.prompt, "completion_tokens", res.Generated,
 		"ttft_ms", int64(g.ttft(res) / time.Millisecond), "finish", res.FinishReason}
 	if g.timedOut {
 		attrs = append(attrs, "cut_by", "request_timeout")
 	}
 	g.s.logRequest(level, g.rid, g.endpoint, name, status, g.arrived, msg, attrs...)
+}
+
+// errorLevel is the level of a request's line: error for a 5xx other than
+// 503 (the server's fault; a 503 is load or a shutdown), info otherwise.
+func errorLevel(status int) slog.Level {
+	if status >= 500 && status != 503 {
+		return slog.LevelError
+	}
+	return slog.LevelInfo
 }
 
 // logRequest writes the one line per request.

@@ -25,7 +25,10 @@
 //     that names it (request_id=, last on the line), with the client's
 //     address. octet_requests_total counts every answer, refusals before
 //     any handler (413, 431, 408) with endpoint "http", unknown paths with
-//     "unknown"; octet_request_errors_total counts errors by their code.
+//     "unknown" (connections over limits.max_connections, answered before
+//     any request is read, in octet_connections_rejected_total instead);
+//     octet_request_errors_total counts errors by their code. A removed
+//     model's series are deleted.
 //   - Under systemd, when stderr is the journal (JOURNAL_STREAM), each log
 //     line starts with its syslog priority ("<3>" for errors), which
 //     journald stores, so that `journalctl -u octet -p warning` finds them.

@@ -246,7 +246,8 @@ func TestWatchdogFollowsTheLoop(t *testing.T) {
 	model := d.model()
 	c, r := streamReq(t, d.addr, model) // now stuck in its first step
 	defer c.Close()
-	systemdtest.Expect(t, ch, "STATUS=stalled: "+model, 5*time.Second)
+	// Its first step has no measured duration yet: ten watchdog periods.
+	systemdtest.Expect(t, ch, "STATUS=stalled: "+model, 10*time.Second)
 	// A probe outside systemd sees it too.
 	if code, body := curl(t, "http://"+d.addr+"/health"); code != 503 || !strings.Contains(string(body), `"status":"stalled"`) || !strings.Contains(string(body), model) {
 		t.Errorf("/health while stuck: %d %s", code, body)
@@ -384,6 +385,7 @@ func TestQueueFull(t *testing.T) {
 	model := d.model()
 	c1, _ := streamReq(t, d.addr, model) // running
 	defer c1.Close()
+	d.waitRunning(t, 1) // its role chunk comes before the loop takes it from the queue
 	c2, err := net.Dial("tcp", d.addr) // queued (its role chunk waits for nothing, but its run waits)
 	if err != nil {
 		t.Fatal(err)
@@ -406,6 +408,7 @@ func TestKeyQueueFull(t *testing.T) {
 	model := d.model()
 	c1, _ := streamReq(t, d.addr, model) // running
 	defer c1.Close()
+	d.waitRunning(t, 1) // its role chunk comes before the loop takes it from the queue
 	c2, err := net.Dial("tcp", d.addr) // queued
 	if err != nil {
 		t.Fatal(err)

@@ -341,9 +341,13 @@ func (s *server) alive(limit time.Duration) string {
 	s.models.Each(func(l *Loaded) {
 		st := l.Engine.Stats()
 		if st.Queued+st.Running == 0 {
-			return // no work to make progress on (and no idle beats without a watchdog)
+			return // no work to make progress on
 		}
-		if age := time.Since(st.Beat); age > min(max(limit, 4*st.StepDue), 10*limit) {
+		allow := min(max(limit, 4*st.StepDue), 10*limit)
+		if st.StepDue == 0 { // no step measured yet: a first prefill may be long
+			allow = 10 * limit
+		}
+		if age := time.Since(st.Beat); age > allow {
 			stalled = append(stalled, fmt.Sprintf("%s (no progress for %s)", l.Name, age.Round(time.Millisecond)))
 		}
 	})

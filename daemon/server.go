@@ -104,15 +104,11 @@ func (s *server) countOther(ctx *fasthttp.RequestCtx, endpoint string, arrived t
 	status := ctx.Response.StatusCode()
 	s.metrics.requests.WithLabelValues("", endpoint, strconv.Itoa(status)).Inc()
 	if status >= 400 {
-		level := slog.LevelInfo
-		if status >= 500 && status != 503 {
-			level = slog.LevelError
-		}
 		e := errorOf(ctx.Response.Body())
 		if e.Code != nil {
 			s.metrics.errors.WithLabelValues("", endpoint, *e.Code).Inc()
 		}
-		s.logRequest(level, ridOf(ctx), endpoint, "", status, arrived, e.Message,
+		s.logRequest(errorLevel(status), ridOf(ctx), endpoint, "", status, arrived, e.Message,
 			"method", string(ctx.Method()), "path", string(ctx.Path()), "remote", ctx.RemoteAddr().String())
 	}
 }
@@ -199,7 +195,12 @@ func (s *server) authorize(ctx *fasthttp.RequestCtx) *apiError {
 		match |= subtle.ConstantTimeCompare(sum[:], want[:])
 	}
 	if match == 0 {
-		s.log.Debug("wrong API key", "request_id", ridOf(ctx), "key", secret(key))
+		// The request's line says so; without request lines, this does.
+		level := slog.LevelDebug
+		if !s.cfg.Load().Log.Requests {
+			level = slog.LevelInfo
+		}
+		s.log.Log(context.Background(), level, "wrong API key", "remote", ctx.RemoteAddr().String(), "request_id", ridOf(ctx), "key", secret(key))
 		return &apiError{Status: 401, Type: "invalid_request_error", Code: "invalid_api_key", Msg: "the API key is not valid"}
 	}
 	return nil

@@ -267,7 +267,7 @@ func (d *device) launch(k *kernel, grid [2]int, block, smem int, args ...arg) er
 	if err != nil {
 		return err
 	}
-	if d.trace != nil {
+	if d.trace != nil && d.trace.capturing {
 		d.trace.names = append(d.trace.names, k.name)
 	}
 	if d.pdl {

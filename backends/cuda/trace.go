@@ -31,6 +31,7 @@ const (
 // being traced.
 type tracer struct {
 	keys, recs devPtr
+	capturing  bool // launches are being captured: their names are kept
 	names      []string
 	last       []span // the last traced step's launches
 	tick       int64  // the smallest step of the global timer seen in it, ns
@@ -62,14 +63,20 @@ func (d *device) newTracer(m *module) (*tracer, error) {
 // with the timeline tables zeroed first and read after, into d.trace.last.
 func (r *runner) runTraced(s stepShape) error {
 	d, t := r.dev, r.dev.trace
+	t.capturing = true
 	g, err := d.capture(func() error {
 		t.names = t.names[:0] // a capture may be tried twice (device.capture)
 		return r.launch(s)
 	})
+	t.capturing = false
 	if err != nil {
 		return err
 	}
 	defer d.dropGraph(g)
+	if len(t.names) > traceSlots { // the table cannot hold them: run it untraced
+		t.last = nil
+		return d.replay(g)
+	}
 	for _, z := range []struct {
 		p devPtr
 		n int
@@ -121,11 +128,11 @@ func timerTick(recs []uint64) int64 {
 // GRID_START.
 type span struct {
 	name      string
-	blocks    int   // blocks recorded (the first traceBlocks of the grid)
+	blocks    int   // blocks recorded (the first traceBlocks of the grid: traceBlocks means more were cut)
 	start     int64 // the first block reached GRID_START
 	lastStart int64 // the last block did
 	released  int64 // the first block's wait returned
-	end       int64 // the last block left
+	end       int64 // the last block's thread 0 left (its other warps may leave a little later)
 }
 
 // spans turns the timeline tables into one span per launch, in launch
@@ -202,7 +209,9 @@ func timeline(sp []span, tick int64) string {
 	var order []string
 	sums := map[string]*sum{}
 	var work, hand int64
+	cut := false
 	for i, s := range sp {
+		cut = cut || s.blocks == traceBlocks
 		k := sums[s.name]
 		if k == nil {
 			k = &sum{}
@@ -224,7 +233,7 @@ func timeline(sp []span, tick int64) string {
 	for _, s := range sp {
 		end = max(end, s.end)
 	}
-	fmt.Fprintf(&b, "%d launches, %.1f µs from the first block's start to the last block's exit; working %.1f µs, handoffs %.1f µs in all (timer step %d ns)\n\n",
+	fmt.Fprintf(&b, "%d launches, %.1f µs from the first block's start to the last recorded block's exit (its thread 0's); working %.1f µs, handoffs %.1f µs in all (timer step %d ns)\n\n",
 		len(sp), us(end), us(work), us(hand), tick)
 	b.WriteString("| kernel | launches | blocks each | waiting µs | working µs | handoff µs | share of working |\n|---|---|---|---|---|---|---|\n")
 	for _, name := range order {
@@ -239,9 +248,20 @@ func timeline(sp []span, tick int64) string {
 			}
 			continue
 		}
-		fmt.Fprintf(&b, "| %d | %s | %d | %.2f | %.2f | %.2f | %.2f |\n", i, s.name, s.blocks, us(s.start), us(s.lastStart), us(s.released), us(s.end))
+		fmt.Fprintf(&b, "| %d | %s | %s | %.2f | %.2f | %.2f | %.2f |\n", i, s.name, blocks(s.blocks), us(s.start), us(s.lastStart), us(s.released), us(s.end))
+	}
+	if cut {
+		fmt.Fprintf(&b, "\n(%d+: a grid of more blocks, of which the first %d were recorded; its end is theirs)\n", traceBlocks, traceBlocks)
 	}
 	return b.String()
 }
 
 func us(ns int64) float64 { return float64(ns) / 1e3 }
+
+// blocks writes a launch's recorded block count, "N+" when its grid was cut.
+func blocks(n int) string {
+	if n == traceBlocks {
+		return fmt.Sprintf("%d+", n)
+	}
+	return fmt.Sprint(n)
+}

@@ -44,7 +44,7 @@ func TestSpans(t *testing.T) {
 	}
 	tab := timeline(sp, 100)
 	for _, line := range []string{
-		"3 launches, 9.0 µs from the first block's start to the last block's exit; working 8.0 µs, handoffs 0.5 µs in all (timer step 100 ns)",
+		"3 launches, 9.0 µs from the first block's start to the last recorded block's exit (its thread 0's); working 8.0 µs, handoffs 0.5 µs in all (timer step 100 ns)",
 		// gemv: waited 0.5 + 1.8, worked 3.5 + 2.2 of 8.0, handed off 6.8 − 6.5.
 		"| gemv_q8_1 | 2 | 1 | 2.3 | 5.7 | 0.3 | 71.2% |",
 		"| rope_kv | 1 | 2 | 3.2 | 2.3 | 0.2 | 28.8% |",
@@ -53,6 +53,13 @@ func TestSpans(t *testing.T) {
 		if !strings.Contains(tab, line) {
 			t.Errorf("the timeline lacks %q:\n%s", line, tab)
 		}
+	}
+	if strings.Contains(tab, "were recorded") {
+		t.Errorf("no grid was cut, yet the table says so:\n%s", tab)
+	}
+	sp[0].blocks = traceBlocks
+	if tab := timeline(sp, 100); !strings.Contains(tab, "| 0 | gemv_q8_1 | 2048+ |") || !strings.Contains(tab, "the first 2048 were recorded") {
+		t.Errorf("a cut grid is not marked:\n%s", tab)
 	}
 	if _, err := spans(keys, recs, []string{"gemv_q8_1"}); err == nil || !strings.Contains(err.Error(), "holds 3 launches, the step made 1") {
 		t.Errorf("a launch count that disagrees: %v", err)

@@ -88,10 +88,15 @@ func (s *serverBench) run(cmd *cobra.Command, model string, prompt int, asJSON b
 	res, err := loadgen.Run(cmd.Context(), o)
 	if err != nil {
 		if len(res) > 0 { // interrupted: the levels that finished still count
-			loadgen.WriteTable(cmd.OutOrStdout(), res)
+			s.write(cmd, res, asJSON)
 		}
 		return err
 	}
+	return s.write(cmd, res, asJSON)
+}
+
+// write prints the levels (JSON or a table) and writes the plot.
+func (s *serverBench) write(cmd *cobra.Command, res []loadgen.Level, asJSON bool) error {
 	if s.plot != "" {
 		f, err := os.Create(s.plot)
 		if err != nil {

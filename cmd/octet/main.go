@@ -8,31 +8,41 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 )
 
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	// The first SIGINT or SIGTERM stops the work and removes what it was
 	// writing; a second one, default again, ends the process at once.
+	ctx, cancel := context.WithCancel(context.Background())
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
+	var got atomic.Value // the signal that stopped the work
 	go func() {
-		<-ctx.Done()
-		stop()
+		sig := <-sigs
+		got.Store(sig)
+		signal.Stop(sigs)
+		cancel()
 	}()
 	err := rootCmd().ExecuteContext(ctx)
-	stop()
-	os.Exit(exitCode(err, ctx.Err() != nil))
+	sig, _ := got.Load().(os.Signal)
+	os.Exit(exitCode(err, sig))
 }
 
 // exitCode reports err (nil: 0) and says what code the process ends with:
-// 130, as shells give a job stopped by SIGINT, when a signal cut the work
-// short, 1 for other errors.
-func exitCode(err error, signalled bool) int {
+// 128 + the signal's number, as shells give a job a signal stopped (130
+// for SIGINT, 143 for SIGTERM), when sig cut the work short; 1 for other
+// errors.
+func exitCode(err error, sig os.Signal) int {
 	switch {
 	case err == nil:
 		return 0
-	case signalled && errors.Is(err, context.Canceled):
+	case sig != nil && errors.Is(err, context.Canceled):
 		fmt.Fprintln(os.Stderr, "octet: interrupted")
+		if s, ok := sig.(syscall.Signal); ok {
+			return 128 + int(s)
+		}
 		return 130
 	}
 	fmt.Fprintln(os.Stderr, "octet:", err)

@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -143,16 +144,18 @@ func TestBadInputIsOneLine(t *testing.T) {
 	}
 }
 
-// TestExitCode: an interrupt ends with 130 (as a shell's job stopped by
-// SIGINT), other errors with 1.
+// TestExitCode: an interrupt ends with 128 + the signal (130 for SIGINT,
+// 143 for SIGTERM), as a shell's job stopped by it; other errors, a
+// cancellation no signal caused among them, with 1.
 func TestExitCode(t *testing.T) {
 	for _, c := range []struct {
-		err       error
-		signalled bool
-		want      int
-	}{{nil, false, 0}, {nil, true, 0}, {fmt.Errorf("eval: %w", context.Canceled), true, 130}, {context.Canceled, false, 1}, {errors.New("x"), true, 1}} {
-		if got := exitCode(c.err, c.signalled); got != c.want {
-			t.Errorf("exitCode(%v, %v) = %d, want %d", c.err, c.signalled, got, c.want)
+		err  error
+		sig  os.Signal
+		want int
+	}{{nil, nil, 0}, {nil, os.Interrupt, 0}, {fmt.Errorf("eval: %w", context.Canceled), os.Interrupt, 130},
+		{context.Canceled, syscall.SIGTERM, 143}, {context.Canceled, nil, 1}, {errors.New("x"), os.Interrupt, 1}} {
+		if got := exitCode(c.err, c.sig); got != c.want {
+			t.Errorf("exitCode(%v, %v) = %d, want %d", c.err, c.sig, got, c.want)
 		}
 	}
 }

@@ -159,28 +159,6 @@ func TestToolchainBadInput(t *testing.T) {
 	sum := func() string { b, _ := os.ReadFile(tiny); return string(b) }
 	before := sum()
 	for _, args := range [][]string{
-		// The output would overwrite an input (itself, through a link, or
-		// the evaluation text).
-		{"quantize", "--in", tiny, "--out", tiny, "--no-gate"},
-		{"quantize", "--in", tiny, "--out", link, "--no-gate"},
-		{"prune", "--in", tiny, "--out", tiny, "--sparsity", "0.5", "--no-gate"},
-		{"quantize", "--in", tiny, "--out", text, "--eval-file", text},
-		// An output that cannot be written, found before the work.
-		{"quantize", "--in", tiny, "--out", filepath.Join(dir, "nodir", "o.gguf"), "--no-gate"},
-		{"quantize", "--in", tiny, "--out", dir, "--no-gate"},
-		{"quantize", "--in", tiny, "--no-gate"},
-		// Values out of range (a negative chunk count panicked).
-		{"quantize", "--in", tiny, "--out", out, "--smooth", "0.5", "--calib", text, "--calib-chunks", "-4"},
-		{"quantize", "--in", tiny, "--out", out, "--calib-chunks", "0", "--calib", text},
-		{"quantize", "--in", tiny, "--out", out, "--ctx", "1", "--eval-file", text},
-		{"prune", "--in", tiny, "--out", out, "--sparsity", "0.5", "--gate-max-kld", "-1", "--eval-file", text},
-		{"prune", "--in", tiny, "--out", out, "--sparsity", "0.5", "--threads", "-1", "--no-gate"},
-		{"eval", "perplexity", "--model", tiny, "--file", text, "--ctx", "-5"},
-		{"eval", "perplexity", "--model", tiny, "--file", text, "--chunks", "-1"},
-		{"eval", "kld", "--model", tiny, "--base", tiny, "--file", text, "--gate-max-kld", "0.1"},
-		{"eval", "hellaswag", "--model", tiny, "--tasks", "-1"},
-		{"eval", "nope"},
-
 		{"eval", "perplexity", "--model", bad, "--file", text},
 		{"eval", "perplexity", "--model", tiny, "--file", empty},
 		{"eval", "perplexity", "--model", tiny, "--file", text, "--ctx", "128"},
@@ -200,6 +178,38 @@ func TestToolchainBadInput(t *testing.T) {
 		}
 		if n := strings.Count(strings.TrimSpace(stderr), "\n"); n != 0 || !strings.HasPrefix(stderr, "octet: ") {
 			t.Errorf("%v: stderr is not one octet: line: %q", args, stderr)
+		}
+	}
+	// Refusals made before any work, each for its reason.
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		// The output would overwrite an input (itself, through a link, or
+		// the evaluation text).
+		{[]string{"quantize", "--in", tiny, "--out", tiny, "--no-gate"}, "is the --in file"},
+		{[]string{"quantize", "--in", tiny, "--out", link, "--no-gate"}, "is the --in file"},
+		{[]string{"prune", "--in", tiny, "--out", tiny, "--sparsity", "0.5", "--no-gate"}, "is the --in file"},
+		{[]string{"quantize", "--in", tiny, "--out", text, "--eval-file", text}, "is the --eval-file file"},
+		// An output that cannot be written.
+		{[]string{"quantize", "--in", tiny, "--out", filepath.Join(dir, "nodir", "o.gguf"), "--no-gate"}, "does not exist"},
+		{[]string{"quantize", "--in", tiny, "--out", dir, "--no-gate"}, "is a folder"},
+		{[]string{"quantize", "--in", tiny, "--no-gate"}, `required flag(s) "out" not set`},
+		// Values out of range (a negative chunk count panicked).
+		{[]string{"quantize", "--in", tiny, "--out", out, "--smooth", "0.5", "--calib", text, "--calib-chunks", "-4"}, "--calib-chunks must be at least 1"},
+		{[]string{"quantize", "--in", tiny, "--out", out, "--calib-chunks", "0", "--calib", text}, "--calib-chunks must be at least 1"},
+		{[]string{"quantize", "--in", tiny, "--out", out, "--ctx", "1", "--eval-file", text}, "--ctx must be at least 4"},
+		{[]string{"prune", "--in", tiny, "--out", out, "--sparsity", "0.5", "--gate-max-kld", "-1", "--eval-file", text}, "KLD bound -1"},
+		{[]string{"prune", "--in", tiny, "--out", out, "--sparsity", "0.5", "--threads", "-1", "--no-gate"}, "--threads must be 0 or more"},
+		{[]string{"eval", "perplexity", "--model", tiny, "--file", text, "--ctx", "-5"}, "--ctx must be at least 4"},
+		{[]string{"eval", "perplexity", "--model", tiny, "--file", text, "--chunks", "-1"}, "--chunks must be 0 or more"},
+		{[]string{"eval", "kld", "--model", tiny, "--base", tiny, "--file", text, "--gate-max-kld", "0.1"}, "pass --gate too"},
+		{[]string{"eval", "hellaswag", "--model", tiny, "--tasks", "-1"}, "--tasks must be 0 or more"},
+		{[]string{"eval", "nope"}, `unknown command "nope"`},
+	} {
+		_, stderr, err := octet(t, c.args...)
+		if err == nil || !strings.Contains(stderr, c.want) || strings.Count(strings.TrimSpace(stderr), "\n") != 0 {
+			t.Errorf("%v: %v %q, want one line with %q", c.args, err, stderr, c.want)
 		}
 	}
 	if _, err := os.Stat(out); !os.IsNotExist(err) {

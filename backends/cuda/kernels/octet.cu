@@ -98,9 +98,11 @@ DEVICE float silu_mul(float g, float u) { return g / (1.0f + fexp(-g)) * u; }
 	} while (0)
 #else
 // The timeline build (build-ptx.sh's octet.trace.sm90.ptx, loaded with
-// OCTET_CUDA_PTX=PATH; never the product's PTX): thread 0 of each block
-// notes the global timer (ns) when the block reaches GRID_START, when its
-// wait returns and when it leaves the kernel (trace_scope's destructor), in
+// OCTET_CUDA_PTX=PATH; never the product's PTX): thread 0 of each of the
+// first TRACE_BLOCKS blocks notes the global timer (ns) when the block
+// reaches GRID_START, when its wait returns and when thread 0 leaves the
+// kernel (trace_scope's destructor; the block's other warps may leave a
+// little later), in
 // the launch's slot of octet_trace. A launch finds its slot by its grid id
 // (the context's launch number) in octet_trace_keys, an open-addressed
 // table that the host zeroes before each traced step and reads after it,
