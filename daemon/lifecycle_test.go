@@ -385,7 +385,8 @@ func TestQueueFull(t *testing.T) {
 	model := d.model()
 	c1, _ := streamReq(t, d.addr, model) // running
 	defer c1.Close()
-	d.waitRunning(t, 1) // its role chunk comes before the loop takes it from the queue
+	// Its role chunk comes before the loop takes it from the queue.
+	d.waitRunning(t, 1)
 	c2, err := net.Dial("tcp", d.addr) // queued (its role chunk waits for nothing, but its run waits)
 	if err != nil {
 		t.Fatal(err)
@@ -408,7 +409,8 @@ func TestKeyQueueFull(t *testing.T) {
 	model := d.model()
 	c1, _ := streamReq(t, d.addr, model) // running
 	defer c1.Close()
-	d.waitRunning(t, 1) // its role chunk comes before the loop takes it from the queue
+	// Its role chunk comes before the loop takes it from the queue.
+	d.waitRunning(t, 1)
 	c2, err := net.Dial("tcp", d.addr) // queued
 	if err != nil {
 		t.Fatal(err)
