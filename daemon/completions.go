@@ -77,11 +77,16 @@ func (s *server) generate(ctx *fasthttp.RequestCtx, isChat bool) {
 		endpoint = "chat"
 	}
 	status, modelName := 0, ""
-	defer func() {
-		if status != 0 && (modelName == "" || s.models.Get(modelName) != nil) { // streams count themselves when they end
+	// count counts the answer once (streams count themselves when they
+	// end): at the latest here, and before the model's reference goes, so
+	// that a removed model's last request does not make its series again.
+	count := func() {
+		if status != 0 {
 			s.metrics.requests.WithLabelValues(modelName, endpoint, fmt.Sprint(status)).Inc()
+			status = 0
 		}
-	}()
+	}
+	defer count()
 	rid := ridOf(ctx)
 	fail := func(e *apiError) {
 		status = e.Status
@@ -138,6 +143,7 @@ func (s *server) generate(ctx *fasthttp.RequestCtx, isChat bool) {
 	ctx.Response.Header.Set("X-Octet-Model-Sha256", l.SHA256) // which version of the model answers
 	defer func() {
 		if !streaming {
+			count()
 			l.Release()
 		}
 	}()
@@ -194,9 +200,7 @@ func (s *server) generate(ctx *fasthttp.RequestCtx, isChat bool) {
 		defer stopWatch()
 		defer gen.cancel(nil)
 		st := gen.stream(w)
-		if s.models.Get(l.Name) != nil {
-			s.metrics.requests.WithLabelValues(l.Name, endpoint, fmt.Sprint(st)).Inc()
-		}
+		s.metrics.requests.WithLabelValues(l.Name, endpoint, fmt.Sprint(st)).Inc()
 	})
 }
 
@@ -263,10 +267,7 @@ func (g *generation) respond(ctx *fasthttp.RequestCtx) int {
 			res, done = ev.Result, true
 		}
 	}
-	if !done {
-		res.Err, res.Generated, res.PromptTokens, g.lost = context.Cause(g.ctx), tokens, g.prompt, true
-	}
-	g.cutAtTimeout(&res)
+	res = g.ended(res, done, tokens)
 	if res.Err != nil {
 		e := g.endError(res.Err)
 		e.write(ctx)
@@ -321,10 +322,7 @@ func (g *generation) stream(w *bufio.Writer) int {
 			res, done = ev.Result, true
 		}
 	}
-	if !done {
-		res.Err, res.Generated, res.PromptTokens, g.lost = context.Cause(g.ctx), tokens, g.prompt, true
-	}
-	g.cutAtTimeout(&res)
+	res = g.ended(res, done, tokens)
 	status := 200
 	if res.Err != nil {
 		e := g.endError(res.Err)
@@ -431,6 +429,18 @@ func (g *generation) usage(res scheduler.Result) usage {
 	return usage{PromptTokens: g.prompt, CompletionTokens: res.Generated, TotalTokens: g.prompt + res.Generated}
 }
 
+// ended is how the generation ended, from the engine's final event when
+// done, else from its context (the event was lost with the stream's buffer
+// full: the text events' token count stands in), then cut at the request
+// timeout (cutAtTimeout).
+func (g *generation) ended(res scheduler.Result, done bool, tokens int) scheduler.Result {
+	if !done {
+		res.Err, res.Generated, res.PromptTokens, g.lost = context.Cause(g.ctx), tokens, g.prompt, true
+	}
+	g.cutAtTimeout(&res)
+	return res
+}
+
 // cutAtTimeout ends a generation that ran past limits.request_timeout
 // after it produced tokens as an answer cut there, with finish_reason
 // "length" (llama.cpp's t_max_predict_ms does the same): an error would
@@ -471,19 +481,15 @@ func (g *generation) endError(err error) *apiError {
 func (g *generation) finish(res scheduler.Result, status int, code, msg string) {
 	m := g.s.metrics
 	name := g.model.Name
-	// A model removed while this ran has had its series deleted; they are
-	// not made again.
-	if g.s.models.Get(name) != nil {
-		if code != "" {
-			m.errors.WithLabelValues(name, g.endpoint, code).Inc()
-		}
-		m.tokens.WithLabelValues(name, "prompt").Add(float64(res.PromptTokens))
-		m.tokens.WithLabelValues(name, "completion").Add(float64(res.Generated))
-		if !g.lost {
-			m.queue.WithLabelValues(name).Observe(res.Queued.Seconds())
-		}
-		m.duration.WithLabelValues(name, g.endpoint).Observe(time.Since(g.arrived).Seconds())
+	if code != "" {
+		m.errors.WithLabelValues(name, g.endpoint, code).Inc()
 	}
+	m.tokens.WithLabelValues(name, "prompt").Add(float64(res.PromptTokens))
+	m.tokens.WithLabelValues(name, "completion").Add(float64(res.Generated))
+	if !g.lost {
+		m.queue.WithLabelValues(name).Observe(res.Queued.Seconds())
+	}
+	m.duration.WithLabelValues(name, g.endpoint).Observe(time.Since(g.arrived).Seconds())
 	level := errorLevel(status)
 	attrs := []any{"remote", g.remote, "id", g.id, "stream", g.req.Stream, "prompt_tokens", g.prompt, "completion_tokens", res.Generated,
 		"ttft_ms", int64(g.ttft(res) / time.Millisecond), "finish", res.FinishReason}

@@ -81,12 +81,10 @@ func (l *connLimit) reject(c net.Conn) {
 		req.ReadLimitBody(bufio.NewReader(c), l.bodyLimit) // answered whatever it holds
 		e := errUnavailable("too_many_connections",
 			fmt.Sprintf("the server has limits.max_connections (%d) connections open; retry", l.max))
+		e.RetryAfter = time.Second
 		var resp fasthttp.Response
-		resp.SetStatusCode(e.Status)
-		resp.Header.SetContentType("application/json")
-		resp.Header.Set("Retry-After", "1")
+		e.fill(&resp)
 		resp.SetConnectionClose()
-		resp.SetBody(e.body())
 		w := bufio.NewWriter(c)
 		if resp.Write(w) == nil {
 			w.Flush()

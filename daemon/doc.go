@@ -28,7 +28,7 @@
 //     "unknown" (connections over limits.max_connections, answered before
 //     any request is read, in octet_connections_rejected_total instead);
 //     octet_request_errors_total counts errors by their code. A removed
-//     model's series are deleted.
+//     model's series are deleted once its last request has ended.
 //   - Under systemd, when stderr is the journal (JOURNAL_STREAM), each log
 //     line starts with its syslog priority ("<3>" for errors), which
 //     journald stores, so that `journalctl -u octet -p warning` finds them.

@@ -51,7 +51,8 @@ func (e *apiError) body() []byte {
 var keptHeaders = [...]string{"Server", "Allow", "X-Octet-Model-Sha256", "X-Request-Id"}
 
 // write sends e as the response, in place of whatever was set before but
-// keptHeaders.
+// keptHeaders, and keeps e on ctx for the request's count and log line
+// (errorOf).
 func (e *apiError) write(ctx *fasthttp.RequestCtx) {
 	var kept [len(keptHeaders)]string
 	for i, h := range keptHeaders {
@@ -63,12 +64,28 @@ func (e *apiError) write(ctx *fasthttp.RequestCtx) {
 			ctx.Response.Header.Set(h, kept[i])
 		}
 	}
-	ctx.SetStatusCode(e.Status)
-	ctx.SetContentType("application/json")
+	e.fill(&ctx.Response)
+	ctx.SetUserValue(apiErrorValue, e)
+}
+
+// fill makes r the answer of e: its status, Retry-After and body.
+func (e *apiError) fill(r *fasthttp.Response) {
+	r.SetStatusCode(e.Status)
+	r.Header.SetContentType("application/json")
 	if e.RetryAfter > 0 {
-		ctx.Response.Header.Set("Retry-After", strconv.Itoa(int(e.RetryAfter/time.Second)))
+		r.Header.Set("Retry-After", strconv.Itoa(int(e.RetryAfter/time.Second)))
 	}
-	ctx.SetBody(e.body())
+	r.SetBody(e.body())
+}
+
+// apiErrorValue is the request's user value holding the error it was
+// answered with.
+const apiErrorValue = "octet.apierror"
+
+// errorOf is the error ctx was answered with (nil when none).
+func errorOf(ctx *fasthttp.RequestCtx) *apiError {
+	e, _ := ctx.UserValue(apiErrorValue).(*apiError)
+	return e
 }
 
 func errNotFound(what string) *apiError {

@@ -97,12 +97,25 @@ func TestRequestIDsAndCounts(t *testing.T) {
 			t.Errorf("metrics lack %q", want)
 		}
 	}
-	// The model's file goes: so do its series.
+	// The model's file goes while a request runs on it: its series go
+	// when that request has ended, and it does not make them again.
+	closeGate()
+	answered := make(chan int)
+	go func() {
+		resp, _ := d.do(t, "POST", "/v1/chat/completions", "", chat)
+		answered <- resp.StatusCode
+	}()
+	d.waitRunning(t, 1)
 	files, _ := filepath.Glob(filepath.Join(dir, "*.gguf"))
 	for _, f := range files {
 		os.Remove(f)
 	}
 	d.log.wait(t, `msg="model removed`, 10*time.Second)
+	openGate()
+	if code := <-answered; code != 200 {
+		t.Errorf("the request running on the removed model: %d", code)
+	}
+	d.log.wait(t, `msg="model unloaded"`, 10*time.Second)
 	if m := metrics(); strings.Contains(m, `model="`+d.name+`"`) {
 		t.Errorf("a removed model's series remain:\n%s", grepLines(m, d.name))
 	}

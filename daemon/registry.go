@@ -39,11 +39,14 @@ type Loaded struct {
 	LoadTime  time.Duration
 	SHA256    string // hex SHA-256 of the file's bytes being served
 
-	bytes  []byte // the file's bytes being served (until close)
-	free   func() // releases the model's memory after Model.Close
-	refs   atomic.Int64
-	closed sync.Once
-	log    *slog.Logger
+	bytes []byte // the file's bytes being served (until close)
+	free  func() // releases the model's memory after Model.Close
+	refs  atomic.Int64
+	// removed is set when the registry dropped the model's name (not a
+	// replacement): closing it then calls the registry's gone.
+	removed atomic.Pointer[func()]
+	closed  sync.Once
+	log     *slog.Logger
 }
 
 // discard closes a model that never went live (no reference was taken).
@@ -60,6 +63,9 @@ func (l *Loaded) Release() {
 		l.closed.Do(func() {
 			l.close()
 			l.log.Info("model unloaded", "model", l.Name, "sha256", l.SHA256)
+			if f := l.removed.Load(); f != nil {
+				(*f)()
+			}
 		})
 	}
 }
@@ -79,6 +85,10 @@ type Registry struct {
 	models  map[string]*Loaded
 	named   map[string][]string // name → its aliases
 	aliases map[string]string   // alias → name
+	// gone, when set, is called with a removed model's name once its last
+	// request has ended, unless the name is live again by then (the
+	// daemon drops the name's metric series).
+	gone func(name string)
 }
 
 // NewRegistry returns an empty registry.
@@ -193,6 +203,14 @@ func (r *Registry) Swap(name string, l *Loaded) {
 	r.indexAliases()
 	r.mu.Unlock()
 	if old != nil {
+		if l == nil && r.gone != nil {
+			f := func() {
+				if r.Get(name) == nil {
+					r.gone(name)
+				}
+			}
+			old.removed.Store(&f)
+		}
 		old.Release()
 	}
 }

@@ -283,7 +283,6 @@ func (r *reloader) reconcile(initial bool) (pending bool) {
 		if old := r.s.models.Get(name); old != nil {
 			r.begin("model " + name + " removed")
 			r.s.models.Swap(name, nil)
-			r.s.metrics.forget(name)
 			r.report("model_remove", "ok", "model removed: its file is gone; running requests finish on it", "model", name, "sha256", old.SHA256)
 		}
 	}

@@ -60,9 +60,15 @@ func Run(ctx context.Context, o Options) error {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 
-	s := &server{log: log, models: NewRegistry(), started: time.Now(), version: o.Version}
+	s := &server{log: log, models: NewRegistry(), started: time.Now(), version: o.Version, stallLimit: 30 * time.Second}
 	s.cfg.Store(cfg)
 	s.metrics = newMetrics(s.models)
+	// A removed model's series go when its last request has ended.
+	s.models.gone = s.metrics.forget
+	wd := systemd.WatchdogInterval()
+	if wd > 0 {
+		s.stallLimit = wd
+	}
 	s.genCtx, s.genCancel = context.WithCancelCause(context.Background())
 	defer s.genCancel(nil)
 	log.Info("octet starting", "version", o.Version, "config", orDefaults(cfg.File), "tuning", orDefaults(cfg.TuningFile),
@@ -82,7 +88,7 @@ func Run(ctx context.Context, o Options) error {
 	s.backend = backend.Name()
 	s.metrics.build.WithLabelValues(o.Version, runtime.Version(), s.backend).Set(1)
 	ld := &loader{backend: backend, cfg: cfg, log: log}
-	if wd := systemd.WatchdogInterval(); wd > 0 {
+	if wd > 0 {
 		ld.idle = min(time.Second, wd/4) // idle loops beat well within the watchdog's limit
 	}
 	watchCtx, watchStop := context.WithCancel(context.Background())
@@ -343,11 +349,11 @@ func (s *server) alive(limit time.Duration) string {
 		if st.Queued+st.Running == 0 {
 			return // no work to make progress on
 		}
-		allow := min(max(limit, 4*st.StepDue), 10*limit)
-		if st.StepDue == 0 { // no step measured yet: a first prefill may be long
-			allow = 10 * limit
+		due := st.StepDue
+		if due == 0 { // no step measured yet: a first prefill may be long
+			due = 10 * limit
 		}
-		if age := time.Since(st.Beat); age > allow {
+		if age := time.Since(st.Beat); age > min(max(limit, 4*due), 10*limit) {
 			stalled = append(stalled, fmt.Sprintf("%s (no progress for %s)", l.Name, age.Round(time.Millisecond)))
 		}
 	})

@@ -17,7 +17,6 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/octet-dev/octet/configs"
-	"github.com/octet-dev/octet/systemd"
 )
 
 // server holds what the handlers share.
@@ -34,9 +33,12 @@ type server struct {
 	stopping  atomic.Bool
 	started   time.Time
 	version   string
-	backend   string       // the backend's name, with its device
-	reload    func() error // nil when reload is impossible
-	listeners []string
+	backend   string // the backend's name, with its device
+	// stallLimit is /health's allowance for a request loop's progress:
+	// the watchdog's interval, or 30 s without one.
+	stallLimit time.Duration
+	reload     func() error // nil when reload is impossible
+	listeners  []string
 	// lastReload is the outcome of the last reload, for the status line.
 	lastReload atomic.Pointer[string]
 }
@@ -104,20 +106,16 @@ func (s *server) countOther(ctx *fasthttp.RequestCtx, endpoint string, arrived t
 	status := ctx.Response.StatusCode()
 	s.metrics.requests.WithLabelValues("", endpoint, strconv.Itoa(status)).Inc()
 	if status >= 400 {
-		e := errorOf(ctx.Response.Body())
-		if e.Code != nil {
-			s.metrics.errors.WithLabelValues("", endpoint, *e.Code).Inc()
+		msg := ""
+		if e := errorOf(ctx); e != nil {
+			msg = e.Msg
+			if e.Code != "" {
+				s.metrics.errors.WithLabelValues("", endpoint, e.Code).Inc()
+			}
 		}
-		s.logRequest(errorLevel(status), ridOf(ctx), endpoint, "", status, arrived, e.Message,
+		s.logRequest(errorLevel(status), ridOf(ctx), endpoint, "", status, arrived, msg,
 			"method", string(ctx.Method()), "path", string(ctx.Path()), "remote", ctx.RemoteAddr().String())
 	}
-}
-
-// errorOf reads an API error body (zero when it is none).
-func errorOf(body []byte) errorObject {
-	var e errorBody
-	json.Unmarshal(body, &e)
-	return e.Error
 }
 
 // requestID is the client's X-Request-Id when it is a plain token (letters,
@@ -159,17 +157,17 @@ var routes map[string]route
 
 func init() {
 	routes = map[string]route{
-		"/v1/chat/completions": {"chat", "POST", true, false, true, func(s *server, c *fasthttp.RequestCtx) { s.generate(c, true) }},
-		"/v1/completions":      {"completions", "POST", true, false, true, func(s *server, c *fasthttp.RequestCtx) { s.generate(c, false) }},
-		"/v1/models":           {"models", "GET", true, false, false, (*server).listModels},
-		"/v1/models/":          {"models", "GET", true, false, false, (*server).getModel},
-		"/health":              {"health", "GET", false, false, false, (*server).health},
-		"/ready":               {"ready", "GET", false, false, false, (*server).ready},
-		"/metrics":             {"metrics", "GET", true, false, false, func(s *server, c *fasthttp.RequestCtx) { s.metrics.handler(c) }},
-		"/admin/status":        {"admin", "GET", false, true, false, (*server).adminStatus},
-		"/admin/reload":        {"admin", "POST", false, true, false, (*server).adminReload},
-		"/admin/drain":         {"admin", "POST", false, true, false, (*server).adminDrain},
-		"/admin/resume":        {"admin", "POST", false, true, false, (*server).adminResume},
+		"/v1/chat/completions": {name: "chat", method: "POST", auth: true, gen: true, serve: func(s *server, c *fasthttp.RequestCtx) { s.generate(c, true) }},
+		"/v1/completions":      {name: "completions", method: "POST", auth: true, gen: true, serve: func(s *server, c *fasthttp.RequestCtx) { s.generate(c, false) }},
+		"/v1/models":           {name: "models", method: "GET", auth: true, serve: (*server).listModels},
+		"/v1/models/":          {name: "models", method: "GET", auth: true, serve: (*server).getModel},
+		"/health":              {name: "health", method: "GET", serve: (*server).health},
+		"/ready":               {name: "ready", method: "GET", serve: (*server).ready},
+		"/metrics":             {name: "metrics", method: "GET", auth: true, serve: func(s *server, c *fasthttp.RequestCtx) { s.metrics.handler(c) }},
+		"/admin/status":        {name: "admin", method: "GET", admin: true, serve: (*server).adminStatus},
+		"/admin/reload":        {name: "admin", method: "POST", admin: true, serve: (*server).adminReload},
+		"/admin/drain":         {name: "admin", method: "POST", admin: true, serve: (*server).adminDrain},
+		"/admin/resume":        {name: "admin", method: "POST", admin: true, serve: (*server).adminResume},
 	}
 }
 
@@ -255,11 +253,7 @@ func (s *server) listModels(ctx *fasthttp.RequestCtx) {
 // 30 s without one), so that a liveness probe outside systemd sees a
 // stall too.
 func (s *server) health(ctx *fasthttp.RequestCtx) {
-	limit := systemd.WatchdogInterval()
-	if limit <= 0 {
-		limit = 30 * time.Second
-	}
-	if problem := s.alive(limit); problem != "" {
+	if problem := s.alive(s.stallLimit); problem != "" {
 		writeJSON(ctx, 503, map[string]string{"status": "stalled", "problem": problem, "version": s.version})
 		return
 	}

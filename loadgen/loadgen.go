@@ -351,7 +351,7 @@ type chunk struct {
 		Delta struct {
 			Content string `json:"content"`
 		} `json:"delta"`
-		FinishReason *string `json:"finish_reason"`
+		FinishReason string `json:"finish_reason"` // "" for null
 	} `json:"choices"`
 	Usage *struct {
 		CompletionTokens *int `json:"completion_tokens"`
@@ -370,7 +370,7 @@ func readStream(r io.Reader, start time.Time) (sample, error) {
 	var first, last time.Time
 	chunks, usage, finished := 0, -1, false
 	end := func(now time.Time) sample {
-		s.e2e, s.gen = now.Sub(start), last.Sub(first)
+		s.ttft, s.e2e, s.gen = first.Sub(start), now.Sub(start), last.Sub(first)
 		s.tokens = chunks
 		if usage >= 0 {
 			s.tokens = usage
@@ -414,13 +414,13 @@ func readStream(r io.Reader, start time.Time) (sample, error) {
 		text := false
 		for _, c := range ch.Choices {
 			text = text || c.Text != "" || c.Delta.Content != ""
-			finished = finished || (c.FinishReason != nil && *c.FinishReason != "")
+			finished = finished || c.FinishReason != ""
 		}
 		if !text {
 			continue
 		}
 		if chunks == 0 {
-			s.ttft, first = now.Sub(start), now
+			first = now
 		} else {
 			s.itls = append(s.itls, now.Sub(last))
 		}

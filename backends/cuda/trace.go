@@ -3,6 +3,7 @@
 package cuda
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"runtime"
@@ -152,7 +153,7 @@ func spans(keys, recs []uint64, names []string) ([]span, error) {
 	if len(ls) != len(names) {
 		return nil, fmt.Errorf("cuda: the trace holds %d launches, the step made %d", len(ls), len(names))
 	}
-	slices.SortFunc(ls, func(a, b launch) int { return compareU64(a.grid, b.grid) })
+	slices.SortFunc(ls, func(a, b launch) int { return cmp.Compare(a.grid, b.grid) })
 	out := make([]span, len(ls))
 	first := int64(math.MaxInt64)
 	for i, l := range ls {
@@ -179,16 +180,6 @@ func spans(keys, recs []uint64, names []string) ([]span, error) {
 		out[i].end -= first
 	}
 	return out, nil
-}
-
-func compareU64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // timeline writes a step's spans as markdown: per kernel, the time its

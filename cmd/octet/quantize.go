@@ -88,22 +88,11 @@ func (t *toolFlags) validate() error {
 		inputs = append(inputs, struct{ flag, path string }{"--hellaswag-file", t.hellaswagSet})
 	}
 	for _, in := range inputs {
-		if in.path != "" && samePath(t.out, in.path) {
+		if sameFile(t.out, in.path) {
 			return fmt.Errorf("--out %s is the %s file: writing there would destroy it", t.out, in.flag)
 		}
 	}
 	return nil
-}
-
-// samePath reports whether a and b name one file: the same path, or (both
-// existing) the same file through a link.
-func samePath(a, b string) bool {
-	if aa, err := filepath.Abs(a); err == nil {
-		if bb, err := filepath.Abs(b); err == nil && aa == bb {
-			return true
-		}
-	}
-	return sameFile(a, b)
 }
 
 func (t *toolFlags) chunkLen(m *model.Model) int {
