@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"iter"
 	"log/slog"
 	mrand "math/rand/v2"
 	"net"
@@ -35,6 +36,7 @@ type generation struct {
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 	events <-chan scheduler.Event
+	head   *scheduler.Event // an event read ahead of events (endedQueued)
 
 	// measured while streaming
 	firstText time.Time
@@ -183,7 +185,12 @@ func (s *server) generate(ctx *fasthttp.RequestCtx, isChat bool) {
 		return
 	}
 	gen.events = events
-	if !g.Stream {
+	// A stream's status waits until the engine takes the request from the
+	// queue: one refused there (its queue deadline, the request timeout, an
+	// unload, a shutdown) is answered as a whole answer would be, with its
+	// error's status and Retry-After, which OpenAI's SDKs retry, not with a
+	// 200 and an error event.
+	if !g.Stream || gen.endedQueued() {
 		defer stopWatch()
 		defer gen.cancel(nil)
 		status = gen.respond(ctx)
@@ -250,13 +257,46 @@ func (s *server) prepare(g *genRequest, l *Loaded, defMax int) (scheduler.Reques
 		Logprobs: g.Logprobs, TopLogprobs: g.TopLogprobs}, nil
 }
 
+// endedQueued waits for a streamed request to leave the queue and reports
+// whether it ended there instead: then nothing has been sent and respond
+// answers with its error. Any first event but Started stays for the reader.
+func (g *generation) endedQueued() bool {
+	ev, ok := <-g.events
+	switch {
+	case !ok:
+		return true // the final event was lost: ended takes the context's cause
+	case ev.Started:
+		return false
+	}
+	g.head = &ev
+	return ev.Done && ev.Result.Err != nil
+}
+
+// all yields the event read ahead, then the engine's.
+func (g *generation) all() iter.Seq[scheduler.Event] {
+	return func(yield func(scheduler.Event) bool) {
+		if g.head != nil {
+			ev := *g.head
+			g.head = nil
+			if !yield(ev) {
+				return
+			}
+		}
+		for ev := range g.events {
+			if !yield(ev) {
+				return
+			}
+		}
+	}
+}
+
 // respond collects a whole answer and writes it as one JSON object.
 func (g *generation) respond(ctx *fasthttp.RequestCtx) int {
 	var text strings.Builder
 	var res scheduler.Result
 	var lps []scheduler.TokenLogprob
 	done, tokens := false, 0
-	for ev := range g.events {
+	for ev := range g.all() {
 		if ev.Text != "" {
 			g.sawText()
 			text.WriteString(ev.Text)
@@ -306,7 +346,7 @@ func (g *generation) stream(w *bufio.Writer) int {
 	}
 	var res scheduler.Result
 	done, tokens := false, 0
-	for ev := range g.events {
+	for ev := range g.all() {
 		tokens = max(tokens, ev.Tokens)
 		if ev.Text != "" {
 			g.sawText()

@@ -76,6 +76,12 @@
 //   - A client that disconnects is noticed by a write that fails or by a
 //     poll of its socket for POLLRDHUP every 50 ms, and its generation is
 //     cancelled.
+//   - A stream's 200 and headers wait until the engine takes the request
+//     from its queue (its role chunk comes then): a streamed request refused
+//     while queued (queue deadline, request timeout, unload, shutdown) gets
+//     its error's status, body and Retry-After as a whole answer would, so
+//     that clients retry it (llama.cpp's server also answers a stream's
+//     first error with an HTTP status).
 //   - Errors after a stream has started are sent as a last SSE event
 //     {"error": {...}} followed by data: [DONE]; the status logged and
 //     counted is the error's (499 when the client left).

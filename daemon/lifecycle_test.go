@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"math"
 	"net"
@@ -189,7 +190,7 @@ func streamReq(t *testing.T, addr, model string) (net.Conn, *bufio.Reader) {
 }
 
 // streamReqOn sends a streaming chat request on c and waits for its role
-// chunk (sent once the engine took the request).
+// chunk (sent once the engine took the request from its queue).
 func streamReqOn(t *testing.T, c net.Conn, body string) *bufio.Reader {
 	t.Helper()
 	postRaw(c, body)
@@ -360,21 +361,34 @@ func TestDisconnectCancels(t *testing.T) {
 // runs n sequences.
 func (d *inproc) waitRunning(t *testing.T, n int) {
 	t.Helper()
+	d.waitEngine(t, fmt.Sprintf("run %d sequences", n), func(running, _ int) bool { return running == n })
+}
+
+// waitQueued polls until the model's engine has n requests queued.
+func (d *inproc) waitQueued(t *testing.T, n int) {
+	t.Helper()
+	d.waitEngine(t, fmt.Sprintf("queue %d requests", n), func(_, queued int) bool { return queued == n })
+}
+
+func (d *inproc) waitEngine(t *testing.T, what string, ok func(running, queued int) bool) {
+	t.Helper()
 	hc := client(d.sock)
 	for range 1000 {
 		resp, err := hc.Get("http://octet/admin/status")
 		if err != nil {
 			t.Fatal(err)
 		}
-		var st struct{ Engines []struct{ Running int } }
+		var st struct {
+			Engines []struct{ Running, Queued int }
+		}
 		err = json.NewDecoder(resp.Body).Decode(&st)
 		resp.Body.Close()
-		if err == nil && len(st.Engines) == 1 && st.Engines[0].Running == n {
+		if err == nil && len(st.Engines) == 1 && ok(st.Engines[0].Running, st.Engines[0].Queued) {
 			return
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	t.Fatalf("the engine never ran %d sequences", n)
+	t.Fatalf("the engine never came to %s", what)
 }
 
 // TestQueueFull: with the loop held and the queue full, the next request
@@ -383,16 +397,15 @@ func TestQueueFull(t *testing.T) {
 	d := runInProcess(t, func(c *configs.Config) { c.Tuning.QueueLength, c.Tuning.MaxRunning = 1, 1 })
 	closeGate() // after the start: loading runs a test forward pass
 	model := d.model()
-	c1, _ := streamReq(t, d.addr, model) // running
+	c1, _ := streamReq(t, d.addr, model) // running: its role chunk came when it left the queue
 	defer c1.Close()
-	// Its role chunk comes before the loop takes it from the queue.
-	d.waitRunning(t, 1)
-	c2, err := net.Dial("tcp", d.addr) // queued (its role chunk waits for nothing, but its run waits)
+	c2, err := net.Dial("tcp", d.addr) // queued
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c2.Close()
-	streamReqOn(t, c2, `{"model":"`+model+`","messages":[{"role":"user","content":"hi"}],"max_tokens":2,"stream":true}`)
+	postRaw(c2, `{"model":"`+model+`","messages":[{"role":"user","content":"hi"}],"max_tokens":2,"stream":true}`)
+	d.waitQueued(t, 1)
 	code, body := curlHeaders(t, "-d", chatReq(model, ""), "http://"+d.addr+"/v1/chat/completions")
 	if code != 429 || !strings.Contains(body, "Retry-After: ") || !strings.Contains(body, `"code":"queue_full"`) {
 		t.Errorf("third request: %d %s", code, body)
@@ -407,21 +420,51 @@ func TestKeyQueueFull(t *testing.T) {
 	d := runInProcess(t, func(c *configs.Config) { c.Tuning.QueueLength, c.Tuning.MaxRunning, c.Tuning.MaxQueuedPerKey = 8, 1, 1 })
 	closeGate()
 	model := d.model()
-	c1, _ := streamReq(t, d.addr, model) // running
+	c1, _ := streamReq(t, d.addr, model) // running: its role chunk came when it left the queue
 	defer c1.Close()
-	// Its role chunk comes before the loop takes it from the queue.
-	d.waitRunning(t, 1)
 	c2, err := net.Dial("tcp", d.addr) // queued
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c2.Close()
-	streamReqOn(t, c2, `{"model":"`+model+`","messages":[{"role":"user","content":"hi"}],"max_tokens":2,"stream":true}`)
+	postRaw(c2, `{"model":"`+model+`","messages":[{"role":"user","content":"hi"}],"max_tokens":2,"stream":true}`)
+	d.waitQueued(t, 1)
 	code, body := curlHeaders(t, "-d", chatReq(model, ""), "http://"+d.addr+"/v1/chat/completions")
 	if code != 429 || !strings.Contains(body, "Retry-After: ") || !strings.Contains(body, `"code":"key_queue_full"`) || !strings.Contains(body, "max_queued_per_key") {
 		t.Errorf("third request: %d %s", code, body)
 	}
 	openGate()
+	d.stop(t)
+}
+
+// TestStreamRefusedInQueue: a streamed request whose queue deadline passes
+// before it leaves the queue gets 429 with Retry-After and an error body,
+// not a 200 stream ending in an error event, so that clients retry it.
+func TestStreamRefusedInQueue(t *testing.T) {
+	d := runInProcess(t, func(c *configs.Config) { c.Tuning.MaxRunning = 1 })
+	closeGate()
+	model := d.model()
+	c1, _ := streamReq(t, d.addr, model) // running, held in its step
+	defer c1.Close()
+	type answer struct {
+		code int
+		body string
+	}
+	got := make(chan answer, 1)
+	go func() {
+		code, body := curlHeaders(t, "-d", `{"model":"`+model+`","messages":[{"role":"user","content":"hi"}],"stream":true,"queue_deadline_ms":100}`,
+			"http://"+d.addr+"/v1/chat/completions")
+		got <- answer{code, body}
+	}()
+	d.waitQueued(t, 1)
+	time.Sleep(150 * time.Millisecond) // past its deadline; the loop sees it at its next step
+	openGate()
+	a := <-got
+	if a.code != 429 || !strings.Contains(a.body, "Retry-After: ") || !strings.Contains(a.body, "Content-Type: application/json") ||
+		!strings.Contains(a.body, `"code":"queue_deadline"`) || strings.Contains(a.body, "data: ") {
+		t.Errorf("streamed request past its queue deadline: %d %s", a.code, a.body)
+	}
+	d.log.wait(t, `msg=request endpoint=chat model=`+model+` status=429 .*error=".*queue_deadline_ms`, 10*time.Second)
 	d.stop(t)
 }
 

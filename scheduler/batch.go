@@ -398,6 +398,7 @@ func (e *Batcher) schedule() []step {
 		e.running = append(e.running, s)
 		if s.admitted.IsZero() {
 			s.admitted = now
+			s.out <- Event{Started: true} // the stream's first event: its buffer is empty
 		}
 		n := s.take(budget, &over)
 		at := len(e.running) - 1

@@ -377,10 +377,11 @@ func TestBatcherPrefixSharing(t *testing.T) {
 	a := Request{Prompt: append(slices.Clone(system), 7, 8, 9), MaxTokens: 40, Sample: sample.Greedy(), IgnoreEOS: true}
 	b := Request{Prompt: append(slices.Clone(system), 10, 11), MaxTokens: 20, Sample: sample.Params{Temperature: 0.7, TopP: 1, Seed: 5}, IgnoreEOS: true}
 	chA := submit(t, e, context.Background(), a)
-	<-chA // a's prompt is computed and its blocks keyed; a keeps running
+	<-chA // Started
+	<-chA // its first text: a's prompt is computed and its blocks keyed; a keeps running
 	chB := submit(t, e, context.Background(), b)
 	_, resB := collect(t, chB)
-	_, resA := collect(t, chA)
+	_, resA := collectRest(t, chA)
 	if want := alone(t, m, a); !slices.Equal(resA.CompletionToken, want) {
 		t.Errorf("a: %v, alone %v", resA.CompletionToken, want)
 	}
@@ -639,8 +640,9 @@ func TestBatcherDeadlineAndQueueFull(t *testing.T) {
 	gate.step() // a starts
 	clock.advance(2 * time.Second)
 	gate.step() // b's deadline has passed
-	if _, res := collect(t, b); !errors.Is(res.Err, ErrDeadline) {
-		t.Errorf("late request: %v", res.Err)
+	// It never started: its only event is the last.
+	if ev := <-b; !ev.Done || !errors.Is(ev.Result.Err, ErrDeadline) {
+		t.Errorf("late request's first event: %+v", ev)
 	}
 	for i := 0; i < 200 && e.Stats().Served < 3; i++ {
 		clock.advance(100 * time.Millisecond)
@@ -799,11 +801,13 @@ func TestBatcherRetune(t *testing.T) {
 	long := keyed("", 1, 0)
 	long.MaxTokens = 150
 	a := submit(t, e, context.Background(), long) // the free slot takes it
-	<-a
+	if ev := <-a; !ev.Started {
+		t.Errorf("first event %+v, not Started", ev)
+	}
 	if _, err := e.Submit(context.Background(), keyed("", 1, 0)); !errors.Is(err, ErrQueueFull) {
 		t.Errorf("submit with the slot taken and a queue of 0: %v", err)
 	}
-	collect(t, a)
+	collectRest(t, a)
 	if e.Stats().Capacity != 0 {
 		t.Error("capacity not retuned")
 	}

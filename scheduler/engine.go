@@ -12,8 +12,9 @@ import (
 // talks to models only through it, so the continuous-batching scheduler can
 // replace the serial one without the daemon changing.
 type Engine interface {
-	// Submit queues req. The channel carries the generated text and ends
-	// with one event whose Done is set, then closes. If ctx ends first, the
+	// Submit queues req. The channel carries a Started event when the
+	// request leaves the queue, the generated text, and ends with one event
+	// whose Done is set, then closes. If ctx ends first, the
 	// generation stops, the final event carries ctx's error (when the
 	// reader can still take it) and the channel closes. Submit fails with
 	// ErrQueueFull when the queue is full and ErrClosed after Close.
@@ -135,7 +136,12 @@ func (h Histogram) clone() Histogram {
 
 // Event is one step of a request's stream.
 type Event struct {
-	Text string // text that became final with this step ("" on the last event)
+	// Started marks the first event of a request the engine took from its
+	// queue, sent before its prefill (a request that ends while queued has
+	// none): a server can wait for it before it commits to a streamed
+	// answer's status.
+	Started bool
+	Text    string // text that became final with this step ("" on the last event)
 	// Logprobs are those of the tokens generated since the previous event
 	// (when Request.Logprobs): text held back by a stop string holds its
 	// tokens back too.

@@ -168,6 +168,7 @@ func (s *Serial) run(j *job) {
 	s.running.Add(1)
 	s.r.beat()
 	res := Result{Queued: start.Sub(j.submitted)}
+	j.out <- Event{Started: true} // the stream's first event: its buffer is empty
 	defer func() {
 		if p := recover(); p != nil {
 			s.o.Logger.Error("generation panicked", "panic", p)

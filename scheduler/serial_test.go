@@ -23,9 +23,27 @@ func tinyModel(t *testing.T) (*model.Model, backends.Runner) { return tinyRef(t,
 
 func collect(t *testing.T, ch <-chan Event) (string, Result) {
 	t.Helper()
+	return collectFrom(t, ch, false)
+}
+
+// collectRest is collect for a stream whose first events were read.
+func collectRest(t *testing.T, ch <-chan Event) (string, Result) {
+	t.Helper()
+	return collectFrom(t, ch, true)
+}
+
+func collectFrom(t *testing.T, ch <-chan Event, partial bool) (string, Result) {
+	t.Helper()
 	var b strings.Builder
-	tokens := 0
+	tokens, n, started := 0, 0, false
 	for ev := range ch {
+		n++
+		if ev.Started {
+			if n != 1 {
+				t.Errorf("Started came as event %d, not first", n)
+			}
+			started = true
+		}
 		b.WriteString(ev.Text)
 		if ev.Text != "" && ev.Tokens < tokens {
 			t.Errorf("event token count fell from %d to %d", tokens, ev.Tokens)
@@ -36,6 +54,11 @@ func collect(t *testing.T, ch <-chan Event) (string, Result) {
 			// count a reader keeps when the final event is lost).
 			if ev.Result.Err == nil && tokens != ev.Result.Generated && b.Len() > 0 {
 				t.Errorf("text events counted %d tokens, the result %d", tokens, ev.Result.Generated)
+			}
+			// A request that ran (it generated, or ended well) said when
+			// it started, unless its first events were read before.
+			if !started && !partial && (ev.Result.Generated > 0 || ev.Result.Err == nil) {
+				t.Errorf("a request that ran (%+v) had no Started event", ev.Result)
 			}
 			return b.String(), ev.Result
 		}

@@ -29,10 +29,10 @@ type evalFlags struct {
 	kv       kvFlag
 }
 
-func (e *evalFlags) register(f *pflag.FlagSet, ctxDefault int) {
+func (e *evalFlags) register(f *pflag.FlagSet) {
 	f.StringVar(&e.backend, "backend", "auto", "backend: auto, "+joinNames())
 	f.IntVar(&e.threads, "threads", 0, "CPU threads (0: all)")
-	f.IntVar(&e.ctx, "ctx", ctxDefault, "tokens per chunk, BOS included; the second half of each chunk is scored")
+	f.IntVar(&e.ctx, "ctx", 0, "tokens per chunk, BOS included; the second half of each chunk is scored (0: the model's context, at most 512)")
 	f.IntVar(&e.chunks, "chunks", 0, "evaluate at most this many chunks (0: the whole text)")
 	f.IntVar(&e.parallel, "parallel", 0, "chunks run together in one forward step (0: about 512 tokens' worth)")
 	f.BoolVar(&e.jsonOut, "json", false, "print one JSON object")
@@ -46,6 +46,26 @@ func (e *evalFlags) check() error {
 		return fmt.Errorf("--ctx must be at least %d tokens (or 0: the default), not %d", eval.MinCtx, e.ctx)
 	}
 	return nonNegative(intFlag{"--chunks", e.chunks}, intFlag{"--parallel", e.parallel}, intFlag{"--threads", e.threads})
+}
+
+// chunkLen is the chunk length of an evaluation: ctx, or when 0 the
+// shortest trained context of ms, at most 512 (llama.cpp's default). A ctx
+// past a model's trained context is run, with a warning on w: its scores
+// there measure how the model extrapolates.
+func chunkLen(w io.Writer, ctx int, ms ...*model.Model) int {
+	trained := 512
+	for _, m := range ms {
+		trained = min(trained, m.Config.ContextLength)
+	}
+	if ctx <= 0 {
+		return trained
+	}
+	for _, m := range ms {
+		if ctx > m.Config.ContextLength {
+			fmt.Fprintf(w, "octet: warning: --ctx %d runs past %s's trained context of %d tokens\n", ctx, filepath.Base(m.Path), m.Config.ContextLength)
+		}
+	}
+	return ctx
 }
 
 // intFlag is a flag's name and value, for nonNegative.
@@ -64,9 +84,11 @@ func nonNegative(fs ...intFlag) error {
 	return nil
 }
 
-func (e *evalFlags) options(desc string) eval.Options {
+// options are the evaluation's options for the models ms (the chunk
+// length fits the shortest trained context of them).
+func (e *evalFlags) options(w io.Writer, desc string, ms ...*model.Model) eval.Options {
 	return eval.Options{
-		Ctx: e.ctx, Chunks: e.chunks, Parallel: e.parallel,
+		Ctx: chunkLen(w, e.ctx, ms...), Chunks: e.chunks, Parallel: e.parallel,
 		Prefer: []string{e.backend}, Threads: e.threads, KV: e.kv.resolve(nil), Logger: verboseLogger(e.verbose),
 		Progress: progress(desc),
 	}
@@ -154,7 +176,7 @@ as llama.cpp's perplexity tool does.`,
 				return err
 			}
 			defer m.Close()
-			res, err := eval.Perplexity(cmd.Context(), m, eval.Tokenize(m, text), ef.options("perplexity"))
+			res, err := eval.Perplexity(cmd.Context(), m, eval.Tokenize(m, text), ef.options(cmd.ErrOrStderr(), "perplexity", m))
 			if err != nil {
 				return err
 			}
@@ -169,7 +191,7 @@ as llama.cpp's perplexity tool does.`,
 	f := cmd.Flags()
 	f.StringVar(&path, "model", "", "GGUF model (required)")
 	f.StringVar(&file, "file", "", "text file (required)")
-	ef.register(f, 512)
+	ef.register(f)
 	cmd.MarkFlagRequired("model")
 	cmd.MarkFlagRequired("file")
 	return cmd
@@ -210,7 +232,7 @@ func kldCmd() *cobra.Command {
 				return err
 			}
 			defer base.Close()
-			o := ef.options("kld")
+			o := ef.options(cmd.ErrOrStderr(), "kld", m, base)
 			if cmd.Flags().Changed("base-kv-type") {
 				t := baseKV.resolve(nil)
 				o.BaseKV = &t
@@ -248,7 +270,7 @@ func kldCmd() *cobra.Command {
 	f.StringVar(&basePath, "base", "", "GGUF baseline model (required)")
 	f.StringVar(&file, "file", "", "text file (required)")
 	f.BoolVar(&gate, "gate", false, "also judge by the quality gate: print its verdict and exit 1 when the model fails it")
-	ef.register(f, 512)
+	ef.register(f)
 	baseKV.register(f, "base-kv-type", "", "the baseline's KV cache values, f32, f16 or q8 (default: as --kv-type); with --base the same file, what a KV type costs")
 	gateFlags(f, &g)
 	cmd.MarkFlagRequired("model")
@@ -312,7 +334,7 @@ llama.cpp's multiple-choice scoring; tasks are taken in file order.`,
 			if err != nil {
 				return err
 			}
-			res, err := eval.Choice(cmd.Context(), m, ts, ef.options(name))
+			res, err := eval.Choice(cmd.Context(), m, ts, ef.options(cmd.ErrOrStderr(), name, m))
 			if err != nil {
 				return err
 			}
@@ -331,7 +353,7 @@ llama.cpp's multiple-choice scoring; tasks are taken in file order.`,
 		f.StringVar(&labels, "labels", "", "labels file (default: the items file's -labels.lst)")
 	}
 	f.IntVar(&tasks, "tasks", 0, "score the first K tasks (0: all)")
-	ef.register(f, 0)
+	ef.register(f)
 	f.MarkHidden("ctx")
 	f.MarkHidden("chunks")
 	f.MarkHidden("parallel")

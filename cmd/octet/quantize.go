@@ -95,12 +95,7 @@ func (t *toolFlags) validate() error {
 	return nil
 }
 
-func (t *toolFlags) chunkLen(m *model.Model) int {
-	if t.ctx > 0 {
-		return t.ctx
-	}
-	return min(512, m.Config.ContextLength)
-}
+func (t *toolFlags) chunkLen(m *model.Model) int { return chunkLen(io.Discard, t.ctx, m) }
 
 // calibTokens reads and tokenizes the calibration text ("" when none).
 func (t *toolFlags) calibTokens(m *model.Model) ([]int32, error) {

@@ -42,6 +42,24 @@ func TestEvalPerplexity(t *testing.T) {
 	}
 }
 
+// Without --ctx, chunks are the model's trained context (128 tokens for
+// stories260K) when it is under 512; a --ctx past it runs, with a warning.
+func TestEvalCtxDefault(t *testing.T) {
+	model := needShared(t, "models/stories260K/stories260K-f32.gguf")
+	text := needShared(t, "eval/wikitext-2/wiki.test.raw")
+	var res struct {
+		Ctx int `json:"ctx"`
+	}
+	runJSON(t, &res, "eval", "perplexity", "--model", model, "--file", text, "--chunks", "1", "--json", "--backend", "ref")
+	if res.Ctx != 128 {
+		t.Errorf("default chunk length %d, want the model's 128", res.Ctx)
+	}
+	_, stderr, err := octet(t, "eval", "perplexity", "--model", model, "--file", text, "--chunks", "1", "--ctx", "160", "--backend", "ref")
+	if err != nil || !strings.Contains(stderr, "--ctx 160 runs past stories260K-f32.gguf's trained context of 128 tokens") {
+		t.Errorf("--ctx past the trained context: %v, stderr %q", err, stderr)
+	}
+}
+
 func TestEvalKLDAndChoice(t *testing.T) {
 	f32 := needShared(t, "models/stories260K/stories260K-f32.gguf")
 	q8 := needShared(t, "models/stories260K/stories260K-q8_0-f16mix.gguf")
