@@ -80,8 +80,8 @@
 //     from its queue (its role chunk comes then): a streamed request refused
 //     while queued (queue deadline, request timeout, unload, shutdown) gets
 //     its error's status, body and Retry-After as a whole answer would, so
-//     that clients retry it (llama.cpp's server also answers a stream's
-//     first error with an HTTP status).
+//     that clients retry it (llama.cpp's server did the same for a stream
+//     whose first result is an error in its PR 16486).
 //   - Errors after a stream has started are sent as a last SSE event
 //     {"error": {...}} followed by data: [DONE]; the status logged and
 //     counted is the error's (499 when the client left).
