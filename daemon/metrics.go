@@ -86,7 +86,7 @@ func newMetrics(models *Registry) *metrics {
 	return m
 }
 
-// engineCollector reads the live models' engines at scrape time.
+// engineCollector reads the models' engines at scrape time.
 type engineCollector struct{ models *Registry }
 
 var (
@@ -129,9 +129,11 @@ func (c engineCollector) Describe(ch chan<- *prometheus.Desc) {
 
 func (c engineCollector) Collect(ch chan<- prometheus.Metric) {
 	n := 0
-	c.models.Each(func(l *Loaded) {
+	// The counters are the name's, over its versions: a reload does not
+	// reset them.
+	c.models.EachTotal(func(l *Loaded, past scheduler.EngineStats) {
 		n++
-		s := l.Engine.Stats()
+		s := l.Engine.Stats().PlusCounters(past)
 		ch <- prometheus.MustNewConstMetric(descQueued, prometheus.GaugeValue, float64(s.Queued), l.Name)
 		ch <- prometheus.MustNewConstMetric(descRunning, prometheus.GaugeValue, float64(s.Running), l.Name)
 		kv := 0.0

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -45,6 +46,9 @@ type Loaded struct {
 	// removed is set when the registry dropped the model's name (not a
 	// replacement): closing it then calls the registry's gone.
 	removed atomic.Pointer[func()]
+	// retired is set when a new version replaced the model: closing it
+	// then moves its engine's counters into the name's past.
+	retired atomic.Pointer[func()]
 	closed  sync.Once
 	log     *slog.Logger
 }
@@ -72,6 +76,9 @@ func (l *Loaded) Release() {
 
 func (l *Loaded) close() {
 	l.Engine.Close()
+	if f := l.retired.Load(); f != nil {
+		(*f)() // its final counters, read before the runner goes
+	}
 	l.Runner.Close()
 	l.Model.Close()
 	if l.free != nil {
@@ -85,15 +92,24 @@ type Registry struct {
 	models  map[string]*Loaded
 	named   map[string][]string // name → its aliases
 	aliases map[string]string   // alias → name
+	past    map[string]*past    // name → its versions no longer live
 	// gone, when set, is called with a removed model's name once its last
 	// request has ended, unless the name is live again by then (the
 	// daemon drops the name's metric series).
 	gone func(name string)
 }
 
+// past holds a name's versions no longer live, so that its engine
+// counters survive a reload: those still finishing their requests (read
+// live), and the sum of those closed.
+type past struct {
+	retiring []*Loaded
+	closed   scheduler.EngineStats
+}
+
 // NewRegistry returns an empty registry.
 func NewRegistry() *Registry {
-	return &Registry{models: map[string]*Loaded{}, named: map[string][]string{}, aliases: map[string]string{}}
+	return &Registry{models: map[string]*Loaded{}, named: map[string][]string{}, aliases: map[string]string{}, past: map[string]*past{}}
 }
 
 // Acquire returns the live model of that name or alias with a reference
@@ -196,9 +212,13 @@ func (r *Registry) Swap(name string, l *Loaded) {
 	if l == nil {
 		delete(r.models, name)
 		delete(r.named, name)
+		delete(r.past, name) // the name's series go: a new one starts at 0
 	} else {
 		l.refs.Add(1) // the registry's reference
 		r.models[name] = l
+		if old != nil {
+			r.retire(name, old)
+		}
 	}
 	r.indexAliases()
 	r.mu.Unlock()
@@ -212,6 +232,57 @@ func (r *Registry) Swap(name string, l *Loaded) {
 			old.removed.Store(&f)
 		}
 		old.Release()
+	}
+}
+
+// retire keeps old, replaced under name, among the name's past versions
+// until it closes, and then its final counters. r.mu is held.
+func (r *Registry) retire(name string, old *Loaded) {
+	p := r.past[name]
+	if p == nil {
+		p = &past{}
+		r.past[name] = p
+	}
+	p.retiring = append(p.retiring, old)
+	f := func() {
+		st := old.Engine.Stats()
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if i := slices.Index(p.retiring, old); i >= 0 && r.past[name] == p {
+			p.retiring = slices.Delete(p.retiring, i, i+1)
+			p.closed = p.closed.PlusCounters(st)
+		}
+	}
+	old.retired.Store(&f)
+}
+
+// EachTotal calls f on every live model, by name, holding a reference,
+// with the counters of the name's past versions (scheduler.EngineStats
+// PlusCounters adds them to the live engine's), taken together so that
+// a version is counted once.
+func (r *Registry) EachTotal(f func(l *Loaded, past scheduler.EngineStats)) {
+	type entry struct {
+		l    *Loaded
+		past scheduler.EngineStats
+	}
+	r.mu.RLock()
+	var live []entry
+	for _, name := range slices.Sorted(maps.Keys(r.models)) {
+		l := r.models[name]
+		l.refs.Add(1)
+		e := entry{l: l}
+		if p := r.past[name]; p != nil {
+			e.past = p.closed
+			for _, o := range p.retiring {
+				e.past = e.past.PlusCounters(o.Engine.Stats())
+			}
+		}
+		live = append(live, e)
+	}
+	r.mu.RUnlock()
+	for _, e := range live {
+		f(e.l, e.past)
+		e.l.Release()
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -507,6 +508,67 @@ func TestSwapWaitsForRunningRequests(t *testing.T) {
 	}
 	d.log.wait(t, `msg="model unloaded" model=`+name+` sha256=`+old, 10*time.Second)
 	d.log.wait(t, `msg="model unloaded" model=`+name+` sha256=`+hexSHA(next), 10*time.Second)
+	d.stop(t)
+}
+
+// TestCountersSurviveReload: the engine's counters on /metrics are the
+// model name's over its versions: they do not fall when a new version goes
+// live, while the old one finishes its requests, or when it is unloaded.
+func TestCountersSurviveReload(t *testing.T) {
+	d := runInProcess(t, nil)
+	name := d.model()
+	hc := client(d.sock)
+	scrape := func() (queries, steps float64) {
+		t.Helper()
+		resp, err := hc.Get("http://octet/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		read := func(metric string) float64 {
+			m := regexp.MustCompile(`(?m)^` + metric + `\{model="` + name + `"\} (\S+)$`).FindSubmatch(b)
+			if m == nil {
+				t.Fatalf("no %s for %s in\n%s", metric, name, b)
+			}
+			v, _ := strconv.ParseFloat(string(m[1]), 64)
+			return v
+		}
+		return read("octet_prefix_cache_queries_total"), read("octet_iteration_sequences_count")
+	}
+	for range 2 {
+		if code, body := curl(t, "-d", chatReq(name, ""), "http://"+d.addr+"/v1/chat/completions"); code != 200 {
+			t.Fatalf("%d %s", code, body)
+		}
+	}
+	q0, s0 := scrape()
+	if q0 == 0 || s0 == 0 {
+		t.Fatalf("after two requests: %v prompt tokens looked up, %v steps", q0, s0)
+	}
+	closeGate()
+	old := regexpFind(d.log.String(), `msg="model loaded" model=\S+ sha256=(\w+)`)
+	c, r := streamReq(t, d.addr, name) // held in its first step on the old version
+	defer c.Close()
+	dir := filepath.Dir(regexpFind(d.log.String(), `msg="model loaded" .*path=(\S+)`))
+	writeModel(t, filepath.Join(dir, name+".gguf"), variant(t, baseModel(t), 7, false), byRename)
+	d.log.wait(t, `msg="model replaced; running requests finish on the previous version" model=`+name, 30*time.Second)
+	q1, s1 := scrape()
+	if q1 < q0 || s1 < s0 {
+		t.Errorf("with the old version retiring: %v, %v; before the reload %v, %v", q1, s1, q0, s0)
+	}
+	openGate()
+	rest(t, r)
+	d.log.wait(t, `msg="model unloaded" model=`+name+` sha256=`+old, 10*time.Second)
+	q2, s2 := scrape()
+	if q2 < q1 || s2 <= s1 {
+		t.Errorf("with the old version unloaded: %v, %v; while it retired %v, %v", q2, s2, q1, s1)
+	}
+	if code, body := curl(t, "-d", chatReq(name, ""), "http://"+d.addr+"/v1/chat/completions"); code != 200 {
+		t.Fatalf("%d %s", code, body)
+	}
+	if q3, s3 := scrape(); q3 <= q2 || s3 <= s2 {
+		t.Errorf("after a request on the new version: %v, %v; before %v, %v", q3, s3, q2, s2)
+	}
 	d.stop(t)
 }
 

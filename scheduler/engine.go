@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"time"
 )
 
@@ -134,6 +135,26 @@ func (h Histogram) clone() Histogram {
 	return h
 }
 
+// plus is the histogram of h's and o's observations together: h when o
+// has none, o when h has none, and h when their bounds differ.
+func (h Histogram) plus(o Histogram) Histogram {
+	switch {
+	case o.Count == 0:
+		return h
+	case h.Count == 0:
+		return o.clone()
+	case !slices.Equal(h.Bounds, o.Bounds):
+		return h
+	}
+	h = h.clone()
+	for i, c := range o.Counts {
+		h.Counts[i] += c
+	}
+	h.Sum += o.Sum
+	h.Count += o.Count
+	return h
+}
+
 // Event is one step of a request's stream.
 type Event struct {
 	// Started marks the first event of a request the engine took from its
@@ -193,6 +214,21 @@ type EngineStats struct {
 	// per token of the slowest recent steps (0 between steps, and for
 	// Serial): a long prompt's step on slow hardware is not a stall.
 	StepDue time.Duration
+}
+
+// PlusCounters is s with o's counters and histograms added (Served and the
+// batching engine's counters): the totals of a model over the engines of its
+// versions. The gauges stay s's.
+func (s EngineStats) PlusCounters(o EngineStats) EngineStats {
+	s.Served += o.Served
+	s.Preemptions += o.Preemptions
+	s.PrefixQueryTokens += o.PrefixQueryTokens
+	s.PrefixHitTokens += o.PrefixHitTokens
+	s.Deadlines += o.Deadlines
+	s.StepTokens = s.StepTokens.plus(o.StepTokens)
+	s.StepSeqs = s.StepSeqs.plus(o.StepSeqs)
+	s.StepTime = s.StepTime.plus(o.StepTime)
+	return s
 }
 
 // RetryAfter estimates when a request refused now would be admitted: the
