@@ -2,10 +2,13 @@ package daemon
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -363,9 +366,11 @@ func (p *params) apply(g *genRequest, maxTokens int) *apiError {
 	if rf := p.RespFormat; rf != nil && rf.Type != nil && *rf.Type != "text" {
 		return badRequest("response_format", "response_format %q is not supported (only \"text\")", *rf.Type)
 	}
-	if len(p.LogitBias) > 0 {
-		return badRequest("logit_bias", "logit_bias is not supported")
+	bias, e := logitBias(p.LogitBias)
+	if e != nil {
+		return e
 	}
+	g.Sample.LogitBias = bias
 	if p.Stream != nil {
 		g.Stream = *p.Stream
 	}
@@ -409,6 +414,29 @@ const (
 // logprobs reads the two shapes of the option: chat's logprobs (a boolean)
 // with top_logprobs (0 to 20), and completions' logprobs (an integer 0 to 5,
 // the number of alternatives).
+// logitBias reads OpenAI's logit_bias: token ids (the object's keys, in
+// decimal) to a bias in [-100, 100] added to their logits; in id order, so
+// that a request samples alike however its object was ordered. prepare
+// checks the ids against the model's vocabulary.
+func logitBias(m map[string]float64) ([]sample.Bias, *apiError) {
+	if len(m) == 0 {
+		return nil, nil
+	}
+	out := make([]sample.Bias, 0, len(m))
+	for k, v := range m {
+		id, err := strconv.ParseInt(k, 10, 32)
+		if err != nil || id < 0 || strconv.FormatInt(id, 10) != k {
+			return nil, badRequest("logit_bias", "logit_bias keys are token ids in decimal, not %q", k)
+		}
+		if math.IsNaN(v) || v < -100 || v > 100 {
+			return nil, badRequest("logit_bias", "logit_bias for token %d must be between -100 and 100, not %g", id, v)
+		}
+		out = append(out, sample.Bias{ID: int32(id), Value: float32(v)})
+	}
+	slices.SortFunc(out, func(a, b sample.Bias) int { return cmp.Compare(a.ID, b.ID) })
+	return out, nil
+}
+
 func (p *params) logprobs(g *genRequest) *apiError {
 	raw := bytes.TrimSpace(p.Logprobs)
 	absent := len(raw) == 0 || string(raw) == "null"

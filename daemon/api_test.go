@@ -1,11 +1,14 @@
 package daemon
 
 import (
+	"cmp"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
 
+	"github.com/octet-dev/octet/model/sample"
 	"github.com/octet-dev/octet/model/tokenizer"
 	"github.com/octet-dev/octet/scheduler"
 )
@@ -21,6 +24,7 @@ func FuzzParseRequest(f *testing.F) {
 		`{"prompt":"a","logprobs":3}`, `{"messages":[{"role":"user","content":"x"}],"logprobs":true,"top_logprobs":5}`,
 		`{"prompt":["a"],"echo":false,"best_of":1}`,
 		`{"prompt":"a","top_p":0,"max_tokens":99999,"repetition_penalty":1.1,"suffix":"","min_tokens":0}`,
+		`{"prompt":"a","logit_bias":{"7":-100,"12":2.5}}`, `{"prompt":"a","logit_bias":{"007":1,"x":1e9}}`,
 		`{"messages":"x"}`, `[]`, `{"max_tokens":1e400}`, "\xff", ``,
 	} {
 		f.Add([]byte(s))
@@ -42,6 +46,9 @@ func FuzzParseRequest(f *testing.F) {
 				g.Sample.Temperature > maxTemperature || (g.IncludeUsage && !g.Stream) ||
 				g.TopLogprobs < 0 || g.TopLogprobs > scheduler.MaxTopLogprobs || (g.TopLogprobs > 0 && !g.Logprobs) {
 				t.Fatalf("accepted out of bounds: %+v", g)
+			}
+			if !slices.IsSortedFunc(g.Sample.LogitBias, func(a, b sample.Bias) int { return cmp.Compare(a.ID, b.ID) }) {
+				t.Fatalf("logit_bias out of id order: %v", g.Sample.LogitBias)
 			}
 			if g.Chat && len(g.Messages) == 0 || g.PromptTokens != nil && len(g.PromptTokens) == 0 {
 				t.Fatalf("accepted without input: %+v", g)

@@ -236,6 +236,11 @@ func (s *server) prepare(g *genRequest, l *Loaded, defMax int) (scheduler.Reques
 	if len(ids) == 0 {
 		return scheduler.Request{}, badRequest("prompt", "the prompt is empty and the model adds no BOS token")
 	}
+	for _, b := range g.Sample.LogitBias {
+		if int(b.ID) >= tok.Len() {
+			return scheduler.Request{}, badRequest("logit_bias", "logit_bias names token %d, outside the model's vocabulary of %d", b.ID, tok.Len())
+		}
+	}
 	if len(ids) >= l.Context {
 		param := "prompt"
 		if g.Chat {

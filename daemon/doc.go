@@ -56,8 +56,11 @@
 //   - Unknown JSON fields are ignored (clients send many); fields that
 //     would change the answer in ways octet cannot honour (n > 1, tools,
 //     tool_choice and functions, a response_format other than text,
-//     logit_bias, echo, best_of > 1, a completion's suffix, vLLM's
+//     echo, best_of > 1, a completion's suffix, vLLM's
 //     min_tokens > 0) are a 400 naming the field.
+//   - logit_bias (token ids in decimal to a bias in [-100, 100]) is added to
+//     the logits after the penalties, greedy or sampled, as OpenAI's; an id
+//     outside the model's vocabulary is a 400. logprobs stay the model's own.
 //   - logprobs follow OpenAI's two shapes: chat's logprobs: true with
 //     top_logprobs 0–20 ({"content": [{token, logprob, bytes,
 //     top_logprobs}]}), completions' logprobs: N, 0–5 (tokens,

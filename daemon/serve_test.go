@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/octet-dev/octet/configs"
+	"github.com/octet-dev/octet/model"
 	"github.com/octet-dev/octet/model/gguf"
 	"github.com/octet-dev/octet/model/synth"
 )
@@ -840,4 +841,70 @@ func TestRequestTimeout(t *testing.T) {
 		})
 	})
 	d.log.wait(t, `msg=request endpoint=completions model=\S+ status=503 .*stream=true .*completion_tokens=0`, time.Second)
+}
+
+// TestLogitBias: logit_bias is added to the logits before the token is
+// chosen, greedy or sampled, streamed or not: 100 on one token makes every
+// token that one; -100 on every token but one does the same.
+func TestLogitBias(t *testing.T) {
+	d := startAPIDaemon(t, nil)
+	m, err := model.Load(regexpFind(d.log.String(), `msg="model loaded" .*path=(\S+)`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	tok := m.Tok
+	forced := int32(-1)
+	for id := range int32(tok.Len()) { // a plain word piece
+		if b := tok.TokenBytes(id, false); len(b) >= 3 && b[0] == ' ' && !tok.IsEOG(id) && strings.Trim(string(b[1:]), "abcdefghijklmnopqrstuvwxyz") == "" {
+			forced = id
+			break
+		}
+	}
+	if forced < 0 {
+		t.Fatal("no word piece in the vocabulary")
+	}
+	want := strings.Repeat(string(tok.TokenBytes(forced, false)), 5)
+	ban := map[string]float64{}
+	for id := range tok.Len() {
+		if int32(id) != forced {
+			ban[strconv.Itoa(id)] = -100
+		}
+	}
+	banJSON, _ := json.Marshal(ban)
+	for _, c := range []struct{ name, extra string }{
+		{"greedy +100", fmt.Sprintf(`,"logit_bias":{"%d":100}`, forced)},
+		{"sampled +100", fmt.Sprintf(`,"temperature":1,"seed":5,"logit_bias":{"%d":100}`, forced)},
+		{"greedy, all others -100", `,"logit_bias":` + string(banJSON)},
+		{"sampled, all others -100", `,"temperature":1.5,"seed":9,"logit_bias":` + string(banJSON)},
+	} {
+		for _, stream := range []bool{false, true} {
+			body := `{"model":"` + d.name + `","prompt":"Once upon a time","max_tokens":5,"temperature":0,"ignore_eos":true` + c.extra + fmt.Sprintf(`,"stream":%v}`, stream)
+			resp, b := d.do(t, "POST", "/v1/completions", "", body)
+			text := ""
+			if stream {
+				for _, ev := range sse(b) {
+					var ch struct{ Choices []struct{ Text string } }
+					if json.Unmarshal([]byte(ev), &ch) == nil && len(ch.Choices) > 0 {
+						text += ch.Choices[0].Text
+					}
+				}
+			} else {
+				var r struct{ Choices []struct{ Text string } }
+				if json.Unmarshal(b, &r) == nil && len(r.Choices) == 1 {
+					text = r.Choices[0].Text
+				}
+			}
+			if resp.StatusCode != 200 || text != want {
+				t.Errorf("%s, stream %v: %d %q, want %q (%s)", c.name, stream, resp.StatusCode, text, want, b)
+			}
+		}
+	}
+	// Without a bias the greedy answer is another (the test would not
+	// tell otherwise).
+	_, b := d.do(t, "POST", "/v1/completions", "", `{"model":"`+d.name+`","prompt":"Once upon a time","max_tokens":5,"temperature":0,"ignore_eos":true}`)
+	if strings.Contains(string(b), want) {
+		t.Errorf("the unbiased answer is the forced one: %s", b)
+	}
+	d.stop(t)
 }

@@ -143,11 +143,46 @@ func TestPenalties(t *testing.T) {
 	}
 }
 
+// The logit bias is added after the penalties, greedy or sampled: -100
+// bans a token, 100 forces one, and a small bias reorders close logits.
+func TestLogitBias(t *testing.T) {
+	// Greedy: token 1 (3.0) leads token 5 (2.9).
+	if id := New(Params{LogitBias: []Bias{{ID: 5, Value: 0.2}}}).Sample(logits); id != 5 {
+		t.Errorf("greedy, +0.2 on token 5: drew %d, want 5", id)
+	}
+	if id := New(Params{LogitBias: []Bias{{ID: 1, Value: -100}}}).Sample(logits); id != 5 {
+		t.Errorf("greedy, token 1 banned: drew %d, want 5", id)
+	}
+	// After the penalties: 3.0 / 2 + 1.5 = 3.0 leads 2.9 (the bias first
+	// would give (3.0 + 1.5) / 2 = 2.25).
+	s := New(Params{RepeatPenalty: 2, LogitBias: []Bias{{ID: 1, Value: 1.5}}})
+	s.Accept(1)
+	if id := s.Sample(logits); id != 1 {
+		t.Errorf("repeat penalty then bias: drew %d, want 1", id)
+	}
+	// Sampled: a banned token never comes, a forced one always.
+	ban := New(Params{Temperature: 1, TopP: 1, Seed: 3, LogitBias: []Bias{{ID: 1, Value: -100}, {ID: 5, Value: -100}}})
+	force := New(Params{Temperature: 1.5, TopP: 1, Seed: 4, LogitBias: []Bias{{ID: 2, Value: 100}}})
+	for range 500 {
+		if id := ban.Sample(logits); id == 1 || id == 5 {
+			t.Fatalf("drew banned token %d", id)
+		}
+		if id := force.Sample(logits); id != 2 {
+			t.Fatalf("drew %d, not the forced token 2", id)
+		}
+	}
+	// A bias on an id past the row is ignored (the server refuses it first).
+	if id := New(Params{LogitBias: []Bias{{ID: 1 << 20, Value: 100}}}).Sample(logits); id != 1 {
+		t.Errorf("bias past the row: drew %d", id)
+	}
+}
+
 func TestValidate(t *testing.T) {
 	nan := float32(math.NaN())
 	bad := []Params{
 		{Temperature: -0.1}, {Temperature: nan}, {TopK: -1}, {TopP: 1.5}, {TopP: -0.1},
 		{MinP: 2}, {RepeatPenalty: -1}, {RepeatLastN: -1}, {FrequencyPenalty: 3}, {PresencePenalty: -2.5},
+		{LogitBias: []Bias{{ID: -1, Value: 1}}}, {LogitBias: []Bias{{ID: 3, Value: 100.5}}}, {LogitBias: []Bias{{ID: 3, Value: nan}}},
 	}
 	for _, p := range bad {
 		if p.Validate() == nil {
