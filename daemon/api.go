@@ -34,6 +34,7 @@ type genRequest struct {
 	Stream        bool
 	IncludeUsage  bool
 	IgnoreEOS     bool
+	JSON          bool          // response_format json_object: the answer is one JSON object
 	Logprobs      bool          // report each token's log-probability
 	TopLogprobs   int           // and this many likeliest alternatives
 	Priority      int           // lower is admitted first (vLLM's "priority"), under the priority and fair policies
@@ -363,8 +364,14 @@ func (p *params) apply(g *genRequest, maxTokens int) *apiError {
 			return badRequest(f.name, "%s: tool and function calls are not supported", f.name)
 		}
 	}
-	if rf := p.RespFormat; rf != nil && rf.Type != nil && *rf.Type != "text" {
-		return badRequest("response_format", "response_format %q is not supported (only \"text\")", *rf.Type)
+	if rf := p.RespFormat; rf != nil && rf.Type != nil {
+		switch *rf.Type {
+		case "text":
+		case "json_object":
+			g.JSON = true
+		default:
+			return badRequest("response_format", "response_format %q is not supported (\"text\" or \"json_object\")", *rf.Type)
+		}
 	}
 	bias, e := logitBias(p.LogitBias)
 	if e != nil {

@@ -108,7 +108,7 @@ func TestBadInput(t *testing.T) {
 		{name: "top_logprobs without logprobs", body: chat(`,"top_logprobs":2`), status: 400, code: "top_logprobs"},
 		{name: "tools", body: chat(`,"tools":[{"type":"function","function":{"name":"f"}}]`), status: 400, code: "tools"},
 		{name: "tool_choice required", body: chat(`,"tool_choice":"required"`), status: 400, code: "tool_choice"},
-		{name: "response_format json", body: chat(`,"response_format":{"type":"json_object"}`), status: 400, code: "response_format"},
+		{name: "response_format json_schema", body: chat(`,"response_format":{"type":"json_schema","json_schema":{"name":"a","schema":{}}}`), status: 400, code: "response_format"},
 		{name: "logit_bias outside the vocabulary", body: chat(`,"logit_bias":{"50256":-100}`), status: 400, code: "logit_bias"},
 		{name: "logit_bias key a word", body: chat(`,"logit_bias":{"the":1}`), status: 400, code: "logit_bias"},
 		{name: "logit_bias key 07", body: chat(`,"logit_bias":{"07":1}`), status: 400, code: "logit_bias"},

@@ -17,6 +17,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/octet-dev/octet/model/constrain"
 	"github.com/octet-dev/octet/scheduler"
 )
 
@@ -249,6 +250,9 @@ func (s *server) prepare(g *genRequest, l *Loaded, defMax int) (scheduler.Reques
 		return scheduler.Request{}, &apiError{Status: 400, Type: "invalid_request_error", Param: param, Code: "context_length_exceeded",
 			Msg: fmt.Sprintf("the prompt has %d tokens; the model %q serves a context of %d tokens, which must also hold the answer", len(ids), l.Name, l.Context)}
 	}
+	if g.JSON {
+		constrain.Prepare(tok) // the vocabulary's tables, once per model, here rather than in the scheduler's loop
+	}
 	room := l.Context - len(ids)
 	n := g.MaxTokens
 	if n == 0 {
@@ -259,7 +263,7 @@ func (s *server) prepare(g *genRequest, l *Loaded, defMax int) (scheduler.Reques
 		sp.Seed = mrand.Uint64()
 	}
 	return scheduler.Request{Prompt: ids, MaxTokens: min(n, room), Sample: sp, Stop: g.Stop, IgnoreEOS: g.IgnoreEOS,
-		Logprobs: g.Logprobs, TopLogprobs: g.TopLogprobs}, nil
+		Logprobs: g.Logprobs, TopLogprobs: g.TopLogprobs, JSON: g.JSON}, nil
 }
 
 // endedQueued waits for a streamed request to leave the queue and reports

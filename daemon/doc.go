@@ -55,9 +55,18 @@
 //     retry it at once, tripling the work.
 //   - Unknown JSON fields are ignored (clients send many); fields that
 //     would change the answer in ways octet cannot honour (n > 1, tools,
-//     tool_choice and functions, a response_format other than text,
-//     echo, best_of > 1, a completion's suffix, vLLM's
+//     tool_choice and functions, a response_format other than text or
+//     json_object, echo, best_of > 1, a completion's suffix, vLLM's
 //     min_tokens > 0) are a 400 naming the field.
+//   - response_format {"type": "json_object"} holds the answer to one JSON
+//     object (model/constrain): each step masks the tokens that cannot
+//     continue one; the answer ends "stop" when the object closes, or is
+//     cut at max_tokens ("length"). Whitespace between its tokens is one
+//     space, or a newline and up to 20 spaces or tabs (llama.cpp's JSON
+//     grammar's bound), so that a model cannot pad forever. The first such
+//     request for a model makes the vocabulary's tables (36 ms for 32k
+//     tokens, 160 ms for 100k, on the 2-core dev VM); a step's mask then
+//     costs 0.05-0.3 ms. json_schema is a 400.
 //   - logit_bias (token ids in decimal to a bias in [-100, 100]) is added to
 //     the logits after the penalties, greedy or sampled, as OpenAI's; an id
 //     outside the model's vocabulary is a 400. logprobs stay the model's own.

@@ -258,7 +258,7 @@ func TestOpenAINodeClient(t *testing.T) {
 	dir, name := modelsDir(t)
 	p := serve(t, nil, "--models", dir)
 	cmd := exec.Command(node, "testdata/openai_client.cjs")
-	cmd.Env = append(os.Environ(), "NODE_PATH="+mod, "OCTET_URL="+p.url, "OCTET_MODEL="+name)
+	cmd.Env = append(os.Environ(), "NODE_PATH="+mod, "OCTET_URL="+p.url, "OCTET_MODEL="+name, "OCTET_JSON_BIAS="+closingBias(t, filepath.Join(dir, name+".gguf")))
 	out, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("node: %v\n%s", err, out)
@@ -275,7 +275,11 @@ func TestOpenAINodeClient(t *testing.T) {
 			Usage                 *usage
 			Chunks                int
 		}
-		Completion   struct{ Text, Finish string }
+		Completion struct{ Text, Finish string }
+		JSON       struct {
+			Closed, Parsed, Cut int
+			Bad                 []string
+		}
 		UnknownModel struct {
 			Status int
 			Type   string
@@ -296,6 +300,9 @@ func TestOpenAINodeClient(t *testing.T) {
 	}
 	if r.Completion.Text == "" || r.Completion.Finish != "length" {
 		t.Errorf("completion %+v", r.Completion)
+	}
+	if r.JSON.Closed == 0 || r.JSON.Parsed != r.JSON.Closed || len(r.JSON.Bad) > 0 {
+		t.Errorf("response_format json_object: %+v", r.JSON)
 	}
 	if r.UnknownModel.Status != 404 || r.UnknownModel.Type != "invalid_request_error" {
 		t.Errorf("unknown model %+v", r.UnknownModel)
@@ -831,7 +838,13 @@ func TestRequestTimeout(t *testing.T) {
 		})
 		t.Run("stream", func(t *testing.T) {
 			t.Parallel()
-			_, b := d.do(t, "POST", "/v1/completions", "", body(`,"stream":true`))
+			resp, b := d.do(t, "POST", "/v1/completions", "", body(`,"stream":true`))
+			if resp.StatusCode != 200 { // still queued when it timed out: refused before its stream began
+				wantError(t, "stream timed out in the queue", resp, b, 503, "", "request_timeout")
+				return
+			}
+			// Taken from the queue (its prompt's step outlasting the
+			// timeout): the stream began, and ends with the error.
 			events := sse(b)
 			var e apiErrorResp
 			if len(events) != 2 || events[1] != "[DONE]" || json.Unmarshal([]byte(events[0]), &e) != nil ||
@@ -907,4 +920,94 @@ func TestLogitBias(t *testing.T) {
 		t.Errorf("the unbiased answer is the forced one: %s", b)
 	}
 	d.stop(t)
+}
+
+// TestJSONMode: response_format json_object gives one JSON object, streamed
+// or not alike for a seed, ending "stop" when it closes; a cut answer is
+// the start of one; json_schema is refused, naming what is supported.
+func TestJSONMode(t *testing.T) {
+	d := startAPIDaemon(t, func(c *configs.Config) { c.Limits.MaxTokens = 200 })
+	bias := closingBias(t, regexpFind(d.log.String(), `msg="model loaded" .*path=(\S+)`))
+	closed := 0
+	for seed := range 6 {
+		body := func(stream bool) string {
+			return fmt.Sprintf(`{"model":%q,"messages":[{"role":"user","content":"Give me JSON"}],"max_tokens":150,"temperature":0.9,"seed":%d,"response_format":{"type":"json_object"},"logit_bias":%s,"stream":%v}`,
+				d.name, seed, bias, stream)
+		}
+		resp, b := d.do(t, "POST", "/v1/chat/completions", "", body(false))
+		var r struct {
+			Choices []struct {
+				Message      struct{ Content string }
+				FinishReason string `json:"finish_reason"`
+			}
+		}
+		if resp.StatusCode != 200 || json.Unmarshal(b, &r) != nil || len(r.Choices) != 1 {
+			t.Fatalf("seed %d: %d %s", seed, resp.StatusCode, b)
+		}
+		text, finish := r.Choices[0].Message.Content, r.Choices[0].FinishReason
+		switch {
+		case finish == "stop":
+			closed++
+			var v map[string]any
+			if json.Unmarshal([]byte(text), &v) != nil {
+				t.Errorf("seed %d: %q is not one JSON object", seed, text)
+			}
+		case finish != "length" || !strings.HasPrefix(strings.TrimSpace(text), "{"):
+			t.Errorf("seed %d: %s %q", seed, finish, text)
+		default:
+			t.Logf("seed %d: cut: %q", seed, text)
+		}
+		_, b = d.do(t, "POST", "/v1/chat/completions", "", body(true))
+		streamed, sfinish := "", ""
+		for _, ev := range sse(b) {
+			var c struct {
+				Choices []struct {
+					Delta        struct{ Content string }
+					FinishReason *string `json:"finish_reason"`
+				}
+			}
+			if json.Unmarshal([]byte(ev), &c) == nil && len(c.Choices) == 1 {
+				streamed += c.Choices[0].Delta.Content
+				if c.Choices[0].FinishReason != nil {
+					sfinish = *c.Choices[0].FinishReason
+				}
+			}
+		}
+		if streamed != text || sfinish != finish {
+			t.Errorf("seed %d: streamed %q (%s), whole %q (%s)", seed, streamed, sfinish, text, finish)
+		}
+	}
+	if closed == 0 {
+		t.Error("no answer closed its object")
+	}
+	resp, b := d.do(t, "POST", "/v1/chat/completions", "", `{"model":"`+d.name+`","messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_schema","json_schema":{"name":"a","schema":{}}}}`)
+	wantError(t, "json_schema", resp, b, 400, "response_format", "")
+	if !strings.Contains(string(b), "json_object") {
+		t.Errorf("json_schema refusal does not name json_object: %s", b)
+	}
+	d.stop(t)
+}
+
+// closingBias is a logit_bias (as JSON) that favours the tokens ending a
+// string or an object in the model at path: the tiny test model writes
+// long strings, and under the bias its JSON answers close within its
+// context.
+func closingBias(t *testing.T, path string) string {
+	t.Helper()
+	m, err := model.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	bias := map[string]float64{}
+	for id := range int32(m.Tok.Len()) {
+		switch strings.TrimSpace(string(m.Tok.TokenBytes(id, false))) {
+		case `"`:
+			bias[strconv.Itoa(int(id))] = 6
+		case `}`:
+			bias[strconv.Itoa(int(id))] = 15
+		}
+	}
+	b, _ := json.Marshal(bias)
+	return string(b)
 }

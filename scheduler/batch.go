@@ -713,7 +713,7 @@ func (e *Batcher) draw(plan []step, logits *backends.Logits) (ids []int32, lps [
 	}
 	one := func(i int) {
 		g, row := plan[i].s.g, logits.Last(i)
-		ids[i] = g.smp.Sample(row)
+		ids[i] = g.sample(row)
 		lps[i] = g.logprob(row, ids[i])
 	}
 	workers := min(runtime.GOMAXPROCS(0), len(todo))
@@ -756,7 +756,7 @@ func (e *Batcher) sample(s *seq, id int32, lp *TokenLogprob, now time.Time) bool
 		s.g.st.FinishReason = FinishStop
 		return e.flush(s, now, false)
 	}
-	if s.g.st.Generated >= s.req.MaxTokens || s.computed >= e.ctx {
+	if s.g.closed() || s.g.st.Generated >= s.req.MaxTokens || s.computed >= e.ctx {
 		return e.flush(s, now, true)
 	}
 	return false

@@ -49,6 +49,7 @@ import (
 	"time"
 
 	"github.com/octet-dev/octet/backends"
+	"github.com/octet-dev/octet/model/constrain"
 	"github.com/octet-dev/octet/model/sample"
 	"github.com/octet-dev/octet/model/tokenizer"
 )
@@ -69,6 +70,10 @@ type Request struct {
 	// TopLogprobs likeliest tokens of its step (at most MaxTopLogprobs).
 	Logprobs    bool
 	TopLogprobs int
+	// JSON holds the answer to one JSON object (constrain.JSON): only
+	// tokens that continue one may come, and the answer ends, "stop", when
+	// it closes. IgnoreEOS has no effect with it.
+	JSON bool
 
 	// Scheduling, for the batching engine: a lower Priority is admitted
 	// first under the priority and fair policies (as in vLLM; default 0); a request still queued
@@ -176,6 +181,9 @@ func GenerateTokens(ctx context.Context, seq *backends.Sequence, tok *tokenizer.
 		if err := emit(t); err != nil {
 			return g.st, err
 		}
+		if g.closed() {
+			break
+		}
 		if g.st.Generated == req.MaxTokens || seq.Pos() >= seq.Cap() {
 			break
 		}
@@ -200,6 +208,9 @@ type gen struct {
 	smp *sample.Sampler
 	dec *tokenizer.Decoder
 	st  Stats
+
+	json   *constrain.JSON // with Request.JSON
+	masked []float32       // the logits under json's mask
 }
 
 func newGen(tok *tokenizer.Tokenizer, req Request) *gen {
@@ -213,13 +224,32 @@ func newGen(tok *tokenizer.Tokenizer, req Request) *gen {
 	if req.Prompt[len(req.Prompt)-1] != tok.BOS() {
 		opts = append(opts, tokenizer.MidText)
 	}
-	return &gen{req: req, tok: tok, smp: smp, dec: tok.NewDecoder(false, opts...), st: Stats{FinishReason: FinishLength}}
+	g := &gen{req: req, tok: tok, smp: smp, dec: tok.NewDecoder(false, opts...), st: Stats{FinishReason: FinishLength}}
+	if req.JSON {
+		g.json = constrain.NewJSON(tok)
+	}
+	return g
+}
+
+// sample draws the next token from logits (left unchanged), under the JSON
+// mask when the request has one (and none when its answer is over: take
+// then ends it).
+func (g *gen) sample(logits []float32) int32 {
+	switch {
+	case g.json == nil:
+		return g.smp.Sample(logits)
+	case g.json.Over():
+		return 0
+	}
+	g.masked = append(g.masked[:0], logits...)
+	g.json.Mask(g.masked)
+	return g.smp.Sample(g.masked)
 }
 
 // next samples the token that follows logits. It reports false, with the
 // finish reason set, at an end-of-generation token (which is not counted).
 func (g *gen) next(logits []float32) (Token, bool) {
-	id := g.smp.Sample(logits)
+	id := g.sample(logits)
 	return g.take(id, g.logprob(logits, id))
 }
 
@@ -233,9 +263,15 @@ func (g *gen) logprob(logits []float32, id int32) *TokenLogprob {
 	return Logprobs(logits, id, g.req.TopLogprobs)
 }
 
-// ends reports whether id ends the answer (an end-of-generation token
-// unless the request ignores them).
-func (g *gen) ends(id int32) bool { return g.tok.IsEOG(id) && !g.req.IgnoreEOS }
+// ends reports whether id ends the answer: an end-of-generation token
+// unless the request ignores them, or anything once a JSON answer is over
+// (its object closed, no end-of-generation token needed).
+func (g *gen) ends(id int32) bool {
+	if g.json != nil {
+		return g.json.Over() || g.tok.IsEOG(id)
+	}
+	return g.tok.IsEOG(id) && !g.req.IgnoreEOS
+}
 
 // take is next for the token id already drawn, with its logprob.
 func (g *gen) take(id int32, lp *TokenLogprob) (Token, bool) {
@@ -244,9 +280,22 @@ func (g *gen) take(id int32, lp *TokenLogprob) (Token, bool) {
 		return Token{}, false
 	}
 	g.smp.Accept(id)
+	if g.json != nil {
+		g.json.Accept(id)
+	}
 	g.st.Generated++
 	g.st.CompletionToken = append(g.st.CompletionToken, id)
 	return Token{ID: id, Text: g.dec.Add(id), Logprob: lp}, true
+}
+
+// closed reports whether the token just taken closed a JSON answer's
+// object: the answer ends there ("stop"), with no step more.
+func (g *gen) closed() bool {
+	if g.json == nil || !g.json.Done() {
+		return false
+	}
+	g.st.FinishReason = FinishStop
+	return true
 }
 
 // flush returns the text the decoder still holds.

@@ -41,6 +41,32 @@ async function main() {
   }
   out.stream = s;
 
+  // JSON mode: answers that end "stop" parse as one object (the test's
+  // logit_bias helps the tiny model close its strings and objects).
+  const js = { closed: 0, parsed: 0, cut: 0, bad: [] };
+  for (let seed = 1; seed <= 6; seed++) {
+    const j = await client.chat.completions.create({
+      model, messages, max_tokens: 120, temperature: 0.8, seed, response_format: { type: "json_object" },
+      logit_bias: JSON.parse(process.env.OCTET_JSON_BIAS || "{}"),
+    });
+    const c = j.choices[0];
+    if (c.finish_reason === "stop") {
+      js.closed++;
+      try {
+        const v = JSON.parse(c.message.content);
+        if (v !== null && typeof v === "object" && !Array.isArray(v)) js.parsed++;
+        else js.bad.push(c.message.content);
+      } catch (e) {
+        js.bad.push(c.message.content);
+      }
+    } else if (c.message.content.trimStart().startsWith("{")) {
+      js.cut++;
+    } else {
+      js.bad.push(c.message.content);
+    }
+  }
+  out.json = js;
+
   const cr = await client.completions.create({ model, prompt: "Once upon a time", max_tokens: 8, temperature: 0 });
   out.completion = { text: cr.choices[0].text, finish: cr.choices[0].finish_reason };
 

@@ -78,6 +78,12 @@ type Tokenizer struct {
 
 	spmPool sync.Pool
 	bpePool sync.Pool
+
+	trie     *Trie // built on first use (Trie)
+	trieOnce sync.Once
+
+	derivedMu sync.Mutex
+	derived   map[any]any // Derived's tables
 }
 
 // FromGGUF builds a tokenizer from the metadata of f.
