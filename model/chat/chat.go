@@ -10,9 +10,11 @@
 // zephyr (<|user|> … </s>), phi-3 (<|user|> … <|end|>) and gemma
 // (<start_of_turn>), with the later versions whose text differs: llama-3.1
 // (a system header with the knowledge cutoff and a date, always: 3.1 and
-// 3.3 date it 26 Jul 2024, 3.2 today), and mistral-v3 (v0.3, Large 2407: no
-// space before [/INST], the system prompt in the last user turn) and
-// mistral-v3-tekken (Nemo: no spaces at all).
+// 3.3 date it 26 Jul 2024, 3.2 today), Mistral's later templates (mistral.go
+// lists them: v0.1's first one, the revised v0.1/v0.2 one, v0.3's with and
+// without trimmed answers, Nemo's, and the [SYSTEM_PROMPT] ones of Large
+// 2411 and Small 2501), gemma-3 (the system prompt at the head of the first
+// user turn) and phi-3.5 (an empty system prompt left out).
 //
 // Decisions where the templates or the design are silent:
 //   - The rendered text does not start with the BOS token: the caller
@@ -25,8 +27,13 @@
 //   - "developer" is a synonym of "system" (OpenAI's newer name). A system
 //     message in a family that has no system turn (llama-2 puts it in <<SYS>>;
 //     mistral and gemma have none) is folded into the first user message.
-//   - No family adds a default system prompt of its own (Qwen's template
-//     does; octet leaves that to the client).
+//   - Conversations a template refuses (roles that do not alternate, a system
+//     message where it takes none) are rendered anyway, in the family's
+//     shape: a system message is folded into the user turn after it (the
+//     [SYSTEM_PROMPT] families write it where it stands). A system prompt
+//     alone, of which some templates write nothing, becomes a user turn.
+//   - No family adds a default system prompt of its own (Qwen's and Mistral
+//     Small's templates do; octet leaves that to the client).
 package chat
 
 import (
@@ -57,17 +64,31 @@ const (
 	// but dated today).
 	Llama31 Family = "llama3.1"
 	Llama32 Family = "llama3.2"
-	// MistralV3 is Mistral v0.3's template (and Large 2407's),
-	// MistralTekken Nemo's.
-	MistralV3     Family = "mistral-v3"
-	MistralTekken Family = "mistral-v3-tekken"
+	// Mistral's later templates; mistral.go says which models carry each.
+	Mistral01          Family = "mistral-v0.1"
+	MistralV1          Family = "mistral-v1"
+	MistralV3          Family = "mistral-v3"
+	MistralV3Untrimmed Family = "mistral-v3-untrimmed"
+	MistralTekken      Family = "mistral-v3-tekken"
+	MistralV7          Family = "mistral-v7"
+	MistralV7Tekken    Family = "mistral-v7-tekken"
+	// Gemma3 is Gemma 3's template: Gemma 2's turns, with the system prompt
+	// at the head of the first user turn.
+	Gemma3 Family = "gemma3"
+	// Phi35 is Phi-3.5's template: Phi-3's turns, without a system turn
+	// when the system prompt is empty.
+	Phi35 Family = "phi3.5"
 )
 
 // Default is the family used when a model has no template or an unknown one.
 const Default = ChatML
 
 // Families lists every family, in detection order.
-var Families = []Family{Llama32, Llama31, Llama3, ChatML, Llama2, MistralTekken, MistralV3, Mistral, Gemma, Phi3, Zephyr}
+var Families = []Family{
+	Llama32, Llama31, Llama3, ChatML, Llama2,
+	MistralV7, MistralV7Tekken, MistralTekken, MistralV1, MistralV3Untrimmed, MistralV3, Mistral01, Mistral,
+	Gemma3, Gemma, Phi35, Phi3, Zephyr,
+}
 
 // Detect returns the family of a GGUF chat template string. The string may
 // also be a family name itself. ok is false when nothing matched (and the
@@ -91,17 +112,18 @@ func Detect(template string) (f Family, ok bool) {
 		return ChatML, true
 	case strings.Contains(t, "[INST]") && strings.Contains(t, "<<SYS>>"):
 		return Llama2, true
-	case strings.Contains(t, `"[INST]" +`) || strings.Contains(t, `'[INST]' +`):
-		return MistralTekken, true
-	case strings.Contains(t, "[INST]") && (strings.Contains(t, `+ "[/INST]"`) || strings.Contains(t, `+ '[/INST]'`)):
-		return MistralV3, true
 	case strings.Contains(t, "[INST]"):
-		return Mistral, true
+		return detectMistral(t), true
+	case strings.Contains(t, "<start_of_turn>") && strings.Contains(t, "first_user_prefix"):
+		return Gemma3, true
 	case strings.Contains(t, "<start_of_turn>"):
 		return Gemma, true
 	case strings.Contains(t, "<|end|>") && (strings.Contains(t, "<|user|>") || strings.Contains(t, "<|assistant|>")):
 		// (Phi-3's generic form writes '<|' + role + '|>' and names only
 		// <|assistant|>, for the generation prompt.)
+		if strings.Contains(t, "'system' and message['content']") {
+			return Phi35, true
+		}
 		return Phi3, true
 	case strings.Contains(t, "<|user|>"):
 		return Zephyr, true
@@ -121,52 +143,18 @@ type Template struct {
 // Render writes msgs as the model's prompt, ending where the assistant's
 // next answer begins. It fails on an empty conversation or an unknown role.
 func (t Template) Render(msgs []Message) (string, error) {
-	if len(msgs) == 0 {
-		return "", fmt.Errorf("chat: no messages")
-	}
-	norm := make([]Message, len(msgs))
-	for i, m := range msgs {
-		switch m.Role {
-		case "system", "developer":
-			m.Role = "system"
-		case "user", "assistant":
-		default:
-			return "", fmt.Errorf("chat: message %d: unknown role %q (system, developer, user and assistant are)", i, m.Role)
-		}
-		norm[i] = m
+	norm, err := normalize(msgs)
+	if err != nil {
+		return "", err
 	}
 	var b strings.Builder
 	switch t.Family {
 	case Llama2:
 		t.llama2(&b, norm)
-	case Mistral:
-		t.mistral(&b, foldSystem(norm, "\n\n"))
-	case MistralV3:
-		t.mistralV3(&b, norm, "[INST] ", " ")
-	case MistralTekken:
-		t.mistralV3(&b, norm, "[INST]", "")
+	case Mistral, Mistral01, MistralV1, MistralV3, MistralV3Untrimmed, MistralTekken, MistralV7, MistralV7Tekken:
+		t.mistral(&b, norm)
 	case Llama3, Llama31, Llama32:
-		if t.Family != Llama3 {
-			// The header always, with the first message when it is the
-			// system prompt.
-			date := "26 Jul 2024"
-			if t.Family == Llama32 {
-				today := t.Today
-				if today.IsZero() {
-					today = time.Now()
-				}
-				date = today.Format("02 Jan 2006")
-			}
-			sys := ""
-			if norm[0].Role == "system" {
-				sys, norm = strings.TrimSpace(norm[0].Content), norm[1:]
-			}
-			b.WriteString("<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: " + date + "\n\n" + sys + "<|eot_id|>")
-		}
-		for _, m := range norm {
-			b.WriteString("<|start_header_id|>" + m.Role + "<|end_header_id|>\n\n" + strings.TrimSpace(m.Content) + "<|eot_id|>")
-		}
-		b.WriteString("<|start_header_id|>assistant<|end_header_id|>\n\n")
+		t.llama3(&b, norm)
 	case ChatML, "":
 		for _, m := range norm {
 			b.WriteString("<|im_start|>" + m.Role + "\n" + m.Content + "<|im_end|>\n")
@@ -177,24 +165,93 @@ func (t Template) Render(msgs []Message) (string, error) {
 			b.WriteString("<|" + m.Role + "|>\n" + m.Content + t.EOS + "\n")
 		}
 		b.WriteString("<|assistant|>\n")
-	case Phi3:
-		for _, m := range norm {
-			b.WriteString("<|" + m.Role + "|>\n" + m.Content + "<|end|>\n")
-		}
-		b.WriteString("<|assistant|>\n")
-	case Gemma:
-		for _, m := range foldSystem(norm, "\n\n") {
-			role := m.Role
-			if role == "assistant" {
-				role = "model"
-			}
-			b.WriteString("<start_of_turn>" + role + "\n" + strings.TrimSpace(m.Content) + "<end_of_turn>\n")
-		}
-		b.WriteString("<start_of_turn>model\n")
+	case Phi3, Phi35:
+		t.phi3(&b, norm)
+	case Gemma, Gemma3:
+		t.gemma(&b, norm)
 	default:
 		return "", fmt.Errorf("chat: unknown template family %q", t.Family)
 	}
 	return b.String(), nil
+}
+
+// normalize checks the roles of msgs and writes "developer" as "system".
+func normalize(msgs []Message) ([]Message, error) {
+	if len(msgs) == 0 {
+		return nil, fmt.Errorf("chat: no messages")
+	}
+	norm := make([]Message, len(msgs))
+	for i, m := range msgs {
+		switch m.Role {
+		case "system", "developer":
+			m.Role = "system"
+		case "user", "assistant":
+		default:
+			return nil, fmt.Errorf("chat: message %d: unknown role %q (system, developer, user and assistant are)", i, m.Role)
+		}
+		norm[i] = m
+	}
+	return norm, nil
+}
+
+// llama3 follows Meta's templates: every message trimmed in its own header
+// block; 3.1 and later always open with a system header that carries the
+// knowledge cutoff, a date and the system prompt (the first message's).
+func (t Template) llama3(b *strings.Builder, msgs []Message) {
+	if t.Family != Llama3 {
+		date := "26 Jul 2024"
+		if t.Family == Llama32 {
+			today := t.Today
+			if today.IsZero() {
+				today = time.Now()
+			}
+			date = today.Format("02 Jan 2006")
+		}
+		sys := ""
+		if msgs[0].Role == "system" {
+			sys, msgs = strings.TrimSpace(msgs[0].Content), msgs[1:]
+		}
+		b.WriteString("<|start_header_id|>system<|end_header_id|>\n\nCutting Knowledge Date: December 2023\nToday Date: " + date + "\n\n" + sys + "<|eot_id|>")
+	}
+	for _, m := range msgs {
+		b.WriteString("<|start_header_id|>" + m.Role + "<|end_header_id|>\n\n" + strings.TrimSpace(m.Content) + "<|eot_id|>")
+	}
+	b.WriteString("<|start_header_id|>assistant<|end_header_id|>\n\n")
+}
+
+// phi3 follows Microsoft's templates: every message as it is in its own
+// <|role|> block. Phi-3.5's leaves out a system message whose text is
+// empty (its template tests the content's truth).
+func (t Template) phi3(b *strings.Builder, msgs []Message) {
+	for _, m := range msgs {
+		if t.Family == Phi35 && m.Role == "system" && m.Content == "" {
+			continue
+		}
+		b.WriteString("<|" + m.Role + "|>\n" + m.Content + "<|end|>\n")
+	}
+	b.WriteString("<|assistant|>\n")
+}
+
+// gemma follows Google's templates: turns trimmed, the assistant's named
+// "model". Gemma 2's template refuses a system prompt; it is folded into the
+// first user turn. Gemma 3's writes it, untrimmed and followed by a blank
+// line, at the head of the first turn, whose own text alone is trimmed. A
+// system prompt alone (Gemma 3's template writes nothing of it) and later
+// system messages are folded into user turns.
+func (t Template) gemma(b *strings.Builder, msgs []Message) {
+	prefix := ""
+	if t.Family == Gemma3 && len(msgs) > 1 && msgs[0].Role == "system" {
+		prefix, msgs = msgs[0].Content+"\n\n", msgs[1:]
+	}
+	for _, m := range foldSystem(msgs, "\n\n") {
+		role := m.Role
+		if role == "assistant" {
+			role = "model"
+		}
+		b.WriteString("<start_of_turn>" + role + "\n" + prefix + strings.TrimSpace(m.Content) + "<end_of_turn>\n")
+		prefix = ""
+	}
+	b.WriteString("<start_of_turn>model\n")
 }
 
 // llama2 follows Meta's template: the system prompt inside the first
@@ -230,70 +287,27 @@ func (t Template) llama2(b *strings.Builder, msgs []Message) {
 	}
 }
 
-// mistral follows the template of Mixtral-8x7B-Instruct-v0.1 and the first
-// Mistral-7B-Instruct-v0.2: no spaces around the answer, EOS after it, no
-// BOS between turns. (Mistral-7B-Instruct-v0.1's writes a space after EOS;
-// this family leaves it out.)
-func (t Template) mistral(b *strings.Builder, msgs []Message) {
-	for _, m := range msgs {
-		if m.Role == "assistant" {
-			b.WriteString(m.Content + t.EOS)
-		} else {
-			b.WriteString("[INST] " + m.Content + " [/INST]")
-		}
-	}
-}
-
-// mistralV3 follows Mistral's v3 templates (v0.3 with inst "[INST] " and
-// sp " ", Nemo's tekken with "[INST]" and ""): the system prompt (the first
-// message's) goes into the last message when that is the user's, and is
-// left out otherwise, as the templates do; answers are written after sp,
-// trimmed (tekken: as they are), with EOS. Later system messages, which
-// the templates refuse, are folded into the user turn after them.
-func (t Template) mistralV3(b *strings.Builder, msgs []Message, inst, sp string) {
-	sys, hasSys := "", false
-	if msgs[0].Role == "system" {
-		sys, hasSys, msgs = msgs[0].Content, true, msgs[1:]
-	}
-	msgs = foldSystem(msgs, "\n\n")
-	for i, m := range msgs {
-		switch {
-		case m.Role == "assistant" && sp == "":
-			b.WriteString(m.Content + t.EOS)
-		case m.Role == "assistant":
-			b.WriteString(sp + strings.TrimSpace(m.Content) + t.EOS)
-		case i == len(msgs)-1 && hasSys:
-			b.WriteString(inst + sys + "\n\n" + m.Content + "[/INST]")
-		default:
-			b.WriteString(inst + m.Content + "[/INST]")
-		}
-	}
-	if len(msgs) == 0 { // a conversation of only a system prompt
-		b.WriteString(inst + sys + "[/INST]")
-	}
-}
-
 // foldSystem merges system messages into the user message that follows
 // them (or makes a user message of them when none follows), for families
-// without a system turn.
+// without a system turn. An empty system message still brings its sep, as
+// the templates that take a system prompt write it.
 func foldSystem(msgs []Message, sep string) []Message {
 	var out []Message
-	pending := ""
+	pending, held := "", false
 	for _, m := range msgs {
 		switch {
+		case m.Role == "system" && held:
+			pending += sep + m.Content
 		case m.Role == "system":
-			if pending != "" {
-				pending += sep
-			}
-			pending += m.Content
-		case m.Role == "user" && pending != "":
+			pending, held = m.Content, true
+		case m.Role == "user" && held:
 			out = append(out, Message{Role: "user", Content: pending + sep + m.Content})
-			pending = ""
+			pending, held = "", false
 		default:
 			out = append(out, m)
 		}
 	}
-	if pending != "" {
+	if held {
 		out = append(out, Message{Role: "user", Content: pending})
 	}
 	return out

@@ -40,6 +40,24 @@ func TestRender(t *testing.T) {
 	})
 }
 
+// TestRenderRefused: conversations the templates refuse (a system prompt
+// where they take none, a system message after the first) render in the
+// family's shape, the system text folded into the user turn after it or,
+// in the [SYSTEM_PROMPT] families, written where it stands.
+func TestRenderRefused(t *testing.T) {
+	later := []Message{{Role: "user", Content: "Hi"}, {Role: "assistant", Content: "Hello!"}, {Role: "system", Content: "Be brief."}, {Role: "user", Content: "Name a color."}}
+	checkRender(t, []renderCase{
+		{Mistral01, conv, "[INST] Be brief.\n\nHi [/INST]Hello!</s> [INST] Name a color. [/INST]"},
+		{MistralV1, later, " [INST] Hi [/INST] Hello!</s> [INST] Be brief.\n\nName a color. [/INST]"},
+		{MistralV3Untrimmed, later, "[INST] Hi[/INST] Hello!</s>[INST] Be brief.\n\nName a color.[/INST]"},
+		{MistralV7Tekken, later, "[INST]Hi[/INST]Hello!</s>[SYSTEM_PROMPT]Be brief.[/SYSTEM_PROMPT][INST]Name a color.[/INST]"},
+		{Gemma3, later, "<start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\nHello!<end_of_turn>\n" +
+			"<start_of_turn>user\nBe brief.\n\nName a color.<end_of_turn>\n<start_of_turn>model\n"},
+		{Gemma, []Message{{Role: "system", Content: " Be brief. "}, {Role: "user", Content: " Hi"}}, "<start_of_turn>user\nBe brief. \n\n Hi<end_of_turn>\n<start_of_turn>model\n"},
+		{Phi35, []Message{{Role: "system", Content: " "}, {Role: "user", Content: "Hi"}}, "<|system|>\n <|end|>\n<|user|>\nHi<|end|>\n<|assistant|>\n"},
+	})
+}
+
 type renderCase struct {
 	f    Family
 	msgs []Message
@@ -126,12 +144,30 @@ func TestDetect(t *testing.T) {
 		{"{{ bos_token }}{% for message in messages %}{{ '[INST] ' + message['content'] + ' [/INST]' }}{% else %}{{ message['content'] + eos_token}}{% endfor %}", Mistral, true},
 		// Phi-3's generic form names the roles only through message['role'].
 		{"{% for message in messages %}{{'<|' + message['role'] + '|>' + '\n' + message['content'] + '<|end|>\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% else %}{{ eos_token }}{% endif %}", Phi3, true},
+		// Mistral's other templates, Gemma 3's and Phi-3.5's, by what tells
+		// them apart (testdata holds them whole).
+		{"{{ message['content'] + eos_token + ' ' }}{{ '[INST] ' + message['content'] + ' [/INST]' }}", Mistral01, true},
+		{"{{- ' [INST] ' + system_message + '\\n\\n' + message['content'] + ' [/INST]' }}", MistralV1, true},
+		{"{{- '[INST] ' + system_message + '\\n\\n' + message['content'] + '[/INST]' }}{{- ' ' + message['content'] + eos_token}}", MistralV3Untrimmed, true},
+		{"{{ '[SYSTEM_PROMPT] ' + message['content'] + '[/SYSTEM_PROMPT]' }}{{ '[INST] ' + message['content'] + '[/INST]' }}", MistralV7, true},
+		{"{{- '[SYSTEM_PROMPT]' + system_message + '[/SYSTEM_PROMPT]' }}{{- '[INST]' + message['content'] + '[/INST]' }}", MistralV7Tekken, true},
+		{"{{ '<start_of_turn>' + role + '\\n' + (first_user_prefix if loop.first else \"\") }}", Gemma3, true},
+		{"{% if message['role'] == 'system' and message['content'] %}{{'<|system|>\\n' + message['content'] + '<|end|>\\n'}}{% elif message['role'] == 'user' %}{{'<|user|>\\n'}}", Phi35, true},
 		{"", ChatML, false},
 		{"{{ messages }}", ChatML, false},
 	} {
 		f, ok := Detect(c.tmpl)
 		if f != c.want || ok != c.ok {
 			t.Errorf("Detect(%.40q) = %s, %v; want %s, %v", c.tmpl, f, ok, c.want, c.ok)
+		}
+	}
+	// A family's name is a template of its own, and renders.
+	for _, want := range Families {
+		if f, ok := Detect(string(want)); f != want || !ok {
+			t.Errorf("Detect(%q) = %s, %v", want, f, ok)
+		}
+		if _, err := (Template{Family: want}).Render(conv); err != nil {
+			t.Errorf("%s: %v", want, err)
 		}
 	}
 }
