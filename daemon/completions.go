@@ -123,23 +123,9 @@ func (s *server) generate(ctx *fasthttp.RequestCtx, isChat bool) {
 			s.gens.end()
 		}
 	}()
-	var l *Loaded
-	var ok bool
-	if g.Model == "" {
-		l, ok = s.models.Only()
-		if !ok && s.models.Len() > 1 {
-			fail(badRequest("model", "model is required: this server serves %s", joinQuoted(s.models.Names())))
-			return
-		}
-	} else {
-		l, ok = s.models.Acquire(g.Model)
-	}
-	if !ok {
-		if s.models.Len() == 0 {
-			fail(errUnavailable("no_model", s.noModelsMessage()))
-		} else {
-			fail(errModelNotFound(g.Model, s.models.Names()))
-		}
+	l, e := s.acquire(g.Model)
+	if e != nil {
+		fail(e)
 		return
 	}
 	modelName = l.Name
@@ -210,6 +196,28 @@ func (s *server) generate(ctx *fasthttp.RequestCtx, isChat bool) {
 		st := gen.stream(w)
 		s.metrics.requests.WithLabelValues(l.Name, endpoint, fmt.Sprint(st)).Inc()
 	})
+}
+
+// acquire takes a reference to the model a request names (its only one when
+// it names none), or the error to answer with.
+func (s *server) acquire(name string) (*Loaded, *apiError) {
+	var l *Loaded
+	var ok bool
+	if name == "" {
+		l, ok = s.models.Only()
+		if !ok && s.models.Len() > 1 {
+			return nil, badRequest("model", "model is required: this server serves %s", joinQuoted(s.models.Names()))
+		}
+	} else {
+		l, ok = s.models.Acquire(name)
+	}
+	switch {
+	case ok:
+		return l, nil
+	case s.models.Len() == 0:
+		return nil, errUnavailable("no_model", s.noModelsMessage())
+	}
+	return nil, errModelNotFound(name, s.models.Names())
 }
 
 // prepare renders and tokenizes the prompt and fits the request into the

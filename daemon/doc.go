@@ -5,7 +5,8 @@
 //
 // Endpoints: POST /v1/completions and /v1/chat/completions (SSE with
 // stream: true, usage with stream_options.include_usage), GET /v1/models
-// and /v1/models/{id} (by name or alias), GET /health, GET /ready,
+// and /v1/models/{id} (by name or alias), POST /tokenize and /detokenize
+// (vLLM's shapes; llama.cpp's content field too), GET /health, GET /ready,
 // GET /metrics; on the Unix socket only,
 // GET /admin/status and POST /admin/reload, /admin/drain, /admin/resume.
 //

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -1009,5 +1010,84 @@ func closingBias(t *testing.T, path string) string {
 		}
 	}
 	b, _ := json.Marshal(bias)
+	return string(b)
+}
+
+// TestTokenize: /tokenize gives the ids a completion's prompt or a chat
+// request's messages are given (the usage of the same chat request counts
+// them alike); /detokenize gives the text back; bad bodies are 4xx.
+func TestTokenize(t *testing.T) {
+	d := startAPIDaemon(t, nil)
+	m, err := model.Load(regexpFind(d.log.String(), `msg="model loaded" .*path=(\S+)`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	type tokens struct {
+		Count       int     `json:"count"`
+		MaxModelLen int     `json:"max_model_len"`
+		Tokens      []int32 `json:"tokens"`
+	}
+	tokenize := func(body string) tokens {
+		t.Helper()
+		resp, b := d.do(t, "POST", "/tokenize", "", body)
+		var r tokens
+		if resp.StatusCode != 200 || json.Unmarshal(b, &r) != nil || r.Count != len(r.Tokens) {
+			t.Fatalf("tokenize %s: %d %s", body, resp.StatusCode, b)
+		}
+		return r
+	}
+	const text = "Once upon a time"
+	r := tokenize(`{"model":"` + d.name + `","prompt":"` + text + `"}`)
+	if want := m.Tok.Encode(text, true, false); !slices.Equal(r.Tokens, want) || r.MaxModelLen != 128 {
+		t.Errorf("tokenize: %+v, want %v and 128", r, want)
+	}
+	bare := tokenize(`{"content":"` + text + `","add_special_tokens":false}`) // llama.cpp's field; the only model
+	if want := m.Tok.Encode(text, false, false); !slices.Equal(bare.Tokens, want) {
+		t.Errorf("without BOS: %v, want %v", bare.Tokens, want)
+	}
+	resp, b := d.do(t, "POST", "/detokenize", "", fmt.Sprintf(`{"model":%q,"tokens":%s}`, d.name, mustJSON(bare.Tokens)))
+	var back struct{ Prompt, Content string }
+	if resp.StatusCode != 200 || json.Unmarshal(b, &back) != nil || back.Prompt != text || back.Content != text {
+		t.Errorf("detokenize: %d %s", resp.StatusCode, b)
+	}
+	messages := `"messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Hi"}]`
+	chatTokens := tokenize(`{"model":"` + d.name + `",` + messages + `}`)
+	resp, b = d.do(t, "POST", "/v1/chat/completions", "", `{"model":"`+d.name+`",`+messages+`,"max_tokens":1}`)
+	var u struct{ Usage usage }
+	if resp.StatusCode != 200 || json.Unmarshal(b, &u) != nil || u.Usage.PromptTokens != chatTokens.Count {
+		t.Errorf("chat prompt of %d tokens by /tokenize: %d %s", chatTokens.Count, resp.StatusCode, b)
+	}
+	for _, c := range []struct {
+		path, body  string
+		status      int
+		param, code string
+	}{
+		{"/tokenize", `{"prompt":"a",` + messages + `}`, 400, "messages", ""},
+		{"/tokenize", `{"prompt":"a","content":"a"}`, 400, "content", ""},
+		{"/tokenize", `{"model":"` + d.name + `"}`, 400, "prompt", ""},
+		{"/tokenize", `{` + messages + `,"add_generation_prompt":false}`, 400, "add_generation_prompt", ""},
+		{"/tokenize", `{"messages":[{"role":"robot","content":"x"}]}`, 400, "messages[0].role", ""},
+		{"/tokenize", `{"prompt":7}`, 400, "prompt", ""},
+		{"/tokenize", `{"model":"gpt-4","prompt":"a"}`, 404, "model", "model_not_found"},
+		{"/tokenize", ``, 400, "", ""},
+		{"/detokenize", `{"tokens":[1,999999]}`, 400, "tokens", ""},
+		{"/detokenize", `{"tokens":[-1]}`, 400, "tokens", ""},
+		{"/detokenize", `{"model":"` + d.name + `"}`, 400, "tokens", ""},
+		{"/detokenize", `{"tokens":"abc"}`, 400, "tokens", ""},
+	} {
+		resp, b := d.do(t, "POST", c.path, "", c.body)
+		wantError(t, c.path+" "+c.body, resp, b, c.status, c.param, c.code)
+	}
+	resp, b = d.do(t, "POST", "/tokenize", "-", `{"prompt":"a"}`)
+	wantError(t, "/tokenize without a key", resp, b, 401, "", "invalid_api_key")
+	d.stop(t)
+}
+
+func mustJSON(v any) string {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
 	return string(b)
 }

@@ -161,6 +161,8 @@ func init() {
 		"/v1/completions":      {name: "completions", method: "POST", auth: true, gen: true, serve: func(s *server, c *fasthttp.RequestCtx) { s.generate(c, false) }},
 		"/v1/models":           {name: "models", method: "GET", auth: true, serve: (*server).listModels},
 		"/v1/models/":          {name: "models", method: "GET", auth: true, serve: (*server).getModel},
+		"/tokenize":            {name: "tokenize", method: "POST", auth: true, serve: (*server).tokenize},
+		"/detokenize":          {name: "detokenize", method: "POST", auth: true, serve: (*server).detokenize},
 		"/health":              {name: "health", method: "GET", serve: (*server).health},
 		"/ready":               {name: "ready", method: "GET", serve: (*server).ready},
 		"/metrics":             {name: "metrics", method: "GET", auth: true, serve: func(s *server, c *fasthttp.RequestCtx) { s.metrics.handler(c) }},
