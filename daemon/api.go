@@ -35,6 +35,7 @@ type genRequest struct {
 	IncludeUsage  bool
 	IgnoreEOS     bool
 	JSON          bool          // response_format json_object: the answer is one JSON object
+	N             int           // choices (1 when absent)
 	Logprobs      bool          // report each token's log-probability
 	TopLogprobs   int           // and this many likeliest alternatives
 	Priority      int           // lower is admitted first (vLLM's "priority"), under the priority and fair policies
@@ -102,6 +103,9 @@ const (
 	maxMessages    = 1024
 	maxPromptIDs   = 1 << 20
 	maxTemperature = 2
+	// maxChoices bounds n: each choice is a sequence of its own in the
+	// scheduler (vLLM does not bound it; OpenAI takes up to 128).
+	maxChoices = 16
 )
 
 // badRequest is a 400 about one field.
@@ -348,8 +352,12 @@ func (p *params) apply(g *genRequest, maxTokens int) *apiError {
 		return badRequest("", "%v", err)
 	}
 	g.Sample = sp
-	if p.N != nil && *p.N != 1 {
-		return badRequest("n", "n must be 1 (one choice per request), not %d", *p.N)
+	g.N = 1
+	if p.N != nil {
+		if *p.N < 1 || *p.N > maxChoices {
+			return badRequest("n", "n must be between 1 and %d, not %d", maxChoices, *p.N)
+		}
+		g.N = int(*p.N)
 	}
 	if e := p.logprobs(g); e != nil {
 		return e

@@ -20,7 +20,7 @@ func FuzzParseRequest(f *testing.F) {
 		`{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":4,"temperature":0.5,"stop":["\n"],"stream":true,"stream_options":{"include_usage":true}}`,
 		`{"messages":[{"role":"system","content":[{"type":"text","text":"a"}]},{"role":"user","content":"b"}],"seed":-1,"top_k":3,"min_p":0.1}`,
 		`{"model":"m","prompt":"Once upon a time","max_tokens":1,"stop":"x"}`,
-		`{"prompt":[1,2,3],"n":1,"logprobs":null}`,
+		`{"prompt":[1,2,3],"n":1,"logprobs":null}`, `{"prompt":"a","n":3}`,
 		`{"prompt":"a","logprobs":3}`, `{"messages":[{"role":"user","content":"x"}],"logprobs":true,"top_logprobs":5}`,
 		`{"prompt":["a"],"echo":false,"best_of":1}`,
 		`{"prompt":"a","top_p":0,"max_tokens":99999,"repetition_penalty":1.1,"suffix":"","min_tokens":0}`,
@@ -44,7 +44,8 @@ func FuzzParseRequest(f *testing.F) {
 			}
 			if g.MaxTokens < 0 || g.MaxTokens > limit || len(g.Stop) > maxStops || g.Sample.Validate() != nil ||
 				g.Sample.Temperature > maxTemperature || (g.IncludeUsage && !g.Stream) ||
-				g.TopLogprobs < 0 || g.TopLogprobs > scheduler.MaxTopLogprobs || (g.TopLogprobs > 0 && !g.Logprobs) {
+				g.TopLogprobs < 0 || g.TopLogprobs > scheduler.MaxTopLogprobs || (g.TopLogprobs > 0 && !g.Logprobs) ||
+				g.N < 1 || g.N > maxChoices {
 				t.Fatalf("accepted out of bounds: %+v", g)
 			}
 			if !slices.IsSortedFunc(g.Sample.LogitBias, func(a, b sample.Bias) int { return cmp.Compare(a.ID, b.ID) }) {

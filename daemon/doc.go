@@ -55,10 +55,18 @@
 //     503 request_timeout with Retry-After: a 408 would have OpenAI's SDKs
 //     retry it at once, tripling the work.
 //   - Unknown JSON fields are ignored (clients send many); fields that
-//     would change the answer in ways octet cannot honour (n > 1, tools,
+//     would change the answer in ways octet cannot honour (n > 16, tools,
 //     tool_choice and functions, a response_format other than text or
 //     json_object, echo, best_of > 1, a completion's suffix, vLLM's
 //     min_tokens > 0) are a 400 naming the field.
+//   - n (1-16) answers with n choices, each a sequence of its own in the
+//     scheduler (queued and counted against per-key limits one by one;
+//     the prefix cache shares their prompt once computed), choice i sampled
+//     with the seed plus i. A stream's chunks carry the choice's index and
+//     each choice ends with its own finishing chunk (with its timings); the
+//     usage counts the prompt once. A choice that fails (its queue deadline,
+//     an unload) fails the request and cancels the others: with n choices a
+//     client gets n answers or an error.
 //   - response_format {"type": "json_object"} holds the answer to one JSON
 //     object (model/constrain): each step masks the tokens that cannot
 //     continue one; the answer ends "stop" when the object closes, or is

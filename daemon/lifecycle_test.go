@@ -468,6 +468,35 @@ func TestStreamRefusedInQueue(t *testing.T) {
 	d.stop(t)
 }
 
+// TestChoicesFailTogether: a request of n choices fails as a whole when one
+// fails: here one left in the queue past its deadline while the other runs
+// makes a streamed request a 429 before any byte, and the running one is
+// cancelled.
+func TestChoicesFailTogether(t *testing.T) {
+	d := runInProcess(t, func(c *configs.Config) { c.Tuning.MaxRunning = 1 })
+	closeGate()
+	model := d.model()
+	got := make(chan [2]string, 1)
+	go func() {
+		code, body := curlHeaders(t, "-d", `{"model":"`+model+`","messages":[{"role":"user","content":"hi"}],"n":2,"max_tokens":50,"ignore_eos":true,"stream":true,"queue_deadline_ms":100}`,
+			"http://"+d.addr+"/v1/chat/completions")
+		got <- [2]string{strconv.Itoa(code), body}
+	}()
+	d.waitEngine(t, "run one choice and queue the other", func(running, queued int) bool { return running == 1 && queued == 1 })
+	time.Sleep(150 * time.Millisecond)
+	openGate()
+	a := <-got
+	if a[0] != "429" || !strings.Contains(a[1], `"code":"queue_deadline"`) || strings.Contains(a[1], "data: ") {
+		t.Errorf("n=2 with one choice past its queue deadline: %s %s", a[0], a[1])
+	}
+	d.log.wait(t, `msg=request endpoint=chat model=`+model+` status=429 .*completion_tokens=\d+ .* n=2 .*queue_deadline_ms`, 10*time.Second)
+	d.waitRunning(t, 0) // the running choice was cancelled
+	if code, body := curl(t, "-d", chatReq(model, ""), "http://"+d.addr+"/v1/chat/completions"); code != 200 {
+		t.Errorf("next request: %d %s", code, body)
+	}
+	d.stop(t)
+}
+
 func curlHeaders(t *testing.T, args ...string) (int, string) {
 	t.Helper()
 	return curlBody(t, append([]string{"-i"}, args...)...)

@@ -1091,3 +1091,97 @@ func mustJSON(v any) string {
 	}
 	return string(b)
 }
+
+// TestChoices: n > 1 answers with n choices, choice i sampled with the
+// seed plus i (so it is what n = 1 gives with that seed), streamed or not
+// alike, each with its own index, finish and logprob offsets; the usage
+// counts the prompt once and every choice's tokens.
+func TestChoices(t *testing.T) {
+	d := startAPIDaemon(t, nil)
+	const n = 3
+	type whole struct {
+		Choices []struct {
+			Index        int
+			Text         string
+			FinishReason string `json:"finish_reason"`
+			Logprobs     *struct {
+				TextOffset []int `json:"text_offset"`
+			}
+		}
+		Usage usage
+	}
+	body := func(n, seed int, extra string) string {
+		return fmt.Sprintf(`{"model":%q,"prompt":"Once upon a time","max_tokens":6,"temperature":1,"ignore_eos":true,"seed":%d,"n":%d%s}`, d.name, seed, n, extra)
+	}
+	resp, b := d.do(t, "POST", "/v1/completions", "", body(n, 40, `,"logprobs":1`))
+	var w whole
+	if resp.StatusCode != 200 || json.Unmarshal(b, &w) != nil || len(w.Choices) != n {
+		t.Fatalf("n=%d: %d %s", n, resp.StatusCode, b)
+	}
+	if w.Usage.CompletionTokens != n*6 || w.Usage.PromptTokens == 0 || w.Usage.TotalTokens != w.Usage.PromptTokens+n*6 {
+		t.Errorf("usage %+v", w.Usage)
+	}
+	distinct := map[string]bool{}
+	for i, c := range w.Choices {
+		distinct[c.Text] = true
+		if c.Index != i || c.FinishReason != "length" || c.Logprobs == nil || len(c.Logprobs.TextOffset) != 6 || c.Logprobs.TextOffset[0] != 0 {
+			t.Errorf("choice %d: %+v", i, c)
+		}
+		// Choice i is the answer of n = 1 with seed 40+i.
+		_, b1 := d.do(t, "POST", "/v1/completions", "", body(1, 40+i, ""))
+		var one whole
+		if json.Unmarshal(b1, &one) != nil || len(one.Choices) != 1 || one.Choices[0].Text != c.Text {
+			t.Errorf("choice %d %q; n=1 with seed %d: %s", i, c.Text, 40+i, b1)
+		}
+	}
+	if len(distinct) < 2 {
+		t.Errorf("the %d choices are alike: %v", n, distinct)
+	}
+	// Streamed: the same texts, by index, each with its finishing chunk.
+	_, b = d.do(t, "POST", "/v1/completions", "", body(n, 40, `,"stream":true,"stream_options":{"include_usage":true}`))
+	texts, finishes := make([]string, n), make([]string, n)
+	var u *usage
+	for _, ev := range sse(b) {
+		var c struct {
+			Choices []struct {
+				Index        int
+				Text         string
+				FinishReason *string `json:"finish_reason"`
+			}
+			Usage *usage
+		}
+		if json.Unmarshal([]byte(ev), &c) != nil {
+			continue
+		}
+		for _, ch := range c.Choices {
+			texts[ch.Index] += ch.Text
+			if ch.FinishReason != nil {
+				finishes[ch.Index] = *ch.FinishReason
+			}
+		}
+		if c.Usage != nil {
+			u = c.Usage
+		}
+	}
+	for i := range n {
+		if texts[i] != w.Choices[i].Text || finishes[i] != "length" {
+			t.Errorf("streamed choice %d: %q (%s), whole %q", i, texts[i], finishes[i], w.Choices[i].Text)
+		}
+	}
+	if u == nil || *u != w.Usage {
+		t.Errorf("streamed usage %v, whole %+v", u, w.Usage)
+	}
+	// Chat: a role chunk per choice.
+	_, b = d.do(t, "POST", "/v1/chat/completions", "", chatReq(d.name, `,"n":2,"stream":true`))
+	roles := 0
+	for _, ev := range sse(b) {
+		if strings.Contains(ev, `"role":"assistant"`) {
+			roles++
+		}
+	}
+	if roles != 2 {
+		t.Errorf("%d role chunks for n=2: %s", roles, b)
+	}
+	d.log.wait(t, `msg=request endpoint=completions .*status=200 .*completion_tokens=18 .*finish=length,length,length n=3`, time.Second)
+	d.stop(t)
+}
