@@ -28,6 +28,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"net"
+	"net/url"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -76,6 +77,9 @@ type Backend struct {
 type Auth struct {
 	APIKeys     []string `toml:"api_keys"`
 	APIKeysFile string   `toml:"api_keys_file"`
+	// AllowedOrigins are the web origins (scheme://host[:port], or "*")
+	// whose pages may call the API from a browser (CORS); none by default.
+	AllowedOrigins []string `toml:"allowed_origins"`
 
 	// Hashes are the SHA-256 hashes of every accepted key, from both
 	// sources; Load fills it.
@@ -212,6 +216,11 @@ func (c *Config) problems() []problem {
 			add("auth.api_keys", "entry %d: %v", i+1, err)
 		}
 	}
+	for i, o := range c.Auth.AllowedOrigins {
+		if err := checkOrigin(o); err != nil {
+			add("auth.allowed_origins", "entry %d: %v", i+1, err)
+		}
+	}
 	l := &c.Limits
 	intRange("limits.max_body_bytes", l.MaxBodyBytes, 1024, 64<<20)
 	intRange("limits.max_tokens", l.MaxTokens, 1, 1<<20)
@@ -275,6 +284,23 @@ func parseHash(s string) ([sha256.Size]byte, error) {
 	}
 	copy(h[:], b)
 	return h, nil
+}
+
+// checkOrigin accepts "*" or a web origin as browsers send it: http or
+// https, a host, an optional port, and no path, query or trailing slash.
+func checkOrigin(o string) error {
+	if o == "*" {
+		return nil
+	}
+	u, err := url.Parse(o)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Opaque != "" || u.User != nil ||
+		u.Path != "" || u.RawQuery != "" || u.Fragment != "" || strings.HasSuffix(o, "?") || strings.HasSuffix(o, "#") {
+		return fmt.Errorf("%q is not an origin: write \"*\" or scheme://host[:port], such as \"https://app.example.com\"", o)
+	}
+	if o != strings.ToLower(u.Scheme)+"://"+strings.ToLower(u.Host) {
+		return fmt.Errorf("%q: write the origin in lower case, as browsers send it", o)
+	}
+	return nil
 }
 
 // HashKey returns the hash under which a plain API key is stored.

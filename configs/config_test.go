@@ -36,6 +36,8 @@ var badFiles = map[string]badFile{
 	"bad-mode.bad.toml":              {2, "listen.socket_mode", "file mode"},
 	"plain-key.bad.toml":             {2, "auth.api_keys", "sha256"},
 	"short-hash.bad.toml":            {2, "auth.api_keys", "64 hex digits"},
+	"bad-origin.bad.toml":            {2, "auth.allowed_origins", `entry 2: "https://app.example.com/chat" is not an origin`},
+	"upper-origin.bad.toml":          {2, "auth.allowed_origins", "lower case"},
 	"empty-prefer.bad.toml":          {2, "backend.prefer", "at least one"},
 	"negative-threads.bad.toml":      {2, "backend.threads", "out of range"},
 	"empty-dir.bad.toml":             {2, "models.dir", "must not be empty"},
@@ -106,7 +108,8 @@ func TestFullFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.Listen.TCP != "0.0.0.0:9000" || c.Listen.SocketMode != 0o600 || c.Models.Dir != abs(t, "testdata/models") ||
-		c.Limits.ReadTimeout.D() != 10*time.Second || c.Log.Format != "json" || len(c.Auth.Hashes) != 1 || c.Auth.Hashes[0] != HashKey("foo") {
+		c.Limits.ReadTimeout.D() != 10*time.Second || c.Log.Format != "json" || len(c.Auth.Hashes) != 1 || c.Auth.Hashes[0] != HashKey("foo") ||
+		len(c.Auth.AllowedOrigins) != 3 || c.Auth.AllowedOrigins[1] != "http://localhost:5173" {
 		t.Errorf("%+v", c)
 	}
 	if c.Tuning != Defaults().Tuning {

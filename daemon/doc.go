@@ -7,7 +7,9 @@
 // stream: true, usage with stream_options.include_usage), GET /v1/models
 // and /v1/models/{id} (by name or alias), POST /tokenize and /detokenize
 // (vLLM's shapes; llama.cpp's content field too), GET /health, GET /ready,
-// GET /metrics; on the Unix socket only,
+// GET /metrics, and OPTIONS on each (204 with Allow; a CORS preflight is
+// answered for auth.allowed_origins, whose pages' answers, errors too,
+// carry Access-Control-Allow-Origin); on the Unix socket only,
 // GET /admin/status and POST /admin/reload, /admin/drain, /admin/resume.
 //
 // Decisions where the issue and the design are silent:

@@ -47,8 +47,10 @@ func (e *apiError) body() []byte {
 
 // keptHeaders survive an error written over a response begun: they say
 // who answers (Server, X-Octet-Model-Sha256), which request it was
-// (X-Request-Id) or how to ask (a 405's Allow).
-var keptHeaders = [...]string{"Server", "Allow", "X-Octet-Model-Sha256", "X-Request-Id"}
+// (X-Request-Id), how to ask (a 405's Allow) or which web pages may read
+// the answer (CORS).
+var keptHeaders = [...]string{"Server", "Allow", "X-Octet-Model-Sha256", "X-Request-Id",
+	"Access-Control-Allow-Origin", "Access-Control-Expose-Headers", "Vary"}
 
 // write sends e as the response, in place of whatever was set before but
 // keptHeaders, and keeps e on ctx for the request's count and log line

@@ -695,8 +695,8 @@ func TestAPICompat(t *testing.T) {
 	t.Run("error_headers", func(t *testing.T) {
 		resp, b := d.do(t, "GET", "/v1/chat/completions", "", "")
 		wantError(t, "GET on chat", resp, b, 405, "", "method_not_allowed")
-		if got := resp.Header.Get("Allow"); got != "POST" {
-			t.Errorf("405 Allow: %q, want POST", got)
+		if got := resp.Header.Get("Allow"); got != "POST, OPTIONS" {
+			t.Errorf("405 Allow: %q, want POST, OPTIONS", got)
 		}
 		if got := resp.Header.Get("Server"); got != "octet" {
 			t.Errorf("405 Server: %q", got)
@@ -1183,5 +1183,62 @@ func TestChoices(t *testing.T) {
 		t.Errorf("%d role chunks for n=2: %s", roles, b)
 	}
 	d.log.wait(t, `msg=request endpoint=completions .*status=200 .*completion_tokens=18 .*finish=length,length,length n=3`, time.Second)
+	d.stop(t)
+}
+
+// TestCORS: with auth.allowed_origins, a browser's preflight gets the
+// methods and headers it asks for without a key, and answers (errors too)
+// carry Access-Control-Allow-Origin for an allowed origin only; without
+// the setting no answer carries it, and OPTIONS is 204 with Allow.
+func TestCORS(t *testing.T) {
+	d := startAPIDaemon(t, func(c *configs.Config) { c.Auth.AllowedOrigins = []string{"https://app.example.com"} })
+	req := func(method, path, origin string, headers map[string]string, body string) *http.Response {
+		t.Helper()
+		r, _ := http.NewRequest(method, "http://"+d.addr+path, strings.NewReader(body))
+		if origin != "" {
+			r.Header.Set("Origin", origin)
+		}
+		for k, v := range headers {
+			r.Header.Set(k, v)
+		}
+		resp, err := d.hc.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	pre := map[string]string{"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization,content-type,x-stainless-os"}
+	resp := req("OPTIONS", "/v1/chat/completions", "https://app.example.com", pre, "")
+	h := resp.Header
+	if resp.StatusCode != 204 || h.Get("Access-Control-Allow-Origin") != "https://app.example.com" || !strings.Contains(h.Get("Access-Control-Allow-Methods"), "POST") ||
+		h.Get("Access-Control-Allow-Headers") != "authorization,content-type,x-stainless-os" || h.Get("Access-Control-Max-Age") == "" || !strings.Contains(h.Get("Vary"), "Origin") {
+		t.Errorf("preflight: %d %v", resp.StatusCode, h)
+	}
+	if resp := req("OPTIONS", "/v1/chat/completions", "https://evil.example.com", pre, ""); resp.StatusCode != 204 || resp.Header.Get("Access-Control-Allow-Origin") != "" ||
+		resp.Header.Get("Access-Control-Allow-Methods") != "" {
+		t.Errorf("preflight from another origin: %d %v", resp.StatusCode, resp.Header)
+	}
+	auth := map[string]string{"Authorization": "Bearer k", "Content-Type": "application/json"}
+	resp = req("POST", "/v1/chat/completions", "https://app.example.com", auth, chatReq(d.name, ""))
+	if resp.StatusCode != 200 || resp.Header.Get("Access-Control-Allow-Origin") != "https://app.example.com" || !strings.Contains(resp.Header.Get("Access-Control-Expose-Headers"), "X-Request-Id") {
+		t.Errorf("answer: %d %v", resp.StatusCode, resp.Header)
+	}
+	resp = req("POST", "/v1/chat/completions", "https://app.example.com", nil, chatReq(d.name, ""))
+	if resp.StatusCode != 401 || resp.Header.Get("Access-Control-Allow-Origin") != "https://app.example.com" {
+		t.Errorf("401 for an allowed origin: %d %v", resp.StatusCode, resp.Header)
+	}
+	if resp := req("POST", "/v1/chat/completions", "https://evil.example.com", auth, chatReq(d.name, "")); resp.StatusCode != 200 || resp.Header.Get("Access-Control-Allow-Origin") != "" {
+		t.Errorf("answer to another origin: %d %v", resp.StatusCode, resp.Header)
+	}
+	d.stop(t)
+
+	plain := startAPIDaemon(t, nil)
+	d = plain
+	resp = req("OPTIONS", "/v1/models", "https://app.example.com", pre, "")
+	if resp.StatusCode != 204 || resp.Header.Get("Allow") != "GET, HEAD, OPTIONS" || resp.Header.Get("Access-Control-Allow-Origin") != "" {
+		t.Errorf("without allowed_origins: %d %v", resp.StatusCode, resp.Header)
+	}
 	d.stop(t)
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -74,15 +75,21 @@ func (s *server) handler(unix bool) fasthttp.RequestHandler {
 				s.countOther(ctx, rt.name, arrived)
 			}
 		}()
+		cors := s.cors(ctx)
 		if !ok {
 			errNotFound(fmt.Sprintf("no such path: %s %s", ctx.Method(), path)).write(ctx)
 			return
 		}
-		if method := string(ctx.Method()); method != rt.method && !(method == "HEAD" && rt.method == "GET") {
-			allow := rt.method
-			if allow == "GET" {
-				allow = "GET, HEAD"
-			}
+		allow := rt.method + ", OPTIONS"
+		if rt.method == "GET" {
+			allow = "GET, HEAD, OPTIONS"
+		}
+		method := string(ctx.Method())
+		if method == "OPTIONS" {
+			s.options(ctx, allow, cors)
+			return
+		}
+		if method != rt.method && !(method == "HEAD" && rt.method == "GET") {
 			ctx.Response.Header.Set("Allow", allow)
 			(&apiError{Status: 405, Type: "invalid_request_error", Code: "method_not_allowed",
 				Msg: fmt.Sprintf("%s is not allowed on %s; use %s", method, path, rt.method)}).write(ctx)
@@ -97,6 +104,51 @@ func (s *server) handler(unix bool) fasthttp.RequestHandler {
 		self = rt.gen
 		rt.serve(s, ctx)
 	}
+}
+
+// cors adds the CORS headers to a response for a page of an allowed
+// origin (auth.allowed_origins) and reports whether it did. Error answers
+// carry them too, so that the page can read why it was refused.
+func (s *server) cors(ctx *fasthttp.RequestCtx) bool {
+	allowed := s.cfg.Load().Auth.AllowedOrigins
+	if len(allowed) == 0 {
+		return false
+	}
+	h := &ctx.Response.Header
+	wild := slices.Contains(allowed, "*")
+	if !wild {
+		h.Add("Vary", "Origin") // the answer depends on it, for caches
+	}
+	origin := string(ctx.Request.Header.Peek("Origin"))
+	switch {
+	case origin == "":
+		return false
+	case wild:
+		h.Set("Access-Control-Allow-Origin", "*")
+	case slices.Contains(allowed, origin):
+		h.Set("Access-Control-Allow-Origin", origin)
+	default:
+		return false
+	}
+	h.Set("Access-Control-Expose-Headers", "X-Request-Id, X-Octet-Model-Sha256, Retry-After")
+	return true
+}
+
+// options answers OPTIONS on a route: 204 with Allow, and for a CORS
+// preflight from an allowed origin the methods and the headers its page
+// asked for (an OpenAI SDK in a browser sends several of its own). A
+// preflight needs no API key: browsers send none with it.
+func (s *server) options(ctx *fasthttp.RequestCtx, allow string, cors bool) {
+	h := &ctx.Response.Header
+	h.Set("Allow", allow)
+	if cors && len(ctx.Request.Header.Peek("Access-Control-Request-Method")) > 0 {
+		h.Set("Access-Control-Allow-Methods", allow)
+		if rh := ctx.Request.Header.Peek("Access-Control-Request-Headers"); len(rh) > 0 {
+			h.Set("Access-Control-Allow-Headers", string(rh))
+		}
+		h.Set("Access-Control-Max-Age", "600")
+	}
+	ctx.SetStatusCode(204)
 }
 
 // countOther counts a response that no generation counted (any path's but
