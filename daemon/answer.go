@@ -27,9 +27,10 @@ type choice struct {
 	tokens    int // generated, as its text events count them
 	firstText time.Time
 	lastText  time.Time
-	lpOffset  int  // text offset of its next completion logprob
-	timedOut  bool // cut at limits.request_timeout (finish_reason "length")
-	lost      bool // the engine's final event was lost: no queue time measured
+	lpOffset  int                      // text offset of its next completion logprob
+	timedOut  bool                     // cut at limits.request_timeout (finish_reason "length")
+	lost      bool                     // the engine's final event was lost: no queue time measured
+	promptLP  []scheduler.TokenLogprob // an echoed prompt's logprobs
 }
 
 // tagged is an event of one choice; closed marks the end of its stream.
@@ -126,6 +127,9 @@ func (g *generation) take(t tagged) (res scheduler.Result, ok bool) {
 		return g.ended(c, t.ev.Result, true), true
 	}
 	c.tokens = max(c.tokens, t.ev.Tokens)
+	if t.ev.PromptLogprobs != nil {
+		c.promptLP = t.ev.PromptLogprobs
+	}
 	if t.ev.Text != "" {
 		g.sawText(c)
 	}
@@ -161,7 +165,14 @@ func (g *generation) respond(ctx *fasthttp.RequestCtx) int {
 	}
 	choices := make([]any, len(g.choices))
 	for i, c := range g.choices {
-		choices[i] = g.choice(c, texts[i].String(), c.res.FinishReason, g.logprobs(c, lps[i]))
+		text, lp := texts[i].String(), g.logprobs(c, lps[i])
+		if g.req.Echo {
+			text = g.echoText + text
+			if lp != nil {
+				lp = joinLogprobs(echoLogprobs(g.model.Model.Tok, g.promptIDs, c.promptLP), lp.(*completionLogprobs))
+			}
+		}
+		choices[i] = g.choice(c, text, c.res.FinishReason, lp)
 	}
 	body := g.object(choices, nil)
 	if g.req.Chat {
@@ -192,14 +203,21 @@ func (g *generation) stream(w *bufio.Writer) int {
 			g.cancel(errClientGone)
 		}
 	}
-	if g.req.Chat {
-		for _, c := range g.choices {
+	for _, c := range g.choices {
+		switch {
+		case g.req.Chat:
 			send(g.object([]any{g.choice(c, map[string]any{"role": "assistant", "content": ""}, "", nil)}, nil))
+		case g.req.Echo && !g.req.Logprobs:
+			send(g.object([]any{g.choice(c, g.echoText, "", nil)}, nil))
 		}
 	}
 	for t := range g.all() {
 		c := t.c
 		ev := t.ev
+		if g.failed == nil && g.req.Echo && g.req.Logprobs && ev.PromptLogprobs != nil {
+			lp := echoLogprobs(g.model.Model.Tok, g.promptIDs, ev.PromptLogprobs)
+			send(g.object([]any{g.choice(c, g.echoText, "", lp)}, nil))
+		}
 		if g.failed == nil && (ev.Text != "" || len(ev.Logprobs) > 0) {
 			var delta any = ev.Text
 			if g.req.Chat {

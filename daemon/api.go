@@ -35,6 +35,7 @@ type genRequest struct {
 	IncludeUsage  bool
 	IgnoreEOS     bool
 	JSON          bool          // response_format json_object: the answer is one JSON object
+	Echo          bool          // completions: the answer's text (and logprobs) begin with the prompt's
 	N             int           // choices (1 when absent)
 	Logprobs      bool          // report each token's log-probability
 	TopLogprobs   int           // and this many likeliest alternatives
@@ -243,9 +244,7 @@ func parseCompletion(body []byte, maxTokens int) (*genRequest, *apiError) {
 	if e := b.params.apply(g, maxTokens); e != nil {
 		return nil, e
 	}
-	if b.Echo != nil && *b.Echo {
-		return nil, badRequest("echo", "echo is not supported")
-	}
+	g.Echo = b.Echo != nil && *b.Echo
 	if b.BestOf != nil && *b.BestOf != 1 {
 		return nil, badRequest("best_of", "best_of must be 1")
 	}
@@ -270,7 +269,14 @@ func parseCompletion(body []byte, maxTokens int) (*genRequest, *apiError) {
 			return g, nil
 		}
 		var ids []int64
-		if json.Unmarshal(raw, &ids) != nil {
+		var batch [][]int64 // a batch of one (lm-eval's local-completions sends one so)
+		switch {
+		case json.Unmarshal(raw, &ids) == nil:
+		case json.Unmarshal(raw, &batch) == nil && len(batch) == 1:
+			ids = batch[0]
+		case batch != nil:
+			return nil, badRequest("prompt", "prompt as an array of token id arrays must hold exactly one (batches are not supported), not %d", len(batch))
+		default:
 			return nil, badRequest("prompt", "prompt must be a string, an array of one string, or an array of token ids")
 		}
 		if len(ids) == 0 {

@@ -132,7 +132,7 @@ func TestBadInput(t *testing.T) {
 		{name: "completion prompt two strings", path: "/v1/completions", body: compl(`,"prompt":["a","b"]`), status: 400, code: "prompt"},
 		{name: "completion token outside vocab", path: "/v1/completions", body: compl(`,"prompt":[1,999999]`), status: 400, code: "prompt"},
 		{name: "completion prompt an object", path: "/v1/completions", body: compl(`,"prompt":{"a":1}`), status: 400, code: "prompt"},
-		{name: "completion echo", path: "/v1/completions", body: compl(`,"prompt":"a","echo":true`), status: 400, code: "echo"},
+		{name: "completion prompt batch of two", path: "/v1/completions", body: compl(`,"prompt":[[1,2],[3]]`), status: 400, code: "prompt"},
 		{name: "completion logprobs 6", path: "/v1/completions", body: compl(`,"prompt":"a","logprobs":6`), status: 400, code: "logprobs"},
 		{name: "completion logprobs true", path: "/v1/completions", body: compl(`,"prompt":"a","logprobs":true`), status: 400, code: "logprobs"},
 		{name: "completion best_of 3", path: "/v1/completions", body: compl(`,"prompt":"a","best_of":3`), status: 400, code: "best_of"},

@@ -41,6 +41,10 @@ type generation struct {
 	failed  *choice       // the first choice to fail, which fails the request
 
 	firstText time.Time // the request's first text, of any choice
+
+	promptIDs []int32 // the prompt, for an echo
+	echoText  string  // the prompt's text, which an echoed answer begins with
+	echoChars int     // its length in characters, where the completion's offsets start
 }
 
 type usage struct {
@@ -140,6 +144,10 @@ func (s *server) generate(ctx *fasthttp.RequestCtx, isChat bool) {
 	gen := &generation{s: s, req: g, model: l, endpoint: endpoint, arrived: arrived, created: arrived.Unix(), prompt: len(sreq.Prompt),
 		rid: rid, remote: ctx.RemoteAddr().String()}
 	gen.id = newID(isChat)
+	if g.Echo {
+		gen.promptIDs = sreq.Prompt
+		gen.echoText, gen.echoChars = echoText(l.Model.Tok, sreq.Prompt)
+	}
 	rctx, cancel := context.WithCancelCause(s.genCtx)
 	rctx, cancelTimeout := context.WithTimeoutCause(rctx, cfg.Limits.RequestTimeout.D(), errTimeout)
 	gen.ctx = rctx
@@ -207,7 +215,7 @@ func (g *generation) submit(req scheduler.Request, n int) error {
 		if err != nil {
 			return err
 		}
-		g.choices = append(g.choices, &choice{i: i, events: events})
+		g.choices = append(g.choices, &choice{i: i, events: events, lpOffset: g.echoChars})
 	}
 	return nil
 }
@@ -285,7 +293,7 @@ func (s *server) prepare(g *genRequest, l *Loaded, defMax int) (scheduler.Reques
 		sp.Seed = mrand.Uint64()
 	}
 	return scheduler.Request{Prompt: ids, MaxTokens: min(n, room), Sample: sp, Stop: g.Stop, IgnoreEOS: g.IgnoreEOS,
-		Logprobs: g.Logprobs, TopLogprobs: g.TopLogprobs, JSON: g.JSON}, nil
+		Logprobs: g.Logprobs, TopLogprobs: g.TopLogprobs, PromptLogprobs: g.Echo && g.Logprobs, JSON: g.JSON}, nil
 }
 
 // errorLevel is the level of a request's line: error for a 5xx other than

@@ -59,7 +59,7 @@
 //   - Unknown JSON fields are ignored (clients send many); fields that
 //     would change the answer in ways octet cannot honour (n > 16, tools,
 //     tool_choice and functions, a response_format other than text or
-//     json_object, echo, best_of > 1, a completion's suffix, vLLM's
+//     json_object, best_of > 1, a completion's suffix, vLLM's
 //     min_tokens > 0) are a 400 naming the field.
 //   - n (1-16) answers with n choices, each a sequence of its own in the
 //     scheduler (queued and counted against per-key limits one by one;
@@ -81,6 +81,13 @@
 //   - logit_bias (token ids in decimal to a bias in [-100, 100]) is added to
 //     the logits after the penalties, greedy or sampled, as OpenAI's; an id
 //     outside the model's vocabulary is a 400. logprobs stay the model's own.
+//   - A completion's echo begins its text with the prompt (as the decoder
+//     renders the prompt's tokens); with logprobs, its logprobs begin with
+//     one entry per prompt token, the first's null, each the token's
+//     log-probability given those before it: how lm-eval-harness's
+//     local-completions scores a text (it sends a batch of one token-id
+//     prompt, which is taken). Such a prompt is computed row by row, without
+//     the prefix cache; a step of it holds rows × vocabulary logits.
 //   - logprobs follow OpenAI's two shapes: chat's logprobs: true with
 //     top_logprobs 0–20 ({"content": [{token, logprob, bytes,
 //     top_logprobs}]}), completions' logprobs: N, 0–5 (tokens,

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -1239,6 +1240,80 @@ func TestCORS(t *testing.T) {
 	resp = req("OPTIONS", "/v1/models", "https://app.example.com", pre, "")
 	if resp.StatusCode != 204 || resp.Header.Get("Allow") != "GET, HEAD, OPTIONS" || resp.Header.Get("Access-Control-Allow-Origin") != "" {
 		t.Errorf("without allowed_origins: %d %v", resp.StatusCode, resp.Header)
+	}
+	d.stop(t)
+}
+
+// TestEcho: echo begins a completion's text with its prompt; with
+// logprobs, as lm-eval-harness's local-completions asks (a batch of one
+// token-id prompt, max_tokens 1), each prompt token after the first has
+// its logprob given those before it (the first's is null), the same the
+// model gave those tokens when it generated them.
+func TestEcho(t *testing.T) {
+	d := startAPIDaemon(t, nil)
+	type lps struct {
+		Tokens        []string
+		TokenLogprobs []*float32           `json:"token_logprobs"`
+		TopLogprobs   []map[string]float32 `json:"top_logprobs"`
+		TextOffset    []int                `json:"text_offset"`
+	}
+	type answer struct {
+		Choices []struct {
+			Text     string
+			Logprobs *lps
+		}
+	}
+	get := func(body string) answer {
+		t.Helper()
+		resp, b := d.do(t, "POST", "/v1/completions", "", body)
+		var a answer
+		if resp.StatusCode != 200 || json.Unmarshal(b, &a) != nil || len(a.Choices) != 1 {
+			t.Fatalf("%s: %d %s", body, resp.StatusCode, b)
+		}
+		return a
+	}
+	// What the model generates after the prompt, with its logprobs.
+	resp, b := d.do(t, "POST", "/tokenize", "", `{"prompt":"Once upon a time"}`)
+	var tk struct{ Tokens []int32 }
+	if resp.StatusCode != 200 || json.Unmarshal(b, &tk) != nil {
+		t.Fatalf("tokenize: %s", b)
+	}
+	gen := get(`{"prompt":"Once upon a time","max_tokens":3,"temperature":0,"ignore_eos":true,"logprobs":1}`)
+	plain := gen.Choices[0].Text
+	echo := get(`{"prompt":"Once upon a time","max_tokens":3,"temperature":0,"ignore_eos":true,"echo":true}`)
+	if echo.Choices[0].Text != "Once upon a time"+plain {
+		t.Errorf("echo: %q, want the prompt then %q", echo.Choices[0].Text, plain)
+	}
+	// Score the prompt and the two tokens generated after it.
+	resp, b = d.do(t, "POST", "/tokenize", "", `{"prompt":`+mustJSON("Once upon a time"+plain)+`}`)
+	var full struct{ Tokens []int32 }
+	json.Unmarshal(b, &full)
+	ids := full.Tokens
+	if len(ids) < len(tk.Tokens)+2 || !slices.Equal(ids[:len(tk.Tokens)], tk.Tokens) {
+		t.Fatalf("the answer does not extend the prompt's tokens: %v, %v", tk.Tokens, ids)
+	}
+	ids = ids[:len(tk.Tokens)+2]
+	scored := get(`{"prompt":[` + mustJSON(ids) + `],"max_tokens":1,"temperature":0,"logprobs":1,"echo":true}`)
+	lp := scored.Choices[0].Logprobs
+	if lp == nil || len(lp.TokenLogprobs) != len(ids)+1 || lp.TokenLogprobs[0] != nil || lp.TopLogprobs[0] != nil {
+		t.Fatalf("scored: %+v", lp)
+	}
+	for k := range 2 {
+		got, want := lp.TokenLogprobs[len(tk.Tokens)+k], gen.Choices[0].Logprobs.TokenLogprobs[k]
+		if got == nil || math.Abs(float64(*got-*want)) > 2e-3 {
+			t.Errorf("generated token %d scored %v, generated with %v", k, got, *want)
+		}
+	}
+	if !slices.IsSorted(lp.TextOffset) {
+		t.Errorf("offsets %v", lp.TextOffset)
+	}
+	// Streamed: the prompt and its logprobs come first.
+	resp, b = d.do(t, "POST", "/v1/completions", "", `{"prompt":[`+mustJSON(ids)+`],"max_tokens":2,"temperature":0,"logprobs":1,"echo":true,"stream":true}`)
+	events := sse(b)
+	var first answer
+	if resp.StatusCode != 200 || len(events) < 2 || json.Unmarshal([]byte(events[0]), &first) != nil || len(first.Choices) != 1 ||
+		first.Choices[0].Logprobs == nil || len(first.Choices[0].Logprobs.Tokens) != len(ids) || !strings.HasPrefix(scored.Choices[0].Text, first.Choices[0].Text) {
+		t.Errorf("streamed echo: %s", b)
 	}
 	d.stop(t)
 }

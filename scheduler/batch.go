@@ -302,8 +302,15 @@ func (e *Batcher) loop() {
 		e.commit(plan, logits, err)
 		e.mu.Unlock()
 		e.spare = logits // nil after a failed step
+		if logits != nil && len(logits.Data) > spareMax*logits.Vocab {
+			e.spare = nil // a scored prompt's rows (PromptLogprobs): not kept
+		}
 	}
 }
+
+// spareMax bounds the logits rows the loop keeps for the next step: those
+// of any step of decodes, not those of a prompt scored row by row.
+const spareMax = 256
 
 // busyAt is the time the loop has had work, up to now.
 func (e *Batcher) busyAt(now time.Time) time.Duration {
@@ -567,7 +574,7 @@ func (e *Batcher) pick(now time.Time) int {
 func (e *Batcher) admit(s *seq) bool {
 	bs := e.pool.size
 	first := s.admitted.IsZero()
-	if e.t.PrefixCache {
+	if e.t.PrefixCache && !s.req.PromptLogprobs { // (a scored prompt computes every row)
 		// At least one token must be computed, for the logits.
 		var parent uint64
 		for i := 0; (i+1)*bs <= len(s.toks)-1; i++ {
@@ -601,7 +608,10 @@ func (e *Batcher) forward(plan []step) (l *backends.Logits, err error) {
 	e.spare = nil
 	for i, p := range plan {
 		mode := backends.LogitsNone
-		if p.s.computed+p.n == len(p.s.toks) {
+		switch {
+		case p.s.req.PromptLogprobs && p.s.computed < len(p.s.req.Prompt):
+			mode = backends.LogitsAll // the prompt is scored row by row
+		case p.s.computed+p.n == len(p.s.toks):
 			mode = backends.LogitsLast
 		}
 		b.Runs[i] = backends.Run{Tokens: p.s.toks[p.s.computed : p.s.computed+p.n], Pos: p.s.computed, Blocks: p.s.blocks, Logits: mode}
@@ -659,6 +669,9 @@ func (e *Batcher) commit(plan []step, logits *backends.Logits, err error) {
 			end(s, Result{Stats: s.g.st, Queued: s.admitted.Sub(s.submitted), Err: why})
 			continue
 		}
+		if s.req.PromptLogprobs && logits.Offsets[i+1]-logits.Offsets[i] == p.n {
+			s.g.scorePrompt(s.computed, logits.Run(i), logits.Vocab)
+		}
 		s.computed += p.n
 		e.index(s)
 		if s.computed < len(s.toks) {
@@ -667,6 +680,9 @@ func (e *Batcher) commit(plan []step, logits *backends.Logits, err error) {
 		if s.g.st.Generated == 0 && s.g.st.PromptTokens == 0 {
 			s.g.st.PromptTokens = len(s.req.Prompt)
 			s.g.st.PromptTime = now.Sub(s.admitted)
+			if s.req.PromptLogprobs {
+				s.str.add(Token{ID: -1, Prompt: s.g.promptLP})
+			}
 		}
 		if e.sample(s, ids[i], lps[i], now) {
 			end(s, Result{Stats: s.g.st, Queued: s.admitted.Sub(s.submitted)})

@@ -167,6 +167,9 @@ type Event struct {
 	// (when Request.Logprobs): text held back by a stop string holds its
 	// tokens back too.
 	Logprobs []TokenLogprob
+	// PromptLogprobs, on the first event after the prompt is read, are
+	// those of the prompt's tokens after the first (Request.PromptLogprobs).
+	PromptLogprobs []TokenLogprob
 	// Tokens counts the tokens generated up to this event (text held back
 	// by a stop string included): the count a reader keeps when the final
 	// event is lost (its context ended with the stream's buffer full).

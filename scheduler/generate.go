@@ -70,6 +70,12 @@ type Request struct {
 	// TopLogprobs likeliest tokens of its step (at most MaxTopLogprobs).
 	Logprobs    bool
 	TopLogprobs int
+	// PromptLogprobs asks for the log-probability of each prompt token
+	// after the first, given those before it (with TopLogprobs
+	// alternatives), on the first event after the prompt is read: for
+	// scoring a text (echo with logprobs). Its prompt is computed row by
+	// row, without the prefix cache.
+	PromptLogprobs bool
 	// JSON holds the answer to one JSON object (constrain.JSON): only
 	// tokens that continue one may come, and the answer ends, "stop", when
 	// it closes. IgnoreEOS has no effect with it.
@@ -105,9 +111,12 @@ type Alternative struct {
 
 // Token is one step of GenerateTokens.
 type Token struct {
-	ID      int32         // -1 for the text the decoder flushes at the end
+	ID      int32         // -1 for the text the decoder flushes at the end, and for Prompt
 	Text    string        // the text this token completes (may be "")
 	Logprob *TokenLogprob // when Request.Logprobs, except for the flush
+	// Prompt, on a token of its own (ID -1, no text) before the first
+	// generated one, is the prompt's logprobs (Request.PromptLogprobs).
+	Prompt []TokenLogprob
 }
 
 // Finish reasons, as the OpenAI API names them.
@@ -158,11 +167,22 @@ func GenerateTokens(ctx context.Context, seq *backends.Sequence, tok *tokenizer.
 	for i := 0; i < len(req.Prompt); i += chunk {
 		end := min(i+chunk, len(req.Prompt))
 		mode := backends.LogitsNone
-		if end == len(req.Prompt) {
+		switch {
+		case req.PromptLogprobs:
+			mode = backends.LogitsAll
+		case end == len(req.Prompt):
 			mode = backends.LogitsLast
 		}
 		var err error
 		if logits, err = seq.Forward(ctx, req.Prompt[i:end], mode); err != nil {
+			return g.st, err
+		}
+		if req.PromptLogprobs {
+			g.scorePrompt(i, logits.Run(0), logits.Vocab)
+		}
+	}
+	if req.PromptLogprobs {
+		if err := emit(Token{ID: -1, Prompt: g.promptLP}); err != nil {
 			return g.st, err
 		}
 	}
@@ -211,6 +231,8 @@ type gen struct {
 
 	json   *constrain.JSON // with Request.JSON
 	masked []float32       // the logits under json's mask
+
+	promptLP []TokenLogprob // with Request.PromptLogprobs: prompt token k+1's at k
 }
 
 func newGen(tok *tokenizer.Tokenizer, req Request) *gen {
@@ -227,6 +249,9 @@ func newGen(tok *tokenizer.Tokenizer, req Request) *gen {
 	g := &gen{req: req, tok: tok, smp: smp, dec: tok.NewDecoder(false, opts...), st: Stats{FinishReason: FinishLength}}
 	if req.JSON {
 		g.json = constrain.NewJSON(tok)
+	}
+	if req.PromptLogprobs {
+		g.promptLP = make([]TokenLogprob, 0, len(req.Prompt)-1)
 	}
 	return g
 }
@@ -286,6 +311,20 @@ func (g *gen) take(id int32, lp *TokenLogprob) (Token, bool) {
 	g.st.Generated++
 	g.st.CompletionToken = append(g.st.CompletionToken, id)
 	return Token{ID: id, Text: g.dec.Add(id), Logprob: lp}, true
+}
+
+// scorePrompt takes the logits rows (vocab values each) of the positions
+// from pos on, and keeps the logprob of each prompt token that follows one
+// of them (a row past the prompt, or scored before a preemption's
+// recompute, is skipped).
+func (g *gen) scorePrompt(pos int, rows []float32, vocab int) {
+	for r := 0; (r+1)*vocab <= len(rows); r++ {
+		next := pos + r + 1
+		if next >= len(g.req.Prompt) || next != len(g.promptLP)+1 {
+			continue
+		}
+		g.promptLP = append(g.promptLP, *Logprobs(rows[r*vocab:(r+1)*vocab], g.req.Prompt[next], g.req.TopLogprobs))
+	}
 }
 
 // closed reports whether the token just taken closed a JSON answer's

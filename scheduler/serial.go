@@ -281,6 +281,10 @@ func newStreamer(stops []string) *streamer { return &streamer{stop: newStopper(s
 
 // add takes the next token and reports whether a stop string ended the text.
 func (s *streamer) add(t Token) bool {
+	if t.Prompt != nil {
+		s.ev.PromptLogprobs = t.Prompt
+		return false
+	}
 	if t.ID >= 0 {
 		s.n++
 	}
@@ -305,7 +309,9 @@ func (s *streamer) flush() {
 }
 
 // ready reports whether an event waits to be sent.
-func (s *streamer) ready() bool { return s.ev.Text != "" || len(s.ev.Logprobs) > 0 }
+func (s *streamer) ready() bool {
+	return s.ev.Text != "" || len(s.ev.Logprobs) > 0 || s.ev.PromptLogprobs != nil
+}
 
 // take returns the waiting event and forgets it.
 func (s *streamer) take() Event {
