@@ -162,6 +162,9 @@ func (e *Batcher) Submit(ctx context.Context, req Request) (<-chan Event, error)
 	if req.PrefillChunk > 0 {
 		s.chunk = min(s.chunk, req.PrefillChunk)
 	}
+	if req.PromptLogprobs {
+		s.chunk = min(s.chunk, scoredChunk) // each token a row of logits
+	}
 	s.g = newGen(e.tok, req)
 	s.str = newStreamer(req.Stop)
 	s.unwatch = context.AfterFunc(ctx, e.signal)
@@ -307,6 +310,10 @@ func (e *Batcher) loop() {
 		}
 	}
 }
+
+// scoredChunk bounds the prompt tokens a step reads of a prompt scored row
+// by row (Request.PromptLogprobs): 64 rows of a 128k vocabulary are 32 MB.
+const scoredChunk = 64
 
 // spareMax bounds the logits rows the loop keeps for the next step: those
 // of any step of decodes, not those of a prompt scored row by row.
