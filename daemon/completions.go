@@ -14,6 +14,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/octet-dev/octet/configs"
 	"github.com/octet-dev/octet/model/constrain"
 	"github.com/octet-dev/octet/scheduler"
 )
@@ -137,6 +138,9 @@ func (s *server) generate(ctx *fasthttp.RequestCtx, isChat bool) {
 		}
 	}()
 	sreq, e := s.prepare(g, l, cfg.Limits.DefaultMaxTokens)
+	if e == nil {
+		e = fitsQueue(g.N, cfg.Tuning)
+	}
 	if e != nil {
 		fail(e)
 		return
@@ -177,8 +181,8 @@ func (s *server) generate(ctx *fasthttp.RequestCtx, isChat bool) {
 	}
 	gen.merge()
 	// A stream's status waits until the engine takes the request from the
-	// queue: one refused there (its queue deadline, the request timeout, an
-	// unload, a shutdown) is answered as a whole answer would be, with its
+	// queue: one refused there (its queue deadline, the request timeout, a
+	// shutdown) is answered as a whole answer would be, with its
 	// error's status and Retry-After, which OpenAI's SDKs retry, not with a
 	// 200 and an error event.
 	if !g.Stream || gen.endedQueued() {
@@ -216,6 +220,19 @@ func (g *generation) submit(req scheduler.Request, n int) error {
 			return err
 		}
 		g.choices = append(g.choices, &choice{i: i, events: events, lpOffset: g.echoChars})
+	}
+	return nil
+}
+
+// fitsQueue refuses n choices that the queue could never hold at once
+// (each choice is queued on its own): a 429 for them would be retried in
+// vain.
+func fitsQueue(n int, t configs.Tuning) *apiError {
+	switch {
+	case t.MaxQueuedPerKey > 0 && n > t.MaxQueuedPerKey:
+		return badRequest("n", "n = %d is more than the %d requests a client may have queued (tuning.toml's max_queued_per_key)", n, t.MaxQueuedPerKey)
+	case n > t.QueueLength+t.MaxRunning:
+		return badRequest("n", "n = %d is more than the server queues and runs at once (tuning.toml's queue_length %d + max_running %d)", n, t.QueueLength, t.MaxRunning)
 	}
 	return nil
 }

@@ -64,15 +64,19 @@
 //   - n (1-16) answers with n choices, each a sequence of its own in the
 //     scheduler (queued and counted against per-key limits one by one;
 //     the prefix cache shares their prompt once computed), choice i sampled
-//     with the seed plus i. A stream's chunks carry the choice's index and
+//     with the seed plus i; an n the queue could never hold at once (over
+//     max_queued_per_key, or queue_length + max_running) is a 400. A
+//     stream's headers wait until every choice has left the queue. A stream's chunks carry the choice's index and
 //     each choice ends with its own finishing chunk (with its timings); the
 //     usage counts the prompt once. A choice that fails (its queue deadline,
 //     an unload) fails the request and cancels the others: with n choices a
 //     client gets n answers or an error.
 //   - response_format {"type": "json_object"} holds the answer to one JSON
 //     object (model/constrain): each step masks the tokens that cannot
-//     continue one; the answer ends "stop" when the object closes, or is
-//     cut at max_tokens ("length"). Whitespace between its tokens is one
+//     continue one; the answer ends "stop" when the object closes (or, rarely,
+//     when no token of the vocabulary can continue it), or is cut at
+//     max_tokens ("length"); a stop string still cuts it where it occurs.
+//     logprobs stay the model's own, unmasked. Whitespace between its tokens is one
 //     space, or a newline and up to 20 spaces or tabs (llama.cpp's JSON
 //     grammar's bound), so that a model cannot pad forever. The first such
 //     request for a model makes the vocabulary's tables (36 ms for 32k
@@ -108,7 +112,7 @@
 //     cancelled.
 //   - A stream's 200 and headers wait until the engine takes the request
 //     from its queue (its role chunk comes then): a streamed request refused
-//     while queued (queue deadline, request timeout, unload, shutdown) gets
+//     while queued (queue deadline, request timeout, shutdown) gets
 //     its error's status, body and Retry-After as a whole answer would, so
 //     that clients retry it (llama.cpp's server did the same for a stream
 //     whose first result is an error in its PR 16486).

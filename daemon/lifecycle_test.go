@@ -433,6 +433,11 @@ func TestKeyQueueFull(t *testing.T) {
 	if code != 429 || !strings.Contains(body, "Retry-After: ") || !strings.Contains(body, `"code":"key_queue_full"`) || !strings.Contains(body, "max_queued_per_key") {
 		t.Errorf("third request: %d %s", code, body)
 	}
+	// More choices than a key may have queued could never be taken: a 400.
+	code, body = curlBody(t, "-d", chatReq(model, `,"n":2`), "http://"+d.addr+"/v1/chat/completions")
+	if code != 400 || !strings.Contains(body, `"param":"n"`) || !strings.Contains(body, "max_queued_per_key") {
+		t.Errorf("n=2 over max_queued_per_key 1: %d %s", code, body)
+	}
 	openGate()
 	d.stop(t)
 }
@@ -446,16 +451,8 @@ func TestStreamRefusedInQueue(t *testing.T) {
 	model := d.model()
 	c1, _ := streamReq(t, d.addr, model) // running, held in its step
 	defer c1.Close()
-	type answer struct {
-		code int
-		body string
-	}
-	got := make(chan answer, 1)
-	go func() {
-		code, body := curlHeaders(t, "-d", `{"model":"`+model+`","messages":[{"role":"user","content":"hi"}],"stream":true,"queue_deadline_ms":100}`,
-			"http://"+d.addr+"/v1/chat/completions")
-		got <- answer{code, body}
-	}()
+	got := curlAsync(t, "-d", `{"model":"`+model+`","messages":[{"role":"user","content":"hi"}],"stream":true,"queue_deadline_ms":100}`,
+		"http://"+d.addr+"/v1/chat/completions")
 	d.waitQueued(t, 1)
 	time.Sleep(150 * time.Millisecond) // past its deadline; the loop sees it at its next step
 	openGate()
@@ -476,18 +473,14 @@ func TestChoicesFailTogether(t *testing.T) {
 	d := runInProcess(t, func(c *configs.Config) { c.Tuning.MaxRunning = 1 })
 	closeGate()
 	model := d.model()
-	got := make(chan [2]string, 1)
-	go func() {
-		code, body := curlHeaders(t, "-d", `{"model":"`+model+`","messages":[{"role":"user","content":"hi"}],"n":2,"max_tokens":50,"ignore_eos":true,"stream":true,"queue_deadline_ms":100}`,
-			"http://"+d.addr+"/v1/chat/completions")
-		got <- [2]string{strconv.Itoa(code), body}
-	}()
+	got := curlAsync(t, "-d", `{"model":"`+model+`","messages":[{"role":"user","content":"hi"}],"n":2,"max_tokens":50,"ignore_eos":true,"stream":true,"queue_deadline_ms":100}`,
+		"http://"+d.addr+"/v1/chat/completions")
 	d.waitEngine(t, "run one choice and queue the other", func(running, queued int) bool { return running == 1 && queued == 1 })
 	time.Sleep(150 * time.Millisecond)
 	openGate()
 	a := <-got
-	if a[0] != "429" || !strings.Contains(a[1], `"code":"queue_deadline"`) || strings.Contains(a[1], "data: ") {
-		t.Errorf("n=2 with one choice past its queue deadline: %s %s", a[0], a[1])
+	if a.code != 429 || !strings.Contains(a.body, `"code":"queue_deadline"`) || strings.Contains(a.body, "data: ") {
+		t.Errorf("n=2 with one choice past its queue deadline: %d %s", a.code, a.body)
 	}
 	d.log.wait(t, `msg=request endpoint=chat model=`+model+` status=429 .*completion_tokens=\d+ .* n=2 .*queue_deadline_ms`, 10*time.Second)
 	d.waitRunning(t, 0) // the running choice was cancelled
@@ -495,6 +488,24 @@ func TestChoicesFailTogether(t *testing.T) {
 		t.Errorf("next request: %d %s", code, body)
 	}
 	d.stop(t)
+}
+
+// curlAnswer is a status and the headers and body with it.
+type curlAnswer struct {
+	code int
+	body string
+}
+
+// curlAsync runs curlHeaders in a goroutine; its answer always comes, a
+// failure's too.
+func curlAsync(t *testing.T, args ...string) <-chan curlAnswer {
+	got := make(chan curlAnswer, 1)
+	go func() {
+		a := curlAnswer{code: -1, body: "curl did not finish"}
+		defer func() { got <- a }()
+		a.code, a.body = curlHeaders(t, args...)
+	}()
+	return got
 }
 
 func curlHeaders(t *testing.T, args ...string) (int, string) {

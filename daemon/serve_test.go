@@ -1043,9 +1043,17 @@ func TestTokenize(t *testing.T) {
 	if want := m.Tok.Encode(text, true, false); !slices.Equal(r.Tokens, want) || r.MaxModelLen != 128 {
 		t.Errorf("tokenize: %+v, want %v and 128", r, want)
 	}
-	bare := tokenize(`{"content":"` + text + `","add_special_tokens":false}`) // llama.cpp's field; the only model
+	bare := tokenize(`{"content":"` + text + `"}`) // llama.cpp's field (no BOS unless add_special); the only model
 	if want := m.Tok.Encode(text, false, false); !slices.Equal(bare.Tokens, want) {
 		t.Errorf("without BOS: %v, want %v", bare.Tokens, want)
+	}
+	for _, body := range []string{`{"prompt":"` + text + `","add_special_tokens":false}`, `{"prompt":"` + text + `","add_special":false}`} {
+		if got := tokenize(body); !slices.Equal(got.Tokens, bare.Tokens) {
+			t.Errorf("%s: %v, want %v", body, got.Tokens, bare.Tokens)
+		}
+	}
+	if got := tokenize(`{"content":"` + text + `","add_special":true}`); !slices.Equal(got.Tokens, r.Tokens) {
+		t.Errorf("content with add_special: %v, want %v", got.Tokens, r.Tokens)
 	}
 	resp, b := d.do(t, "POST", "/detokenize", "", fmt.Sprintf(`{"model":%q,"tokens":%s}`, d.name, mustJSON(bare.Tokens)))
 	var back struct{ Prompt, Content string }
@@ -1066,6 +1074,7 @@ func TestTokenize(t *testing.T) {
 	}{
 		{"/tokenize", `{"prompt":"a",` + messages + `}`, 400, "messages", ""},
 		{"/tokenize", `{"prompt":"a","content":"a"}`, 400, "content", ""},
+		{"/tokenize", `{"prompt":"a","add_special":true,"add_special_tokens":false}`, 400, "add_special", ""},
 		{"/tokenize", `{"model":"` + d.name + `"}`, 400, "prompt", ""},
 		{"/tokenize", `{` + messages + `,"add_generation_prompt":false}`, 400, "add_generation_prompt", ""},
 		{"/tokenize", `{"messages":[{"role":"robot","content":"x"}]}`, 400, "messages[0].role", ""},

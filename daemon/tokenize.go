@@ -9,7 +9,8 @@ type tokenizeBody struct {
 	Model            string  `json:"model"`
 	Prompt           *string `json:"prompt"`
 	Content          *string `json:"content"`
-	AddSpecialTokens *bool   `json:"add_special_tokens"` // the BOS a completion's prompt gets (default true)
+	AddSpecialTokens *bool   `json:"add_special_tokens"` // vLLM's: the BOS a completion's prompt gets (default true)
+	AddSpecial       *bool   `json:"add_special"`        // llama.cpp's (default false)
 	AddGenPrompt     *bool   `json:"add_generation_prompt"`
 	Messages         any     `json:"messages"`
 }
@@ -35,6 +36,8 @@ func (s *server) tokenize(ctx *fasthttp.RequestCtx) {
 		e = badRequest("messages", "send a prompt or messages, not both")
 	case prompt == nil && b.Messages == nil:
 		e = badRequest("prompt", "prompt (or content) or messages is required")
+	case b.AddSpecialTokens != nil && b.AddSpecial != nil && *b.AddSpecialTokens != *b.AddSpecial:
+		e = badRequest("add_special", "add_special_tokens and add_special (the same switch by two names) differ")
 	case b.AddGenPrompt != nil && !*b.AddGenPrompt:
 		e = badRequest("add_generation_prompt", "add_generation_prompt must be true: octet's chat prompts end where the answer begins")
 	}
@@ -51,7 +54,7 @@ func (s *server) tokenize(ctx *fasthttp.RequestCtx) {
 	tok := l.Model.Tok
 	var ids []int32
 	if prompt != nil {
-		ids = tok.Encode(*prompt, b.AddSpecialTokens == nil || *b.AddSpecialTokens, false)
+		ids = tok.Encode(*prompt, addSpecial(b), false)
 	} else {
 		g, e := parseChat(ctx.PostBody(), 1) // its messages, read as a chat request's
 		if e != nil {
@@ -69,6 +72,19 @@ func (s *server) tokenize(ctx *fasthttp.RequestCtx) {
 		ids = []int32{}
 	}
 	writeJSON(ctx, 200, map[string]any{"count": len(ids), "max_model_len": l.Context, "tokens": ids})
+}
+
+// addSpecial is whether a prompt to tokenize gets its BOS: as asked, else
+// each server's default for its own field name (vLLM's prompt: yes;
+// llama.cpp's content: no).
+func addSpecial(b tokenizeBody) bool {
+	switch {
+	case b.AddSpecialTokens != nil:
+		return *b.AddSpecialTokens
+	case b.AddSpecial != nil:
+		return *b.AddSpecial
+	}
+	return b.Content == nil
 }
 
 // detokenize serves POST /detokenize: the text of token ids, control

@@ -46,6 +46,8 @@ package scheduler
 import (
 	"context"
 	"fmt"
+	"math"
+	"slices"
 	"time"
 
 	"github.com/octet-dev/octet/backends"
@@ -268,7 +270,11 @@ func (g *gen) sample(logits []float32) int32 {
 	}
 	g.masked = append(g.masked[:0], logits...)
 	g.json.Mask(g.masked)
-	return g.smp.Sample(g.masked)
+	id := g.smp.Sample(g.masked)
+	if math.IsInf(float64(g.masked[id]), -1) { // (the sampler never draws one: a guard)
+		id = int32(slices.Index(g.masked, slices.Max(g.masked)))
+	}
+	return id
 }
 
 // next samples the token that follows logits. It reports false, with the

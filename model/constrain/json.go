@@ -15,6 +15,7 @@ type jsonState struct {
 	lit    uint8 // the literal being read (litTrue, litFalse, litNull)
 	key    bool  // the string being read is an object's key
 	spaces uint8 // whitespace bytes in the current run (spaceFull: no more)
+	lo, hi uint8 // the range of a UTF-8 character's next byte (modeUTF8)
 }
 
 type mode uint8
@@ -88,9 +89,10 @@ func (s jsonState) step(b byte) (jsonState, bool) {
 		}
 		return s, true
 	case modeUTF8:
-		if b < 0x80 || b > 0xbf {
+		if b < s.lo || b > s.hi {
 			return s, false
 		}
+		s.lo, s.hi = 0x80, 0xbf
 		if s.sub--; s.sub == 0 {
 			s.mode = modeString
 		}
@@ -163,7 +165,9 @@ func (s jsonState) step(b byte) (jsonState, bool) {
 }
 
 // inString takes a byte of a string: ASCII but controls, the start of a
-// well-formed UTF-8 sequence, an escape or the closing quote.
+// well-formed UTF-8 sequence (RFC 3629: the second byte's range excludes
+// overlong forms, surrogates and code points past U+10FFFF), an escape or
+// the closing quote.
 func (s jsonState) inString(b byte) (jsonState, bool) {
 	switch {
 	case b == '"':
@@ -188,6 +192,17 @@ func (s jsonState) inString(b byte) (jsonState, bool) {
 		s.mode, s.sub = modeUTF8, 3
 	default: // a continuation byte without a lead, or a lead never valid
 		return s, false
+	}
+	s.lo, s.hi = 0x80, 0xbf
+	switch b {
+	case 0xe0:
+		s.lo = 0xa0 // not overlong
+	case 0xed:
+		s.hi = 0x9f // not a surrogate
+	case 0xf0:
+		s.lo = 0x90 // not overlong
+	case 0xf4:
+		s.hi = 0x8f // not past U+10FFFF
 	}
 	return s, true
 }

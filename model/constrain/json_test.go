@@ -25,11 +25,11 @@ func run(text []byte) (int, jsonState) {
 // wantObject is the twin: encoding/json's Valid, for one object at the top
 // with no whitespace after it, in the automaton's bounds.
 func wantObject(text []byte) (want, comparable bool) {
-	if !utf8.Valid(text) || bytes.Count(text, []byte("{"))+bytes.Count(text, []byte("[")) > maxDepth || longSpace(text) {
+	if bytes.Count(text, []byte("{"))+bytes.Count(text, []byte("[")) > maxDepth || longSpace(text) {
 		return false, false // outside the bounds: only no panic is asked
 	}
 	t := bytes.TrimLeft(text, " \t\r\n")
-	return json.Valid(text) && len(t) > 0 && t[0] == '{' && text[len(text)-1] == '}', true
+	return json.Valid(text) && utf8.Valid(text) && len(t) > 0 && t[0] == '{' && text[len(text)-1] == '}', true
 }
 
 // longSpace reports whitespace the automaton refuses: a run other than one
@@ -61,7 +61,8 @@ func TestJSONState(t *testing.T) {
 	invalid := []string{
 		`[]`, `"a"`, `1`, `{"a":01}`, `{"a":1.}`, `{"a":.5}`, `{"a":1e}`, `{"a":-}`, `{"a":tru}`, `{"a":True}`,
 		`{a:1}`, `{"a" 1}`, `{"a":1,}`, `{,}`, `{"a":[1,]}`, `{"a":[1 2]}`, `{"a":"\x"}`, `{"a":"\u12G4"}`,
-		"{\"a\":\"\x01\"}", "{\"a\":\"\xff\"}", "{\"a\":\"\xc3\"}", `{"a":1]`, `{"a":[1}`, `{} `, `{}{}`,
+		"{\"a\":\"\x01\"}", "{\"a\":\"\xff\"}", "{\"a\":\"\xc3\"}",
+		"{\"a\":\"\xe0\x80\x80\"}", "{\"a\":\"\xed\xa0\x80\"}", "{\"a\":\"\xf0\x80\x80\x80\"}", "{\"a\":\"\xf4\x90\x80\x80\"}", "{\"a\":\"\xc0\xaf\"}", `{"a":1]`, `{"a":[1}`, `{} `, `{}{}`,
 		"{\n" + strings.Repeat(" ", maxIndent+1) + "}", "{  }", "{\n\n}", "{\r\n}", "{\t}", `{"a":` + strings.Repeat("[", maxDepth) + strings.Repeat("]", maxDepth) + `}`,
 	}
 	for _, v := range invalid {

@@ -458,11 +458,21 @@ func (s *Sampler) draw(cs []cand) int32 {
 		sum += c.p
 	}
 	u := s.rng.Float32() * sum
-	for _, c := range cs {
+	last := -1 // the last candidate that may be drawn
+	for i, c := range cs {
+		if c.p <= 0 {
+			continue
+		}
 		u -= c.p
 		if u < 0 {
 			return c.id
 		}
+		last = i
 	}
-	return cs[len(cs)-1].id
+	// Rounding left u at or above 0: the last candidate of weight, never
+	// one of none (a token a mask or a logit bias ruled out).
+	if last < 0 {
+		return cs[0].id
+	}
+	return cs[last].id
 }

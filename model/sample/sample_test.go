@@ -357,3 +357,24 @@ func BenchmarkSample49k(b *testing.B) {
 		})
 	}
 }
+
+// maxSource is a random source at its largest value: draws land on the
+// end of the distribution, where float32 rounding is.
+type maxSource struct{}
+
+func (maxSource) Uint64() uint64 { return ^uint64(0) }
+
+// A draw whose running sum rounds away (many tiny weights before a large
+// one) falls back on the last candidate of weight, never on one of none:
+// under a JSON mask or a -100 bias that one is ruled out.
+func TestDrawNeverPicksZeroWeight(t *testing.T) {
+	s := &Sampler{rng: rand.New(maxSource{})}
+	var cs []cand
+	for i := range 100 {
+		cs = append(cs, cand{id: int32(i), p: 1e-8})
+	}
+	cs = append(cs, cand{id: 500, p: 1}, cand{id: 501, p: 0})
+	if id := s.draw(cs); id != 500 {
+		t.Errorf("drew %d, want 500 (501 has no weight)", id)
+	}
+}
