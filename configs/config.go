@@ -33,6 +33,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // Config is octet.toml, with tuning.toml beside it.
@@ -299,6 +300,21 @@ func checkOrigin(o string) error {
 	}
 	if o != strings.ToLower(u.Scheme)+"://"+strings.ToLower(u.Host) {
 		return fmt.Errorf("%q: write the origin in lower case, as browsers send it", o)
+	}
+	// Origins a browser never sends would never match: say so.
+	host := u.Hostname()
+	switch {
+	case strings.Contains(host, "*"):
+		return fmt.Errorf("%q: an origin is matched exactly, with no wildcards; list each origin, or write \"*\" for all", o)
+	case u.Port() == "443" && u.Scheme == "https", u.Port() == "80" && u.Scheme == "http":
+		return fmt.Errorf("%q: browsers leave the default port out of an origin; write %q", o, u.Scheme+"://"+host)
+	case strings.HasSuffix(host, "."):
+		return fmt.Errorf("%q: write the host without its trailing dot", o)
+	}
+	for _, r := range host {
+		if r > unicode.MaxASCII {
+			return fmt.Errorf("%q: browsers send an international domain name in its ASCII (punycode, xn--) form; write that", o)
+		}
 	}
 	return nil
 }

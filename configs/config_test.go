@@ -38,6 +38,7 @@ var badFiles = map[string]badFile{
 	"short-hash.bad.toml":            {2, "auth.api_keys", "64 hex digits"},
 	"bad-origin.bad.toml":            {2, "auth.allowed_origins", `entry 2: "https://app.example.com/chat" is not an origin`},
 	"upper-origin.bad.toml":          {2, "auth.allowed_origins", "lower case"},
+	"wildcard-origin.bad.toml":       {2, "auth.allowed_origins", "no wildcards"},
 	"empty-prefer.bad.toml":          {2, "backend.prefer", "at least one"},
 	"negative-threads.bad.toml":      {2, "backend.threads", "out of range"},
 	"empty-dir.bad.toml":             {2, "models.dir", "must not be empty"},
@@ -219,5 +220,29 @@ func TestTuningKeys(t *testing.T) {
 		Policy: "fair", PriorityAging: Duration(2 * time.Second), PrefixCache: false, MaxRunningPerKey: 2, MaxQueuedPerKey: 8}
 	if *tn != want {
 		t.Errorf("got %+v\nwant %+v", *tn, want)
+	}
+}
+
+// TestCheckOrigin: an origin a browser would send is taken; one it never
+// sends (so CORS would silently stay off) is refused with the reason.
+func TestCheckOrigin(t *testing.T) {
+	for _, o := range []string{"*", "https://app.example.com", "http://localhost:8080", "https://xn--bcher-kva.example", "http://127.0.0.1:3000", "http://[::1]:5173"} {
+		if err := checkOrigin(o); err != nil {
+			t.Errorf("%q: %v", o, err)
+		}
+	}
+	for o, why := range map[string]string{
+		"https://*.example.com":       "no wildcards",
+		"https://app.example.com:443": "default port",
+		"http://localhost:80":         "default port",
+		"https://bücher.example":      "punycode",
+		"https://app.example.com.":    "trailing dot",
+		"https://app.example.com/":    "not an origin",
+		"ftp://app.example.com":       "not an origin",
+		"HTTPS://app.example.com":     "lower case",
+	} {
+		if err := checkOrigin(o); err == nil || !strings.Contains(err.Error(), why) {
+			t.Errorf("%q: %v, want an error saying %q", o, err, why)
+		}
 	}
 }

@@ -33,10 +33,13 @@ type choice struct {
 	promptLP  []scheduler.TokenLogprob // an echoed prompt's logprobs
 }
 
-// tagged is an event of one choice; closed marks the end of its stream.
+// tagged is an event of one choice, stamped when it came from the engine
+// (it may wait in pending while a stream's other choices are queued);
+// closed marks the end of its stream.
 type tagged struct {
 	c      *choice
 	ev     scheduler.Event
+	at     time.Time
 	closed bool
 }
 
@@ -49,7 +52,7 @@ func (g *generation) merge() {
 		go func() {
 			for ev := range c.events {
 				select {
-				case out <- tagged{c: c, ev: ev}:
+				case out <- tagged{c: c, ev: ev, at: time.Now()}:
 				case <-g.stop:
 					return
 				}
@@ -64,10 +67,12 @@ func (g *generation) merge() {
 }
 
 // endedQueued waits for a streamed request's choices to leave the queue
-// and reports whether one ended there instead: then nothing has been sent
-// and respond answers with its error. The events read stay for the reader.
+// and reports whether one failed first (in the queue, or running while
+// others wait there): then nothing has been sent and respond answers with
+// its error, cancelling the others. The events read stay for the reader.
 func (g *generation) endedQueued() bool {
 	waiting := len(g.choices)
+	finished := make(map[*choice]bool)
 	for waiting > 0 {
 		t := <-g.events
 		c := t.c
@@ -77,10 +82,13 @@ func (g *generation) endedQueued() bool {
 			continue
 		}
 		g.pending = append(g.pending, t)
+		switch {
+		case t.ev.Done && t.ev.Result.Err != nil, t.closed && !finished[c]:
+			return true // a choice failed (queued or not) before a byte was sent
+		case t.ev.Done:
+			finished[c] = true
+		}
 		if !c.started {
-			if t.closed || t.ev.Done && t.ev.Result.Err != nil {
-				return true
-			}
 			c.started = true // (an engine without Started events)
 			waiting--
 		}
@@ -89,25 +97,50 @@ func (g *generation) endedQueued() bool {
 }
 
 // all yields the events read ahead, then the merged stream's, until every
-// choice's stream has closed. Its reader must read to the end.
+// choice's stream has closed. Its reader must read to the end. When only
+// choice 0 scores an echoed prompt (sharesPrompt), the other choices'
+// events wait until its prompt's logprobs (or its end) came, so that each
+// choice's echo goes first.
 func (g *generation) all() iter.Seq[tagged] {
 	return func(yield func(tagged) bool) {
 		open := len(g.choices)
-		for open > 0 {
+		hold := g.sharesPrompt()
+		var held []tagged
+		for {
 			var t tagged
-			if len(g.pending) > 0 {
-				t, g.pending = g.pending[0], g.pending[1:]
-			} else {
-				t = <-g.events
-			}
-			if t.closed {
-				open--
+			switch {
+			case !hold && len(held) > 0:
+				t, held = held[0], held[1:]
+			case open == 0:
+				return
+			default:
+				if len(g.pending) > 0 {
+					t, g.pending = g.pending[0], g.pending[1:]
+				} else {
+					t = <-g.events
+				}
+				if t.closed {
+					open--
+				}
+				if hold && t.c.i > 0 {
+					held = append(held, t)
+					continue
+				}
+				if t.ev.PromptLogprobs != nil || t.ev.Done || t.closed {
+					hold = false
+				}
 			}
 			if !yield(t) {
 				return
 			}
 		}
 	}
+}
+
+// sharesPrompt reports whether choice 0 alone scores an echoed prompt for
+// all n choices (the others read it from the prefix cache).
+func (g *generation) sharesPrompt() bool {
+	return g.req.Echo && g.req.Logprobs && len(g.choices) > 1
 }
 
 // take folds an event into its choice: its token count, its text's
@@ -131,7 +164,7 @@ func (g *generation) take(t tagged) (res scheduler.Result, ok bool) {
 		c.promptLP = t.ev.PromptLogprobs
 	}
 	if t.ev.Text != "" {
-		g.sawText(c)
+		g.sawText(c, t.at)
 	}
 	return res, false
 }
@@ -152,7 +185,7 @@ func (g *generation) respond(ctx *fasthttp.RequestCtx) int {
 	for t := range g.all() {
 		c := t.c
 		texts[c.i].WriteString(t.ev.Text)
-		lps[c.i] = append(lps[c.i], t.ev.Logprobs...)
+		lps[c.i] = append(lps[c.i], g.eventLogprobs(t.ev)...)
 		if _, end := g.take(t); end && c.res.Err != nil {
 			g.failedBy(c)
 		}
@@ -169,7 +202,7 @@ func (g *generation) respond(ctx *fasthttp.RequestCtx) int {
 		if g.req.Echo {
 			text = g.echoText + text
 			if lp != nil {
-				lp = joinLogprobs(echoLogprobs(g.model.Model.Tok, g.promptIDs, c.promptLP), lp.(*completionLogprobs))
+				lp = joinLogprobs(echoLogprobs(g.model.Model.Tok, g.promptIDs, g.choices[0].promptLP), lp.(*completionLogprobs)) // (choice 0 scores the prompt)
 			}
 		}
 		choices[i] = g.choice(c, text, c.res.FinishReason, lp)
@@ -216,14 +249,16 @@ func (g *generation) stream(w *bufio.Writer) int {
 		ev := t.ev
 		if g.failed == nil && g.req.Echo && g.req.Logprobs && ev.PromptLogprobs != nil {
 			lp := echoLogprobs(g.model.Model.Tok, g.promptIDs, ev.PromptLogprobs)
-			send(g.object([]any{g.choice(c, g.echoText, "", lp)}, nil))
+			for _, c := range g.choices { // (only choice 0 scores the prompt)
+				send(g.object([]any{g.choice(c, g.echoText, "", lp)}, nil))
+			}
 		}
-		if g.failed == nil && (ev.Text != "" || len(ev.Logprobs) > 0) {
+		if lps := g.eventLogprobs(ev); g.failed == nil && (ev.Text != "" || len(lps) > 0) {
 			var delta any = ev.Text
 			if g.req.Chat {
 				delta = map[string]any{"content": ev.Text}
 			}
-			send(g.object([]any{g.choice(c, delta, "", g.logprobs(c, ev.Logprobs))}, nil))
+			send(g.object([]any{g.choice(c, delta, "", g.logprobs(c, lps))}, nil))
 		}
 		res, end := g.take(t)
 		switch {
@@ -301,6 +336,17 @@ func (g *generation) choice(c *choice, delta any, finish string, lp any) map[str
 	return ch
 }
 
+// eventLogprobs are the logprobs an event reports: a completion's end with
+// the end-of-generation token that ended it, which adds no text, as
+// OpenAI's and vLLM's do (lm-eval-harness scores a continuation by the
+// entries before the last); a chat answer's without (as OpenAI's).
+func (g *generation) eventLogprobs(ev scheduler.Event) []scheduler.TokenLogprob {
+	if ev.End == nil || g.req.Chat {
+		return ev.Logprobs
+	}
+	return append(ev.Logprobs[:len(ev.Logprobs):len(ev.Logprobs)], *ev.End)
+}
+
 // logprobs formats the logprobs of one event or answer of c, nil when the
 // request asked for none.
 func (g *generation) logprobs(c *choice, lps []scheduler.TokenLogprob) any {
@@ -316,10 +362,9 @@ func (g *generation) logprobs(c *choice, lps []scheduler.TokenLogprob) any {
 	return out
 }
 
-// sawText times a piece of c's text: the request's first token (TTFT),
-// or the time since c's previous piece (inter-token latency).
-func (g *generation) sawText(c *choice) {
-	now := time.Now()
+// sawText times a piece of c's text that came at now: the request's first
+// token (TTFT), or the time since c's previous piece (inter-token latency).
+func (g *generation) sawText(c *choice, now time.Time) {
 	m := g.s.metrics
 	if g.firstText.IsZero() {
 		g.firstText = now
@@ -424,24 +469,31 @@ func (g *generation) endError(err error) *apiError {
 	return errInternal("generation failed: " + err.Error())
 }
 
-// finish records the metrics and the log line of a generation: the tokens
-// of every choice, each one's queue time, one duration and one line.
+// finish records the metrics and the log line of a generation: its
+// tokens, queue time and duration, and one line.
 func (g *generation) finish(status int, code, msg string) {
 	m := g.s.metrics
 	name := g.model.Name
 	if code != "" {
 		m.errors.WithLabelValues(name, g.endpoint, code).Inc()
 	}
-	generated, finishes, timedOut := 0, make([]string, len(g.choices)), false
+	// As usage: the prompt once, the tokens of every choice; the queue
+	// wait is the request's (its longest choice's).
+	generated, prompt, finishes, timedOut := 0, 0, make([]string, len(g.choices)), false
+	queued, timed := time.Duration(0), false
 	for i, c := range g.choices {
-		m.tokens.WithLabelValues(name, "prompt").Add(float64(c.res.PromptTokens))
-		m.tokens.WithLabelValues(name, "completion").Add(float64(c.res.Generated))
-		if !c.lost {
-			m.queue.WithLabelValues(name).Observe(c.res.Queued.Seconds())
-		}
 		generated += c.res.Generated
+		prompt = max(prompt, c.res.PromptTokens)
+		if !c.lost {
+			queued, timed = max(queued, c.res.Queued), true
+		}
 		finishes[i] = c.res.FinishReason
 		timedOut = timedOut || c.timedOut
+	}
+	m.tokens.WithLabelValues(name, "prompt").Add(float64(prompt))
+	m.tokens.WithLabelValues(name, "completion").Add(float64(generated))
+	if timed {
+		m.queue.WithLabelValues(name).Observe(queued.Seconds())
 	}
 	m.duration.WithLabelValues(name, g.endpoint).Observe(time.Since(g.arrived).Seconds())
 	attrs := []any{"remote", g.remote, "id", g.id, "stream", g.req.Stream, "prompt_tokens", g.prompt, "completion_tokens", generated,

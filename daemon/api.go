@@ -28,6 +28,7 @@ type genRequest struct {
 	Prompt        string         // completions, as text
 	PromptTokens  []int32        // completions, as token ids (Prompt is then "")
 	MaxTokens     int            // 0: the configured default
+	ScoreOnly     bool           // completions: echo with max_tokens 0, the prompt (and its logprobs) and nothing generated
 	Sample        sample.Params
 	SeedSet       bool
 	Stop          []string
@@ -240,11 +241,10 @@ func parseCompletion(body []byte, maxTokens int) (*genRequest, *apiError) {
 	if e := decode(body, &b); e != nil {
 		return nil, e
 	}
-	g := &genRequest{}
+	g := &genRequest{Echo: b.Echo != nil && *b.Echo}
 	if e := b.params.apply(g, maxTokens); e != nil {
 		return nil, e
 	}
-	g.Echo = b.Echo != nil && *b.Echo
 	if b.BestOf != nil && *b.BestOf != 1 {
 		return nil, badRequest("best_of", "best_of must be 1")
 	}
@@ -306,7 +306,13 @@ func (p *params) apply(g *genRequest, maxTokens int) *apiError {
 		if mt.v == nil {
 			continue
 		}
-		if *mt.v < 1 {
+		switch {
+		case *mt.v == 0 && g.Echo: // OpenAI's legacy scoring call
+			g.ScoreOnly = true
+			continue
+		case *mt.v == 0 && !g.Chat:
+			return badRequest(mt.name, "%s must be at least 1 (0 only with echo, to score the prompt)", mt.name)
+		case *mt.v < 1:
 			return badRequest(mt.name, "%s must be at least 1, not %d", mt.name, *mt.v)
 		}
 		g.MaxTokens = int(min(*mt.v, int64(maxTokens))) // more than the server allows is cut to it

@@ -139,7 +139,7 @@ func (s *server) generate(ctx *fasthttp.RequestCtx, isChat bool) {
 	}()
 	sreq, e := s.prepare(g, l, cfg.Limits.DefaultMaxTokens)
 	if e == nil {
-		e = fitsQueue(g.N, cfg.Tuning)
+		e = fits(g.N, cfg.Tuning)
 	}
 	if e != nil {
 		fail(e)
@@ -180,15 +180,22 @@ func (s *server) generate(ctx *fasthttp.RequestCtx, isChat bool) {
 		return
 	}
 	gen.merge()
+	end := func() {
+		close(gen.stop) // (the forwarders, when the reader stopped early)
+		gen.cancel(nil)
+		stopWatch()
+	}
+	defer func() {
+		if !streaming {
+			end()
+		}
+	}()
 	// A stream's status waits until the engine takes the request from the
 	// queue: one refused there (its queue deadline, the request timeout, a
 	// shutdown) is answered as a whole answer would be, with its
 	// error's status and Retry-After, which OpenAI's SDKs retry, not with a
 	// 200 and an error event.
 	if !g.Stream || gen.endedQueued() {
-		defer stopWatch()
-		defer gen.cancel(nil)
-		defer close(gen.stop)
 		status = gen.respond(ctx)
 		return
 	}
@@ -200,9 +207,7 @@ func (s *server) generate(ctx *fasthttp.RequestCtx, isChat bool) {
 	ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
 		defer s.gens.end()
 		defer l.Release()
-		defer stopWatch()
-		defer gen.cancel(nil)
-		defer close(gen.stop)
+		defer end()
 		st := gen.stream(w)
 		s.metrics.requests.WithLabelValues(l.Name, endpoint, fmt.Sprint(st)).Inc()
 	})
@@ -215,6 +220,11 @@ func (g *generation) submit(req scheduler.Request, n int) error {
 	seed := req.Sample.Seed
 	for i := range max(n, 1) {
 		req.Sample.Seed = seed + uint64(i)
+		if i > 0 {
+			// Choice 0 scores an echoed prompt for all: the others take
+			// its blocks from the prefix cache, and its logprobs.
+			req.PromptLogprobs = false
+		}
 		events, err := g.model.Engine.Submit(g.ctx, req)
 		if err != nil {
 			return err
@@ -224,15 +234,18 @@ func (g *generation) submit(req scheduler.Request, n int) error {
 	return nil
 }
 
-// fitsQueue refuses n choices that the queue could never hold at once
-// (each choice is queued on its own): a 429 for them would be retried in
-// vain.
-func fitsQueue(n int, t configs.Tuning) *apiError {
+// fits refuses n choices that the engine could never hold at once (each
+// choice is queued and run on its own): a 429 for them would be retried in
+// vain, and choices run in waves would hold a stream back and could
+// outlive their queue deadline on an idle server.
+func fits(n int, t configs.Tuning) *apiError {
 	switch {
 	case t.MaxQueuedPerKey > 0 && n > t.MaxQueuedPerKey:
 		return badRequest("n", "n = %d is more than the %d requests a client may have queued (tuning.toml's max_queued_per_key)", n, t.MaxQueuedPerKey)
-	case n > t.QueueLength+t.MaxRunning:
-		return badRequest("n", "n = %d is more than the server queues and runs at once (tuning.toml's queue_length %d + max_running %d)", n, t.QueueLength, t.MaxRunning)
+	case n > t.MaxRunning:
+		return badRequest("n", "n = %d is more than the %d sequences the server runs at once (tuning.toml's max_running)", n, t.MaxRunning)
+	case t.MaxRunningPerKey > 0 && n > t.MaxRunningPerKey:
+		return badRequest("n", "n = %d is more than the %d sequences a client may have running (tuning.toml's max_running_per_key)", n, t.MaxRunningPerKey)
 	}
 	return nil
 }
@@ -302,7 +315,10 @@ func (s *server) prepare(g *genRequest, l *Loaded, defMax int) (scheduler.Reques
 	}
 	room := l.Context - len(ids)
 	n := g.MaxTokens
-	if n == 0 {
+	switch {
+	case g.ScoreOnly:
+		n = 0
+	case n == 0:
 		n = defMax
 	}
 	sp := g.Sample

@@ -62,15 +62,23 @@
 //     json_object, best_of > 1, a completion's suffix, vLLM's
 //     min_tokens > 0) are a 400 naming the field.
 //   - n (1-16) answers with n choices, each a sequence of its own in the
-//     scheduler (queued and counted against per-key limits one by one;
-//     the prefix cache shares their prompt once computed), choice i sampled
-//     with the seed plus i; an n the queue could never hold at once (over
-//     max_queued_per_key, or queue_length + max_running) is a 400. A
-//     stream's headers wait until every choice has left the queue. A stream's chunks carry the choice's index and
-//     each choice ends with its own finishing chunk (with its timings); the
-//     usage counts the prompt once. A choice that fails (its queue deadline,
-//     an unload) fails the request and cancels the others: with n choices a
-//     client gets n answers or an error.
+//     scheduler (queued and counted against per-key limits one by one),
+//     choice i sampled with the seed plus i. They read the prompt once: the
+//     batcher admits a request whose first prompt block a running one is
+//     still reading only once that one has keyed the blocks they share in
+//     the prefix cache (with prefix_cache on; clients sending one long
+//     system prompt together gain the same). An n the engine could never
+//     run at once (over max_running or max_running_per_key, or
+//     max_queued_per_key) is a 400: choices run in waves would hold a
+//     stream back and could outlive their queue deadline on an idle server.
+//     A stream's headers wait until every choice has left the queue. A
+//     stream's chunks carry the choice's index and each choice ends with
+//     its own finishing chunk (with its timings); the usage, the tokens
+//     metric and the queue-wait histogram count the prompt and the request
+//     once. A choice that fails (its queue deadline, an unload, a backend
+//     error) fails the request and cancels the others, before any byte of
+//     a stream when the others are still queued: with n choices a client
+//     gets n answers or an error.
 //   - response_format {"type": "json_object"} holds the answer to one JSON
 //     object (model/constrain): each step masks the tokens that cannot
 //     continue one; the answer ends "stop" when the object closes (or, rarely,
@@ -91,7 +99,16 @@
 //     log-probability given those before it: how lm-eval-harness's
 //     local-completions scores a text (it sends a batch of one token-id
 //     prompt, which is taken). Such a prompt is computed row by row, without
-//     the prefix cache; a step of it holds rows × vocabulary logits.
+//     the prefix cache; a step of it holds rows × vocabulary logits; of n
+//     choices, choice 0 scores it for all. max_tokens 0 is taken with echo
+//     (OpenAI's legacy scoring call): the prompt, scored, and nothing
+//     generated (finish_reason "length").
+//   - A completion's logprobs end with the end-of-generation token that
+//     ended it (its text "", no characters, not counted in
+//     completion_tokens), as OpenAI's and vLLM's do: lm-eval-harness scores
+//     a continuation by every entry but the last, and would drop the
+//     continuation's own last token without it. A chat answer's have no
+//     such entry (as OpenAI's).
 //   - logprobs follow OpenAI's two shapes: chat's logprobs: true with
 //     top_logprobs 0–20 ({"content": [{token, logprob, bytes,
 //     top_logprobs}]}), completions' logprobs: N, 0–5 (tokens,

@@ -466,21 +466,29 @@ func TestStreamRefusedInQueue(t *testing.T) {
 }
 
 // TestChoicesFailTogether: a request of n choices fails as a whole when one
-// fails: here one left in the queue past its deadline while the other runs
-// makes a streamed request a 429 before any byte, and the running one is
-// cancelled.
+// fails: here one left in the queue past its deadline (behind another
+// request) while the other runs makes a streamed request a 429 before any
+// byte, and the running one is cancelled. An n the engine could never run
+// at once (over max_running) is a 400, not choices run in waves.
 func TestChoicesFailTogether(t *testing.T) {
-	d := runInProcess(t, func(c *configs.Config) { c.Tuning.MaxRunning = 1 })
-	closeGate()
+	d := runInProcess(t, func(c *configs.Config) { c.Tuning.MaxRunning = 2 })
 	model := d.model()
+	if code, body := curl(t, "-d", `{"model":"`+model+`","prompt":"hi","n":3}`, "http://"+d.addr+"/v1/completions"); code != 400 || !strings.Contains(string(body), "max_running") {
+		t.Errorf("n=3 over max_running 2: %d %s", code, body)
+	}
+	t.Cleanup(func() { stepDelay.Store(0) })
+	stepDelay.Store(int64(40 * time.Millisecond)) // the first request's 24 tokens take about a second
+	blocker := curlAsync(t, "-d", `{"model":"`+model+`","prompt":"Once","ignore_eos":true}`, "http://"+d.addr+"/v1/completions")
+	d.waitRunning(t, 1)
 	got := curlAsync(t, "-d", `{"model":"`+model+`","messages":[{"role":"user","content":"hi"}],"n":2,"max_tokens":50,"ignore_eos":true,"stream":true,"queue_deadline_ms":100}`,
 		"http://"+d.addr+"/v1/chat/completions")
-	d.waitEngine(t, "run one choice and queue the other", func(running, queued int) bool { return running == 1 && queued == 1 })
-	time.Sleep(150 * time.Millisecond)
-	openGate()
+	d.waitEngine(t, "run one choice and queue the other", func(running, queued int) bool { return running == 2 && queued == 1 })
 	a := <-got
 	if a.code != 429 || !strings.Contains(a.body, `"code":"queue_deadline"`) || strings.Contains(a.body, "data: ") {
 		t.Errorf("n=2 with one choice past its queue deadline: %d %s", a.code, a.body)
+	}
+	if b := <-blocker; b.code != 200 {
+		t.Errorf("the request before: %d %s", b.code, b.body)
 	}
 	d.log.wait(t, `msg=request endpoint=chat model=`+model+` status=429 .*completion_tokens=\d+ .* n=2 .*queue_deadline_ms`, 10*time.Second)
 	d.waitRunning(t, 0) // the running choice was cancelled

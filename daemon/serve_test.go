@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/octet-dev/octet/configs"
 	"github.com/octet-dev/octet/model"
@@ -1201,7 +1202,10 @@ func TestChoices(t *testing.T) {
 // carry Access-Control-Allow-Origin for an allowed origin only; without
 // the setting no answer carries it, and OPTIONS is 204 with Allow.
 func TestCORS(t *testing.T) {
-	d := startAPIDaemon(t, func(c *configs.Config) { c.Auth.AllowedOrigins = []string{"https://app.example.com"} })
+	d := startAPIDaemon(t, func(c *configs.Config) {
+		c.Auth.AllowedOrigins = []string{"https://app.example.com"}
+		c.Limits.MaxBodyBytes = 4096
+	})
 	req := func(method, path, origin string, headers map[string]string, body string) *http.Response {
 		t.Helper()
 		r, _ := http.NewRequest(method, "http://"+d.addr+path, strings.NewReader(body))
@@ -1241,6 +1245,24 @@ func TestCORS(t *testing.T) {
 	}
 	if resp := req("POST", "/v1/chat/completions", "https://evil.example.com", auth, chatReq(d.name, "")); resp.StatusCode != 200 || resp.Header.Get("Access-Control-Allow-Origin") != "" {
 		t.Errorf("answer to another origin: %d %v", resp.StatusCode, resp.Header)
+	}
+	if resp := req("POST", "/v1/chat/completions", "https://evil.example.com", nil, chatReq(d.name, "")); resp.StatusCode != 401 || resp.Header.Get("Access-Control-Allow-Origin") != "" {
+		t.Errorf("error to another origin: %d %v", resp.StatusCode, resp.Header)
+	}
+	// An answer fasthttp gives before the handler (413) still lets the page read it.
+	big := `{"prompt":"` + strings.Repeat("a", 8192) + `"}`
+	if resp := req("POST", "/v1/completions", "https://app.example.com", auth, big); resp.StatusCode != 413 || resp.Header.Get("Access-Control-Allow-Origin") != "https://app.example.com" {
+		t.Errorf("413 to an allowed origin: %d %v", resp.StatusCode, resp.Header)
+	}
+	d.stop(t)
+
+	// "*": the same headers with an Origin or without, so no Vary.
+	d = startAPIDaemon(t, func(c *configs.Config) { c.Auth.AllowedOrigins = []string{"*"} })
+	for _, origin := range []string{"https://any.example.net", ""} {
+		resp := req("GET", "/v1/models", origin, auth, "")
+		if resp.StatusCode != 200 || resp.Header.Get("Access-Control-Allow-Origin") != "*" || strings.Contains(resp.Header.Get("Vary"), "Origin") {
+			t.Errorf("wildcard, origin %q: %d %v", origin, resp.StatusCode, resp.Header)
+		}
 	}
 	d.stop(t)
 
@@ -1316,6 +1338,69 @@ func TestEcho(t *testing.T) {
 	if !slices.IsSorted(lp.TextOffset) {
 		t.Errorf("offsets %v", lp.TextOffset)
 	}
+	// The scored continuation ends where the model ends the text: the
+	// end-of-generation token still has its entry (no text), as
+	// lm-eval-harness counts on (it scores all but the last entry).
+	m, err := model.Load(regexpFind(d.log.String(), `msg="model loaded" .*path=(\S+)`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eos := m.Tok.EOS()
+	eosText := string(m.Tok.TokenBytes(eos, false)) // as the text renders it
+	m.Close()
+	for _, stream := range []bool{false, true} {
+		body := fmt.Sprintf(`{"prompt":[%s],"max_tokens":1,"temperature":0,"logprobs":1,"echo":true,"logit_bias":{"%d":100},"stream":%v}`, mustJSON(ids), eos, stream)
+		resp, b := d.do(t, "POST", "/v1/completions", "", body)
+		events := []string{string(b)}
+		if stream {
+			events = sse(b)
+		}
+		var text string
+		var got lps
+		finish := ""
+		for _, e := range events {
+			var ch struct {
+				Choices []struct {
+					Text         string
+					Logprobs     *lps
+					FinishReason *string `json:"finish_reason"`
+				}
+			}
+			if json.Unmarshal([]byte(e), &ch) != nil || len(ch.Choices) != 1 {
+				continue
+			}
+			c := ch.Choices[0]
+			text += c.Text
+			if c.Logprobs != nil {
+				got.Tokens = append(got.Tokens, c.Logprobs.Tokens...)
+				got.TokenLogprobs = append(got.TokenLogprobs, c.Logprobs.TokenLogprobs...)
+				got.TextOffset = append(got.TextOffset, c.Logprobs.TextOffset...)
+			}
+			if c.FinishReason != nil {
+				finish = *c.FinishReason
+			}
+		}
+		n := len(got.TokenLogprobs)
+		if resp.StatusCode != 200 || n != len(ids)+1 || got.Tokens[n-1] != eosText || finish != "stop" ||
+			text != scored.Choices[0].Text[:len(text)] || got.TextOffset[n-1] != utf8.RuneCountInString(text) {
+			t.Errorf("stream %v: an answer ended by %q: %s", stream, eosText, b)
+			continue
+		}
+		for k := range n - 1 {
+			if got.TokenLogprobs[k] == nil && k > 0 || k > 0 && *got.TokenLogprobs[k] != *lp.TokenLogprobs[k] {
+				t.Errorf("stream %v: entry %d scored %v, not as without the bias", stream, k, got.TokenLogprobs[k])
+			}
+		}
+	}
+	// max_tokens 0 with echo scores the prompt and generates nothing.
+	only := get(`{"prompt":[` + mustJSON(ids) + `],"max_tokens":0,"logprobs":0,"echo":true}`)
+	if lp0 := only.Choices[0].Logprobs; lp0 == nil || len(lp0.TokenLogprobs) != len(ids) || *lp0.TokenLogprobs[len(ids)-1] != *lp.TokenLogprobs[len(ids)-1] ||
+		!strings.HasPrefix(scored.Choices[0].Text, only.Choices[0].Text) {
+		t.Errorf("max_tokens 0: %+v", only)
+	}
+	if resp, b := d.do(t, "POST", "/v1/completions", "", `{"prompt":"a","max_tokens":0}`); resp.StatusCode != 400 || !strings.Contains(string(b), "echo") {
+		t.Errorf("max_tokens 0 without echo: %d %s", resp.StatusCode, b)
+	}
 	// Streamed: the prompt and its logprobs come first.
 	resp, b = d.do(t, "POST", "/v1/completions", "", `{"prompt":[`+mustJSON(ids)+`],"max_tokens":2,"temperature":0,"logprobs":1,"echo":true,"stream":true}`)
 	events := sse(b)
@@ -1323,6 +1408,50 @@ func TestEcho(t *testing.T) {
 	if resp.StatusCode != 200 || len(events) < 2 || json.Unmarshal([]byte(events[0]), &first) != nil || len(first.Choices) != 1 ||
 		first.Choices[0].Logprobs == nil || len(first.Choices[0].Logprobs.Tokens) != len(ids) || !strings.HasPrefix(scored.Choices[0].Text, first.Choices[0].Text) {
 		t.Errorf("streamed echo: %s", b)
+	}
+	// n choices: one scores the prompt for all; each choice's echo comes
+	// before its text, with the same logprobs.
+	for _, stream := range []bool{false, true} {
+		resp, b := d.do(t, "POST", "/v1/completions", "", fmt.Sprintf(`{"prompt":[%s],"max_tokens":2,"temperature":0.9,"seed":3,"logprobs":1,"echo":true,"n":3,"stream":%v}`, mustJSON(ids), stream))
+		events := []string{string(b)}
+		if stream {
+			events = sse(b)
+		}
+		texts, entries := make([]string, 3), make([][]*float32, 3)
+		for _, e := range events {
+			var ch struct {
+				Choices []struct {
+					Index    int
+					Text     string
+					Logprobs *lps
+				}
+			}
+			if json.Unmarshal([]byte(e), &ch) != nil {
+				continue
+			}
+			for _, c := range ch.Choices {
+				if c.Index < 0 || c.Index > 2 {
+					t.Fatalf("choice %d: %s", c.Index, b)
+				}
+				if texts[c.Index] == "" && c.Text != "" && !strings.HasPrefix(c.Text, only.Choices[0].Text) {
+					t.Errorf("stream %v: choice %d begins %q, not with the prompt", stream, c.Index, c.Text)
+				}
+				texts[c.Index] += c.Text
+				if c.Logprobs != nil {
+					entries[c.Index] = append(entries[c.Index], c.Logprobs.TokenLogprobs...)
+				}
+			}
+		}
+		for i := range 3 {
+			if resp.StatusCode != 200 || len(entries[i]) < len(ids) {
+				t.Fatalf("stream %v, choice %d: %d %s", stream, i, resp.StatusCode, b)
+			}
+			for k := 1; k < len(ids); k++ {
+				if *entries[i][k] != *lp.TokenLogprobs[k] {
+					t.Errorf("stream %v, choice %d: prompt token %d scored %v, alone %v", stream, i, k, *entries[i][k], *lp.TokenLogprobs[k])
+				}
+			}
+		}
 	}
 	d.stop(t)
 }

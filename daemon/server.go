@@ -115,22 +115,21 @@ func (s *server) cors(ctx *fasthttp.RequestCtx) bool {
 		return false
 	}
 	h := &ctx.Response.Header
-	wild := slices.Contains(allowed, "*")
-	if !wild {
-		h.Add("Vary", "Origin") // the answer depends on it, for caches
-	}
 	origin := string(ctx.Request.Header.Peek("Origin"))
-	switch {
-	case origin == "":
-		return false
-	case wild:
+	expose := func() { h.Set("Access-Control-Expose-Headers", "X-Request-Id, X-Octet-Model-Sha256, Retry-After") }
+	if slices.Contains(allowed, "*") {
+		// The same headers with an Origin or without: a cache may keep one
+		// answer for both.
 		h.Set("Access-Control-Allow-Origin", "*")
-	case slices.Contains(allowed, origin):
-		h.Set("Access-Control-Allow-Origin", origin)
-	default:
+		expose()
+		return origin != ""
+	}
+	h.Add("Vary", "Origin") // the answer depends on it, for caches
+	if origin == "" || !slices.Contains(allowed, origin) {
 		return false
 	}
-	h.Set("Access-Control-Expose-Headers", "X-Request-Id, X-Octet-Model-Sha256, Retry-After")
+	h.Set("Access-Control-Allow-Origin", origin)
+	expose()
 	return true
 }
 
@@ -404,6 +403,7 @@ func (s *server) adminResume(ctx *fasthttp.RequestCtx) {
 func (s *server) errorHandler(ctx *fasthttp.RequestCtx, err error) {
 	ctx.Response.Header.Set("Server", "octet")
 	ctx.Response.Header.Set("X-Request-Id", requestID(ctx))
+	s.cors(ctx) // a page sees why (413: max_body_bytes), not a CORS failure
 	defer s.countOther(ctx, "http", time.Now())
 	var small *fasthttp.ErrSmallBuffer
 	var timeout interface{ Timeout() bool }

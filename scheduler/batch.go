@@ -560,7 +560,7 @@ func (e *Batcher) pick(now time.Time) int {
 	var bestClass, bestRunning int
 	for i, s := range e.waiting {
 		k := e.keys[s.req.Key]
-		if e.t.MaxRunningPerKey > 0 && k.running >= e.t.MaxRunningPerKey {
+		if e.t.MaxRunningPerKey > 0 && k.running >= e.t.MaxRunningPerKey || e.waitsForPrefix(s) {
 			continue
 		}
 		class, running := e.class(s, now), 0
@@ -574,6 +574,31 @@ func (e *Batcher) pick(now time.Time) int {
 		}
 	}
 	return best
+}
+
+// waitsForPrefix reports whether waiting s should let a running sequence
+// finish reading the full prompt blocks they share before it is admitted:
+// it then takes them from the prefix cache instead of reading them again
+// into blocks of its own (the n choices of a request, or clients with one
+// long system prompt, arriving together). Only the first block is compared
+// with each running sequence unless it matches.
+func (e *Batcher) waitsForPrefix(s *seq) bool {
+	bs := e.pool.size
+	if !e.t.PrefixCache || s.req.PromptLogprobs || len(s.toks) <= bs || !s.admitted.IsZero() {
+		return false
+	}
+	for _, r := range e.running {
+		if r.computed >= len(r.toks)-1 || len(r.toks) <= bs || !slices.Equal(r.toks[:bs], s.toks[:bs]) {
+			continue // r is past its prompt, or they start apart
+		}
+		common := bs
+		for limit := min(len(r.toks), len(s.toks)-1); common < limit && r.toks[common] == s.toks[common]; common++ {
+		}
+		if r.computed < common/bs*bs {
+			return true
+		}
+	}
+	return false
 }
 
 // admit takes s's cached prefix blocks and reports whether the blocks for
@@ -601,7 +626,7 @@ func (e *Batcher) admit(s *seq) bool {
 		return false
 	}
 	s.computed = len(s.blocks) * bs
-	if first {
+	if first && e.t.PrefixCache && !s.req.PromptLogprobs { // (only prompts looked up)
 		e.stats.PrefixQueryTokens += uint64(len(s.toks))
 		e.stats.PrefixHitTokens += uint64(s.computed)
 	}
@@ -795,6 +820,9 @@ func (e *Batcher) flush(s *seq, now time.Time, rest bool) bool {
 		if r := s.g.flush(); r != "" && s.str.add(Token{ID: -1, Text: r}) {
 			s.g.st.FinishReason = FinishStop
 		}
+	}
+	if s.g.end != nil {
+		s.str.add(Token{ID: s.g.end.ID, Logprob: s.g.end, End: true})
 	}
 	s.str.flush()
 	return true

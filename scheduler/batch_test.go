@@ -416,6 +416,45 @@ func TestBatcherPrefixSharing(t *testing.T) {
 	}
 }
 
+// Requests with one prompt that arrive together (a request's n choices)
+// read it once: the others wait for the first to key its blocks, then take
+// them from the prefix cache, even where the budget would read them all in
+// one step; their answers are those of each alone.
+func TestBatcherPrefixTogether(t *testing.T) {
+	m, r := tinyRef(t, 64)
+	gate := newStepper(t)
+	o := BatchOptions{Tuning: tuning(), Idle: time.Millisecond, beforeStep: gate.wait}
+	o.MaxBatchTokens = 512
+	e := newBatcher(t, r, m, o)
+	p := prompt(4, 74) // four full blocks and 10 tokens
+	var chans []<-chan Event
+	var reqs []Request
+	for i := range 4 {
+		req := Request{Prompt: p, MaxTokens: 6, Sample: sample.Params{Temperature: 0.8, TopP: 1, Seed: uint64(i)}, IgnoreEOS: true}
+		reqs = append(reqs, req)
+		chans = append(chans, submit(t, e, context.Background(), req))
+	}
+	gate.release()
+	for i, ch := range chans {
+		_, res := collect(t, ch)
+		if want := alone(t, m, reqs[i]); res.Err != nil || !slices.Equal(res.CompletionToken, want) {
+			t.Errorf("request %d: %v (%v), alone %v", i, res.CompletionToken, res.Err, want)
+		}
+	}
+	if st := e.Stats(); st.PrefixHitTokens != 3*64 || st.PrefixQueryTokens != 4*74 {
+		t.Errorf("prefix hits %d of %d tokens, want %d", st.PrefixHitTokens, st.PrefixQueryTokens, 3*64)
+	}
+	// A scored prompt reads its every row: it neither waits nor counts as looked up.
+	req := Request{Prompt: p, MaxTokens: 1, Sample: sample.Greedy(), PromptLogprobs: true}
+	before := e.Stats()
+	if _, res := collect(t, submit(t, e, context.Background(), req)); res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if st := e.Stats(); st.PrefixQueryTokens != before.PrefixQueryTokens || st.PrefixHitTokens != before.PrefixHitTokens {
+		t.Errorf("a scored prompt changed the prefix counts: %d/%d, before %d/%d", st.PrefixHitTokens, st.PrefixQueryTokens, before.PrefixHitTokens, before.PrefixQueryTokens)
+	}
+}
+
 // A cancelled request ends with its context's error and gives its blocks
 // back, queued or running.
 func TestBatcherCancelFreesBlocks(t *testing.T) {

@@ -170,6 +170,10 @@ type Event struct {
 	// PromptLogprobs, on the first event after the prompt is read, are
 	// those of the prompt's tokens after the first (Request.PromptLogprobs).
 	PromptLogprobs []TokenLogprob
+	// End, on the last event with text or logprobs, is the logprob of the
+	// end-of-generation token that ended the answer (when Request.Logprobs;
+	// the token adds no text and is not counted in Tokens).
+	End *TokenLogprob
 	// Tokens counts the tokens generated up to this event (text held back
 	// by a stop string included): the count a reader keeps when the final
 	// event is lost (its context ended with the stream's buffer full).

@@ -195,6 +195,9 @@ func (s *Serial) run(j *job) {
 	}
 	st, err := GenerateTokens(j.ctx, s.seq, s.tok, j.req, func(t Token) error {
 		hit := str.add(t)
+		if t.End {
+			return nil // on the last event, after the text a stop string holds back
+		}
 		if err := send(); err != nil {
 			return err
 		}
@@ -281,8 +284,12 @@ func newStreamer(stops []string) *streamer { return &streamer{stop: newStopper(s
 
 // add takes the next token and reports whether a stop string ended the text.
 func (s *streamer) add(t Token) bool {
-	if t.Prompt != nil {
+	switch {
+	case t.Prompt != nil:
 		s.ev.PromptLogprobs = t.Prompt
+		return false
+	case t.End:
+		s.ev.End = t.Logprob
 		return false
 	}
 	if t.ID >= 0 {
@@ -310,7 +317,7 @@ func (s *streamer) flush() {
 
 // ready reports whether an event waits to be sent.
 func (s *streamer) ready() bool {
-	return s.ev.Text != "" || len(s.ev.Logprobs) > 0 || s.ev.PromptLogprobs != nil
+	return s.ev.Text != "" || len(s.ev.Logprobs) > 0 || s.ev.PromptLogprobs != nil || s.ev.End != nil
 }
 
 // take returns the waiting event and forgets it.
