@@ -16,6 +16,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/octet-dev/octet/model/chat"
+	"github.com/octet-dev/octet/model/constrain"
 	"github.com/octet-dev/octet/model/sample"
 	"github.com/octet-dev/octet/scheduler"
 )
@@ -35,13 +36,14 @@ type genRequest struct {
 	Stream        bool
 	IncludeUsage  bool
 	IgnoreEOS     bool
-	JSON          bool          // response_format json_object: the answer is one JSON object
-	Echo          bool          // completions: the answer's text (and logprobs) begin with the prompt's
-	N             int           // choices (1 when absent)
-	Logprobs      bool          // report each token's log-probability
-	TopLogprobs   int           // and this many likeliest alternatives
-	Priority      int           // lower is admitted first (vLLM's "priority"), under the priority and fair policies
-	QueueDeadline time.Duration // most time to wait in the queue (0: no bound)
+	JSON          bool                // response_format json_object or json_schema: the answer is one JSON object
+	Schema        *constrain.Compiled // and, with a schema, one it allows
+	Echo          bool                // completions: the answer's text (and logprobs) begin with the prompt's
+	N             int                 // choices (1 when absent)
+	Logprobs      bool                // report each token's log-probability
+	TopLogprobs   int                 // and this many likeliest alternatives
+	Priority      int                 // lower is admitted first (vLLM's "priority"), under the priority and fair policies
+	QueueDeadline time.Duration       // most time to wait in the queue (0: no bound)
 }
 
 // params are the fields chat and completion requests share. Pointers tell
@@ -74,7 +76,11 @@ type params struct {
 	ToolChoice  json.RawMessage `json:"tool_choice"`
 	Functions   json.RawMessage `json:"functions"`
 	RespFormat  *struct {
-		Type *string `json:"type"`
+		Type       *string `json:"type"`
+		JSONSchema *struct {
+			Schema json.RawMessage `json:"schema"`
+		} `json:"json_schema"` // OpenAI's
+		Schema json.RawMessage `json:"schema"` // llama.cpp's, with json_object
 	} `json:"response_format"`
 	LogitBias map[string]float64 `json:"logit_bias"`
 	IgnoreEOS *bool              `json:"ignore_eos"`
@@ -385,12 +391,25 @@ func (p *params) apply(g *genRequest, maxTokens int) *apiError {
 		}
 	}
 	if rf := p.RespFormat; rf != nil && rf.Type != nil {
+		var schema json.RawMessage
 		switch *rf.Type {
 		case "text":
 		case "json_object":
-			g.JSON = true
+			g.JSON, schema = true, rf.Schema
+		case "json_schema":
+			if rf.JSONSchema == nil || len(bytes.TrimSpace(rf.JSONSchema.Schema)) == 0 || string(bytes.TrimSpace(rf.JSONSchema.Schema)) == "null" {
+				return badRequest("response_format", "response_format json_schema needs json_schema.schema, the JSON schema of the answer")
+			}
+			g.JSON, schema = true, rf.JSONSchema.Schema
 		default:
-			return badRequest("response_format", "response_format %q is not supported (\"text\" or \"json_object\")", *rf.Type)
+			return badRequest("response_format", "response_format %q is not supported (\"text\", \"json_object\" or \"json_schema\")", *rf.Type)
+		}
+		if t := bytes.TrimSpace(schema); len(t) > 0 && string(t) != "null" {
+			c, err := constrain.CachedSchema(t)
+			if err != nil {
+				return badRequest("response_format", "response_format's schema: %v", err)
+			}
+			g.Schema = c
 		}
 	}
 	bias, e := logitBias(p.LogitBias)

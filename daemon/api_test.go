@@ -26,6 +26,9 @@ func FuzzParseRequest(f *testing.F) {
 		`{"prompt":"a","top_p":0,"max_tokens":99999,"repetition_penalty":1.1,"suffix":"","min_tokens":0}`,
 		`{"prompt":"a","logit_bias":{"7":-100,"12":2.5}}`, `{"prompt":"a","logit_bias":{"007":1,"x":1e9}}`,
 		`{"messages":"x"}`, `[]`, `{"max_tokens":1e400}`, "\xff", ``,
+		`{"messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_schema","json_schema":{"name":"a","schema":{"type":"object","properties":{"a":{"type":"array","items":{"enum":[1,"x"]}}},"required":["a"]}}}}`,
+		`{"prompt":"a","response_format":{"type":"json_object","schema":{"$defs":{"p":{"type":["integer","null"]}},"anyOf":[{"$ref":"#/$defs/p"},{"const":true}]}}}`,
+		`{"prompt":"a","max_tokens":0,"echo":true,"logprobs":1}`,
 	} {
 		f.Add([]byte(s))
 	}

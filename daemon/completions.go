@@ -326,7 +326,7 @@ func (s *server) prepare(g *genRequest, l *Loaded, defMax int) (scheduler.Reques
 		sp.Seed = mrand.Uint64()
 	}
 	return scheduler.Request{Prompt: ids, MaxTokens: min(n, room), Sample: sp, Stop: g.Stop, IgnoreEOS: g.IgnoreEOS,
-		Logprobs: g.Logprobs, TopLogprobs: g.TopLogprobs, PromptLogprobs: g.Echo && g.Logprobs, JSON: g.JSON}, nil
+		Logprobs: g.Logprobs, TopLogprobs: g.TopLogprobs, PromptLogprobs: g.Echo && g.Logprobs, JSON: g.JSON, Schema: g.Schema}, nil
 }
 
 // errorLevel is the level of a request's line: error for a 5xx other than

@@ -58,9 +58,10 @@
 //     retry it at once, tripling the work.
 //   - Unknown JSON fields are ignored (clients send many); fields that
 //     would change the answer in ways octet cannot honour (n > 16, tools,
-//     tool_choice and functions, a response_format other than text or
-//     json_object, best_of > 1, a completion's suffix, vLLM's
-//     min_tokens > 0) are a 400 naming the field.
+//     tool_choice and functions, a response_format other than text,
+//     json_object or json_schema, a schema octet cannot honour, best_of > 1,
+//     a completion's suffix, vLLM's min_tokens > 0) are a 400 naming the
+//     field.
 //   - n (1-16) answers with n choices, each a sequence of its own in the
 //     scheduler (queued and counted against per-key limits one by one),
 //     choice i sampled with the seed plus i. They read the prompt once: the
@@ -89,7 +90,24 @@
 //     grammar's bound), so that a model cannot pad forever. The first such
 //     request for a model makes the vocabulary's tables (36 ms for 32k
 //     tokens, 160 ms for 100k, on the 2-core dev VM); a step's mask then
-//     costs 0.05-0.3 ms. json_schema is a 400.
+//     costs 0.05-0.3 ms.
+//   - response_format {"type": "json_schema", "json_schema": {"schema":
+//     …}} (OpenAI's structured outputs; llama.cpp's {"type":
+//     "json_object", "schema": …} too) holds the answer to the texts the
+//     schema allows (model/constrain's CompileSchema, which lists what it
+//     takes): a deterministic automaton over bytes, properties in the
+//     schema's order (required ones always, no others, as OpenAI's strict
+//     mode), compact whitespace (one space or none), a value the schema
+//     leaves free nested at most 3 deep. The answer ends "stop" once
+//     complete. A keyword that would bound a value in a way the automaton
+//     does not honour (pattern, minimum, maxLength, maxItems, …), a
+//     recursive $ref, or a schema of more than 16384 states is a 400
+//     saying which, never silently dropped. Compiling costs 0.15 ms for a
+//     schema of fixed fields, 12 ms with a free value (2-core dev VM); the
+//     last 16 schemas are kept with, per vocabulary, the masks of up to 256
+//     states: the first visit of a state walks the vocabulary's trie (1-3
+//     ms at 32k tokens, 6-12 ms at 100k inside a string), later ones copy
+//     the kept mask (0.03-0.5 ms).
 //   - logit_bias (token ids in decimal to a bias in [-100, 100]) is added to
 //     the logits after the penalties, greedy or sampled, as OpenAI's; an id
 //     outside the model's vocabulary is a 400. logprobs stay the model's own.

@@ -82,6 +82,9 @@ type Request struct {
 	// tokens that continue one may come, and the answer ends, "stop", when
 	// it closes. IgnoreEOS has no effect with it.
 	JSON bool
+	// Schema, when set, holds the answer to the JSON texts of a compiled
+	// JSON schema (constrain.Schema) instead, alike.
+	Schema *constrain.Compiled
 
 	// Scheduling, for the batching engine: a lower Priority is admitted
 	// first under the priority and fair policies (as in vLLM; default 0); a request still queued
@@ -243,11 +246,20 @@ type gen struct {
 	dec *tokenizer.Decoder
 	st  Stats
 
-	json   *constrain.JSON // with Request.JSON
-	masked []float32       // the logits under json's mask
+	json   constraint // with Request.JSON or Schema
+	masked []float32  // the logits under json's mask
 
 	promptLP []TokenLogprob // with Request.PromptLogprobs: prompt token k+1's at k
 	end      *TokenLogprob  // the end-of-generation token that ended the answer, with Request.Logprobs
+}
+
+// constraint is what holds an answer to a JSON grammar (constrain.JSON,
+// constrain.Schema).
+type constraint interface {
+	Mask(logits []float32) // -Inf on the tokens that cannot come next
+	Accept(id int32)       // past the token taken
+	Done() bool            // complete, and nothing may follow
+	Over() bool            // Done, or no token could continue it
 }
 
 func newGen(tok *tokenizer.Tokenizer, req Request) *gen {
@@ -262,7 +274,10 @@ func newGen(tok *tokenizer.Tokenizer, req Request) *gen {
 		opts = append(opts, tokenizer.MidText)
 	}
 	g := &gen{req: req, tok: tok, smp: smp, dec: tok.NewDecoder(false, opts...), st: Stats{FinishReason: FinishLength}}
-	if req.JSON {
+	switch {
+	case req.Schema != nil:
+		g.json = req.Schema.Start(tok)
+	case req.JSON:
 		g.json = constrain.NewJSON(tok)
 	}
 	if req.PromptLogprobs {

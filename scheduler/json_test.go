@@ -3,9 +3,11 @@ package scheduler
 import (
 	"context"
 	"encoding/json"
+	"regexp"
 	"strings"
 	"testing"
 
+	"github.com/octet-dev/octet/model/constrain"
 	"github.com/octet-dev/octet/model/sample"
 )
 
@@ -22,10 +24,18 @@ func TestJSONAnswers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sr.Close()
+	schema, err := constrain.CompileSchema([]byte(`{"type":"object","properties":{"a":{"type":"boolean"},"b":{"type":"integer"},"c":{"enum":["x","y"]}},"required":["a","b","c"]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	shape := regexp.MustCompile(`^\{ ?"a": ?(true|false), ?"b": ?-?\d+, ?"c": ?"[xy]" ?\}$`)
 	closed := 0
 	for seed := range uint64(8) {
 		req := Request{Prompt: m.Tok.Encode("Once upon a time", true, false), MaxTokens: 100, JSON: true, IgnoreEOS: true,
 			Sample: sample.Params{Temperature: 0.8, TopP: 1, Seed: seed}}
+		if seed%2 == 1 { // held to a schema's texts instead
+			req.Schema = schema
+		}
 		text, res := collect(t, submit(t, b, context.Background(), req))
 		text2, res2 := collect(t, submit(t, sr, context.Background(), req))
 		if res.Err != nil || res2.Err != nil {
@@ -39,6 +49,9 @@ func TestJSONAnswers(t *testing.T) {
 			closed++
 			if !json.Valid([]byte(text)) || !strings.HasPrefix(strings.TrimSpace(text), "{") || !strings.HasSuffix(text, "}") {
 				t.Errorf("seed %d: %q is not one JSON object", seed, text)
+			}
+			if req.Schema != nil && !shape.MatchString(text) {
+				t.Errorf("seed %d: %q is not one the schema allows", seed, text)
 			}
 		case FinishLength:
 			if res.Generated != req.MaxTokens || !strings.HasPrefix(strings.TrimSpace(text), "{") {

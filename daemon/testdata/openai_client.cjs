@@ -67,6 +67,33 @@ async function main() {
   }
   out.json = js;
 
+  // Structured output: response_format json_schema, as the SDK sends it.
+  const schema = {
+    type: "object",
+    properties: { name: { type: "string" }, count: { type: "integer" }, ok: { type: "boolean" } },
+    required: ["name", "count", "ok"], additionalProperties: false,
+  };
+  const ss = { complete: 0, valid: 0, bad: [] };
+  for (let seed = 1; seed <= 4; seed++) {
+    const j = await client.chat.completions.create({
+      model, messages, max_tokens: 120, temperature: 0.8, seed,
+      response_format: { type: "json_schema", json_schema: { name: "thing", strict: true, schema } },
+      logit_bias: JSON.parse(process.env.OCTET_JSON_BIAS || "{}"),
+    });
+    const c = j.choices[0];
+    if (c.finish_reason !== "stop") continue;
+    ss.complete++;
+    try {
+      const v = JSON.parse(c.message.content);
+      const keys = Object.keys(v).join(",");
+      if (keys === "name,count,ok" && typeof v.name === "string" && Number.isInteger(v.count) && typeof v.ok === "boolean") ss.valid++;
+      else ss.bad.push(c.message.content);
+    } catch (e) {
+      ss.bad.push(c.message.content);
+    }
+  }
+  out.schema = ss;
+
   const cr = await client.completions.create({ model, prompt: "Once upon a time", max_tokens: 8, temperature: 0 });
   out.completion = { text: cr.choices[0].text, finish: cr.choices[0].finish_reason };
 

@@ -1,11 +1,14 @@
 // Package constrain restricts what a model may generate, token by token:
 // JSON masks the logits of every token whose bytes cannot continue a JSON
-// object, for the API's response_format {"type": "json_object"}.
+// object, for the API's response_format {"type": "json_object"}; Schema
+// those that cannot continue a text a JSON schema allows (json_schema).
 //
-// The automaton (json.go) reads bytes; the tokenizer's trie of token bytes
-// lets one walk of it find every token allowed next, visiting each shared
-// prefix once instead of running every token alone. Twin: encoding/json's
-// Valid, against which the tests and the fuzz target check the automaton.
+// The automata (json.go; schema.go compiles a schema into a deterministic
+// one, nfa.go) read bytes; the tokenizer's trie of token bytes lets one
+// walk of them find every token allowed next, visiting each shared prefix
+// once instead of running every token alone. Twins: encoding/json's Valid,
+// against which the tests and the fuzz targets check the object automaton,
+// and a validator of decoded values (schema_test.go) for the schemas'.
 package constrain
 
 import (

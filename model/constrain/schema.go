@@ -1,0 +1,521 @@
+package constrain
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+)
+
+// A JSON schema (the API's response_format json_schema) is compiled to a
+// deterministic automaton over bytes that accepts exactly the JSON texts
+// the schema allows, written compactly (one space or none after '{', '[',
+// ',' and ':', and before '}' and ']'). An object's properties come in the
+// order the schema lists them, required ones always, others when the model
+// writes them; no other property comes (as OpenAI's strict mode).
+//
+// Supported: type (one or a list), properties, required,
+// additionalProperties (a schema for the values of an object without
+// properties), items, minItems 0 or 1, enum, const, anyOf and oneOf (any
+// branch; oneOf's exclusivity is not checked), allOf of one schema, $ref
+// to "#", "#/$defs/…" or "#/definitions/…" (not recursive), true and {} (any
+// value, nested at most anyDepth deep). Annotations (title, description,
+// default, examples, format, …) are ignored. A keyword that would bound a
+// value in a way the automaton does not honour (pattern, minimum,
+// maxLength, maxItems, …) is an error naming it, not silently dropped.
+
+const (
+	// anyDepth bounds the nesting of a value the schema leaves free.
+	anyDepth = 3
+	// maxStates bounds a compiled schema's automaton (a row of 4-byte entries, one per byte class, each).
+	maxStates = 16384
+	// maxRefs bounds how many $refs a schema may expand (each is a copy).
+	maxRefs = 256
+)
+
+// ignored are keywords that do not constrain the text.
+var ignored = map[string]bool{
+	"title": true, "description": true, "default": true, "examples": true, "format": true,
+	"$schema": true, "$id": true, "$comment": true, "$defs": true, "definitions": true,
+	"deprecated": true, "readOnly": true, "writeOnly": true, "strict": true,
+}
+
+// supported are the keywords compile reads.
+var supported = map[string]bool{
+	"type": true, "properties": true, "required": true, "additionalProperties": true, "items": true,
+	"minItems": true, "enum": true, "const": true, "anyOf": true, "oneOf": true, "allOf": true, "$ref": true,
+}
+
+// compiler builds the automaton of one schema.
+type compiler struct {
+	n    nfa
+	root *obj
+	refs []string // the $refs being expanded (recursion)
+	used int      // $refs expanded
+}
+
+// Compiled is a JSON schema as an automaton; safe for concurrent use.
+type Compiled struct {
+	d *dfa
+
+	mu    sync.Mutex
+	masks map[*vocabTable]*masks
+}
+
+// CompileSchema compiles the JSON schema in raw, or says why it cannot.
+func CompileSchema(raw []byte) (*Compiled, error) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	v, err := decodeOrdered(dec, 0)
+	if err == nil && dec.More() {
+		err = fmt.Errorf("data after the schema")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("the schema is not JSON: %v", err)
+	}
+	c := &compiler{}
+	if m, ok := v.(*obj); ok {
+		c.root = m
+	}
+	f, err := c.value(v, "")
+	if err != nil {
+		return nil, err
+	}
+	d, err := c.n.dfa(f.in, f.out, maxStates)
+	if err != nil {
+		return nil, err
+	}
+	return &Compiled{d: d}, nil
+}
+
+// value builds the piece for schema s found at path (for errors).
+func (c *compiler) value(s any, path string) (frag, error) {
+	if len(c.n.eps) > maxNFA {
+		return frag{}, fmt.Errorf("the schema is too large")
+	}
+	at := func(format string, args ...any) error {
+		where := "the schema"
+		if path != "" {
+			where = "the schema at " + path
+		}
+		return fmt.Errorf("%s: %s", where, fmt.Sprintf(format, args...))
+	}
+	switch s := s.(type) {
+	case bool:
+		if !s {
+			return frag{}, at("false allows no value")
+		}
+		return c.n.any(anyDepth), nil
+	case *obj:
+		return c.schema(s, path, at)
+	}
+	return frag{}, at("a schema is an object or a boolean")
+}
+
+func (c *compiler) schema(s *obj, path string, at func(string, ...any) error) (frag, error) {
+	for _, k := range s.keys {
+		if !supported[k] && !ignored[k] {
+			return frag{}, at("%q is not supported", k)
+		}
+	}
+	if ref, ok := s.m["$ref"]; ok {
+		return c.ref(ref, path, at)
+	}
+	if v, ok := s.m["const"]; ok {
+		return c.literals([]any{v}, at)
+	}
+	if v, ok := s.m["enum"]; ok {
+		list, ok := v.([]any)
+		if !ok || len(list) == 0 {
+			return frag{}, at("enum must be a list of values")
+		}
+		return c.literals(list, at)
+	}
+	for _, k := range []string{"anyOf", "oneOf", "allOf"} {
+		v, ok := s.m[k]
+		if !ok {
+			continue
+		}
+		list, ok := v.([]any)
+		if !ok || len(list) == 0 {
+			return frag{}, at("%s must be a list of schemas", k)
+		}
+		if k == "allOf" && len(list) != 1 {
+			return frag{}, at("allOf of more than one schema is not supported")
+		}
+		rest := without(s, k)
+		var alts []frag
+		for i, sub := range list {
+			m, ok := sub.(*obj)
+			if !ok {
+				if b, isBool := sub.(bool); isBool {
+					m = &obj{m: map[string]any{}}
+					if !b {
+						continue
+					}
+				} else {
+					return frag{}, at("%s[%d] is not a schema", k, i)
+				}
+			}
+			f, err := c.value(merge(rest, m), fmt.Sprintf("%s/%s/%d", path, k, i))
+			if err != nil {
+				return frag{}, err
+			}
+			alts = append(alts, f)
+		}
+		if len(alts) == 0 {
+			return frag{}, at("%s allows no value", k)
+		}
+		return c.n.alt(alts...), nil
+	}
+	switch t := s.m["type"].(type) {
+	case nil:
+		if _, ok := s.m["properties"]; ok {
+			return c.typed(s, "object", path, at)
+		}
+		if _, ok := s.m["items"]; ok {
+			return c.typed(s, "array", path, at)
+		}
+		return c.n.any(anyDepth), nil
+	case string:
+		return c.typed(s, t, path, at)
+	case []any:
+		var alts []frag
+		for _, x := range t {
+			name, ok := x.(string)
+			if !ok {
+				return frag{}, at("type must be a name or a list of names")
+			}
+			f, err := c.typed(s, name, path, at)
+			if err != nil {
+				return frag{}, err
+			}
+			alts = append(alts, f)
+		}
+		if len(alts) == 0 {
+			return frag{}, at("an empty type list allows no value")
+		}
+		return c.n.alt(alts...), nil
+	}
+	return frag{}, at("type must be a name or a list of names")
+}
+
+// typed builds the piece for s as a value of the type name.
+func (c *compiler) typed(s *obj, name, path string, at func(string, ...any) error) (frag, error) {
+	n := &c.n
+	switch name {
+	case "string":
+		return n.str(), nil
+	case "number":
+		return n.number(false), nil
+	case "integer":
+		return n.number(true), nil
+	case "boolean":
+		return n.alt(n.lit("true"), n.lit("false")), nil
+	case "null":
+		return n.lit("null"), nil
+	case "array":
+		min := 0
+		if v, ok := s.m["minItems"]; ok {
+			k, err := count(v)
+			if err != nil || k > 1 {
+				return frag{}, at("minItems must be 0 or 1")
+			}
+			min = k
+		}
+		items, ok := s.m["items"]
+		if !ok {
+			items = true
+		}
+		item, err := c.value(items, path+"/items")
+		if err != nil {
+			return frag{}, err
+		}
+		return n.array(item, min), nil
+	case "object":
+		return c.object(s, path, at)
+	}
+	return frag{}, at("type %q is not a JSON type", name)
+}
+
+// object builds an object's piece: its properties in order (required ones
+// always, the others optional), or, without properties, any keys with
+// values of additionalProperties.
+func (c *compiler) object(s *obj, path string, at func(string, ...any) error) (frag, error) {
+	n := &c.n
+	props, _ := s.m["properties"].(*obj)
+	if props == nil {
+		if _, ok := s.m["properties"]; ok {
+			return frag{}, at("properties must be an object")
+		}
+		values, ok := s.m["additionalProperties"]
+		switch {
+		case values == false:
+			return n.seq(n.lit("{"), n.ws(), n.lit("}")), nil
+		case !ok:
+			values = true
+		}
+		var err error
+		build := func() frag {
+			f, e := c.value(values, path+"/additionalProperties")
+			if e != nil {
+				err = e
+			}
+			return f
+		}
+		f := n.object(build)
+		return f, err
+	}
+	required := map[string]bool{}
+	if r, ok := s.m["required"]; ok {
+		list, ok := r.([]any)
+		if !ok {
+			return frag{}, at("required must be a list of names")
+		}
+		for _, x := range list {
+			name, ok := x.(string)
+			if !ok {
+				return frag{}, at("required must be a list of names")
+			}
+			if _, ok := props.m[name]; !ok {
+				return frag{}, at("required names %q, which is not among its properties", name)
+			}
+			required[name] = true
+		}
+	}
+	// States: before property k, with or without a property written yet.
+	open := n.seq(n.lit("{"), n.ws())
+	none, some := open.out, n.state()
+	for _, name := range props.keys { // in the order of the schema's text
+		key, _ := json.Marshal(name)
+		value, err := c.value(props.m[name], path+"/properties/"+name)
+		if err != nil {
+			return frag{}, err
+		}
+		member := n.seq(n.lit(string(key)+":"), n.ws(), value)
+		first := n.empty()
+		n.link(none, first.in)
+		n.link(first.out, member.in)
+		next := n.seq(n.lit(","), n.ws())
+		n.link(some, next.in)
+		n.link(next.out, member.in)
+		none2, some2 := n.state(), n.state()
+		n.link(member.out, some2)
+		if !required[name] {
+			n.link(none, none2)
+			n.link(some, some2)
+		}
+		none, some = none2, some2
+	}
+	end := n.lit("}")
+	n.link(none, end.in)
+	tail := n.seq(n.ws(), end)
+	n.link(some, tail.in)
+	return frag{open.in, end.out}, nil
+}
+
+// literals matches any of the values, as compact JSON.
+func (c *compiler) literals(values []any, at func(string, ...any) error) (frag, error) {
+	var alts []frag
+	for _, v := range values {
+		b, err := json.Marshal(v)
+		if err != nil {
+			return frag{}, at("%v", err)
+		}
+		alts = append(alts, c.n.lit(string(b)))
+	}
+	return c.n.alt(alts...), nil
+}
+
+// ref expands a $ref into the root's definitions (a copy each time).
+func (c *compiler) ref(v any, path string, at func(string, ...any) error) (frag, error) {
+	ref, ok := v.(string)
+	if !ok {
+		return frag{}, at("$ref must be a string")
+	}
+	if slices.Contains(c.refs, ref) {
+		return frag{}, at("$ref %q is recursive, which is not supported", ref)
+	}
+	if c.used++; c.used > maxRefs {
+		return frag{}, at("more than %d $refs to expand", maxRefs)
+	}
+	var target any
+	switch {
+	case ref == "#":
+		target = c.root
+	case strings.HasPrefix(ref, "#/$defs/"), strings.HasPrefix(ref, "#/definitions/"):
+		table, name, _ := strings.Cut(strings.TrimPrefix(ref, "#/"), "/")
+		if defs, ok := c.root.get(table).(*obj); ok {
+			target = defs.m[strings.ReplaceAll(strings.ReplaceAll(name, "~1", "/"), "~0", "~")]
+		}
+	default:
+		return frag{}, at("$ref %q: only \"#\", \"#/$defs/…\" and \"#/definitions/…\" are supported", ref)
+	}
+	if target == nil {
+		return frag{}, at("$ref %q names nothing", ref)
+	}
+	c.refs = append(c.refs, ref)
+	defer func() { c.refs = c.refs[:len(c.refs)-1] }()
+	return c.value(target, ref)
+}
+
+// count reads a non-negative integer keyword.
+func count(v any) (int, error) {
+	n, ok := v.(json.Number)
+	if !ok {
+		return 0, fmt.Errorf("not a number")
+	}
+	k, err := n.Int64()
+	if err != nil || k < 0 {
+		return 0, fmt.Errorf("not a count")
+	}
+	return int(k), nil
+}
+
+// obj is a JSON object that keeps its keys' order (a schema's properties
+// come in it).
+type obj struct {
+	keys []string
+	m    map[string]any
+}
+
+func (o *obj) get(k string) any {
+	if o == nil {
+		return nil
+	}
+	return o.m[k]
+}
+
+// MarshalJSON writes o with its keys in order (an enum's or const's value).
+func (o *obj) MarshalJSON() ([]byte, error) {
+	var b bytes.Buffer
+	b.WriteByte('{')
+	for i, k := range o.keys {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		kb, _ := json.Marshal(k)
+		vb, err := json.Marshal(o.m[k])
+		if err != nil {
+			return nil, err
+		}
+		b.Write(kb)
+		b.WriteByte(':')
+		b.Write(vb)
+	}
+	b.WriteByte('}')
+	return b.Bytes(), nil
+}
+
+// maxNesting bounds the nesting of a schema's JSON text.
+const maxNesting = 64
+
+// decodeOrdered reads one JSON value, its objects as *obj (a repeated key
+// keeps its last value, at its first place).
+func decodeOrdered(dec *json.Decoder, depth int) (any, error) {
+	if depth > maxNesting {
+		return nil, fmt.Errorf("nested more than %d deep", maxNesting)
+	}
+	t, err := dec.Token()
+	if err != nil {
+		return nil, err
+	}
+	switch t {
+	case json.Delim('{'):
+		o := &obj{m: map[string]any{}}
+		for dec.More() {
+			kt, err := dec.Token()
+			if err != nil {
+				return nil, err
+			}
+			k := kt.(string)
+			v, err := decodeOrdered(dec, depth+1)
+			if err != nil {
+				return nil, err
+			}
+			if _, dup := o.m[k]; !dup {
+				o.keys = append(o.keys, k)
+			}
+			o.m[k] = v
+		}
+		_, err := dec.Token()
+		return o, err
+	case json.Delim('['):
+		list := []any{}
+		for dec.More() {
+			v, err := decodeOrdered(dec, depth+1)
+			if err != nil {
+				return nil, err
+			}
+			list = append(list, v)
+		}
+		_, err := dec.Token()
+		return list, err
+	}
+	return t, nil
+}
+
+func without(s *obj, key string) *obj {
+	o := &obj{m: make(map[string]any, len(s.m))}
+	for _, k := range s.keys {
+		if k != key {
+			o.keys = append(o.keys, k)
+			o.m[k] = s.m[k]
+		}
+	}
+	return o
+}
+
+// merge is the keywords of a with those of b over them.
+func merge(a, b *obj) *obj {
+	o := without(a, "")
+	for _, k := range b.keys {
+		if _, ok := o.m[k]; !ok {
+			o.keys = append(o.keys, k)
+		}
+		o.m[k] = b.m[k]
+	}
+	return o
+}
+
+// cacheSize is how many compiled schemas CachedSchema keeps: a client
+// sends the same schema with each request, and a compiled schema keeps the
+// masks its generations made.
+const cacheSize = 16
+
+var cache struct {
+	sync.Mutex
+	by    map[string]*Compiled
+	order []string // oldest first
+}
+
+// CachedSchema is CompileSchema, kept for the next request with the same
+// schema text.
+func CachedSchema(raw []byte) (*Compiled, error) {
+	cache.Lock()
+	c, ok := cache.by[string(raw)]
+	cache.Unlock()
+	if ok {
+		return c, nil
+	}
+	c, err := CompileSchema(raw)
+	if err != nil {
+		return nil, err
+	}
+	cache.Lock()
+	defer cache.Unlock()
+	if cache.by == nil {
+		cache.by = map[string]*Compiled{}
+	}
+	if _, ok := cache.by[string(raw)]; !ok {
+		if len(cache.order) == cacheSize {
+			delete(cache.by, cache.order[0])
+			cache.order = cache.order[1:]
+		}
+		cache.by[string(raw)] = c
+		cache.order = append(cache.order, string(raw))
+	}
+	return c, nil
+}

@@ -1,0 +1,486 @@
+package constrain
+
+import (
+	"bytes"
+	"encoding/json"
+	"math"
+	"math/rand/v2"
+	"strings"
+	"testing"
+)
+
+// schemas are the fuzz target's and the generation test's schemas.
+var schemas = []string{
+	`{"type":"object","properties":{"name":{"type":"string"},"age":{"type":"integer"},"tags":{"type":"array","items":{"enum":["a","b"]}}},"required":["name"]}`,
+	`{"$defs":{"P":{"type":"object","properties":{"x":{"type":"number"},"y":{"type":"number"}},"required":["x","y"]}},"type":"object","properties":{"at":{"$ref":"#/$defs/P"},"path":{"type":"array","items":{"$ref":"#/$defs/P"},"minItems":1}},"required":["at","path"]}`,
+	`{"type":"object","properties":{"ok":{"type":"boolean"},"v":{"anyOf":[{"type":"integer"},{"type":"null"},{"const":"none"}]},"kind":{"type":["string","null"]}},"required":["ok","v"]}`,
+	`{"type":"object","additionalProperties":{"type":"integer"}}`,
+	`{"type":"object","properties":{"meta":{},"list":{"type":"array"},"obj":{"type":"object"}}}`,
+	`{"type":"array","items":{"type":"boolean"}}`,
+}
+
+// accepts runs text through c's automaton and reports whether all of it
+// came and makes a complete value.
+func accepts(c *Compiled, text []byte) bool {
+	st := int32(0)
+	for _, b := range text {
+		if st = c.d.step(st, b); st < 0 {
+			return false
+		}
+	}
+	return c.d.accept[st]
+}
+
+// TestSchemaTexts: texts a schema allows (in the compact form, properties
+// in order, optional ones left out) are taken; others are not.
+func TestSchemaTexts(t *testing.T) {
+	for _, c := range []struct {
+		schema   string
+		yes, not []string
+	}{
+		{schemas[0],
+			[]string{`{"name":"x"}`, `{"name": "x", "age": 3}`, `{"name":"x","tags":["a", "b"]}`, `{ "name":"é\n\u00e9"}`, `{"name":"","age":-0,"tags":[]}`, `{"name":"x" }`},
+			[]string{`{"age":3}`, `{"name":"x","age":3.5}`, `{"age":3,"name":"x"}`, `{"name":"x","tags":["c"]}`, `{"name":"x","extra":1}`, `{"name":"x",}`, `{"name":"x"}x`, `{"name" :"x"}`, `{"name":"x",  "age":1}`, `{"name":"\x01"}`, "{\"name\":\"\xff\"}", `{"name":"x","age":01}`}},
+		{schemas[1],
+			[]string{`{"at":{"x":1,"y":2.5e3},"path":[{"x":0,"y":-1}]}`},
+			[]string{`{"at":{"x":1,"y":2},"path":[]}`, `{"at":{"x":1},"path":[{"x":0,"y":-1}]}`}},
+		{schemas[2],
+			[]string{`{"ok":true,"v":3}`, `{"ok":false,"v":null,"kind":"k"}`, `{"ok":true,"v":"none","kind":null}`},
+			[]string{`{"ok":true}`, `{"ok":1,"v":3}`, `{"ok":true,"v":"some"}`, `{"ok":true,"v":3,"kind":3}`}},
+		{schemas[3],
+			[]string{`{}`, `{"a":1}`, `{"a": 1, "b": -2}`},
+			[]string{`{"a":"x"}`, `{"a":1.5}`, `[]`}},
+		{schemas[4],
+			[]string{`{"meta":{"a":[1,{"b":null}]},"list":[1,"x",[]],"obj":{"k":{"l":true}}}`, `{"meta":"x"}`},
+			[]string{`{"meta":[[[[1]]]]}`, `{"list":{}}`}},
+		{schemas[5],
+			[]string{`[]`, `[true,false]`, `[ true]`},
+			[]string{`[1]`, `{}`, `[true,]`}},
+		{`{"enum":[1,"two",{"three":3},[4],null]}`,
+			[]string{`1`, `"two"`, `{"three":3}`, `[4]`, `null`},
+			[]string{`2`, `"three"`, `{"three": 3}`}},
+		{`{"type":"object","properties":{"a":{"type":"string"}},"additionalProperties":false,"required":[]}`,
+			[]string{`{}`, `{"a":"b"}`}, []string{`{"b":"a"}`}},
+		{`true`, []string{`{"any":[1]}`, `"s"`, `-1.5E+7`}, []string{`tru`, `{"a":}`}},
+	} {
+		comp, err := CompileSchema([]byte(c.schema))
+		if err != nil {
+			t.Fatalf("%s: %v", c.schema, err)
+		}
+		for _, s := range c.yes {
+			if !accepts(comp, []byte(s)) {
+				t.Errorf("%s: %s refused", c.schema, s)
+			}
+		}
+		for _, s := range c.not {
+			if accepts(comp, []byte(s)) {
+				t.Errorf("%s: %s taken", c.schema, s)
+			}
+		}
+	}
+}
+
+// TestSchemaRefused: a schema the automaton cannot honour is an error that
+// says why.
+func TestSchemaRefused(t *testing.T) {
+	for schema, why := range map[string]string{
+		`{"type":"string","pattern":"^a"}`:                                                 `"pattern" is not supported`,
+		`{"type":"integer","minimum":0}`:                                                   `"minimum" is not supported`,
+		`{"type":"array","minItems":2}`:                                                    "minItems must be 0 or 1",
+		`{"$ref":"#/$defs/missing","$defs":{}}`:                                            "names nothing",
+		`{"$defs":{"N":{"type":"array","items":{"$ref":"#/$defs/N"}}},"$ref":"#/$defs/N"}`: "recursive",
+		`{"$ref":"http://example.com/s.json"}`:                                             "only",
+		`{"type":"date"}`:                                                                  "not a JSON type",
+		`{"allOf":[{"type":"string"},{"type":"integer"}]}`:                                 "allOf of more than one",
+		`false`: "allows no value",
+		`{"type":"object","properties":{"a":{}},"required":["b"]}`: "not among its properties",
+		`[1]`: "an object or a boolean",
+		`{"type":"object","properties":{"a":{"type":"string","maxLength":3}}}`: "properties/a",
+	} {
+		_, err := CompileSchema([]byte(schema))
+		if err == nil || !strings.Contains(err.Error(), why) {
+			t.Errorf("%s: %v, want an error saying %q", schema, err, why)
+		}
+	}
+	// A schema whose automaton grows past its bound is refused, not built.
+	var b strings.Builder
+	b.WriteString(`{"type":"object","properties":{`)
+	for i := range 40 {
+		if i > 0 {
+			b.WriteString(",")
+		}
+		b.WriteString(`"p` + string(rune('a'+i%26)) + string(rune('a'+i/26)) + `":{"type":"object"}`)
+	}
+	b.WriteString(`}}`)
+	if _, err := CompileSchema([]byte(b.String())); err == nil || !strings.Contains(err.Error(), "simplify") {
+		t.Errorf("a huge schema: %v", err)
+	}
+}
+
+// validates is the twin: whether the decoded value v (objects as *obj, so
+// that their keys keep their order) is one schema s allows, as the
+// compiler reads schemas; root resolves $refs.
+func validates(v, s any, root *obj) bool {
+	switch s := s.(type) {
+	case bool:
+		return s && nesting(v) <= anyDepth
+	case *obj:
+		if ref, ok := s.m["$ref"].(string); ok {
+			if ref == "#" {
+				return validates(v, root, root)
+			}
+			table, name, _ := strings.Cut(strings.TrimPrefix(ref, "#/"), "/")
+			return validates(v, root.m[table].(*obj).m[name], root)
+		}
+		if c, ok := s.m["const"]; ok {
+			return compact(v) == compact(c)
+		}
+		if e, ok := s.m["enum"]; ok {
+			for _, c := range e.([]any) {
+				if compact(v) == compact(c) {
+					return true
+				}
+			}
+			return false
+		}
+		for _, k := range []string{"anyOf", "oneOf", "allOf"} {
+			if list, ok := s.m[k].([]any); ok {
+				for _, sub := range list {
+					if m, ok := sub.(*obj); ok && validates(v, merge(without(s, k), m), root) {
+						return true
+					}
+				}
+				return false
+			}
+		}
+		switch t := s.m["type"].(type) {
+		case string:
+			return typed(v, t, s, root)
+		case []any:
+			for _, x := range t {
+				if typed(v, x.(string), s, root) {
+					return true
+				}
+			}
+			return false
+		}
+		if _, ok := s.m["properties"]; ok {
+			return typed(v, "object", s, root)
+		}
+		if _, ok := s.m["items"]; ok {
+			return typed(v, "array", s, root)
+		}
+		return nesting(v) <= anyDepth
+	}
+	return false
+}
+
+func typed(v any, t string, s, root *obj) bool {
+	switch t {
+	case "string":
+		_, ok := v.(string)
+		return ok
+	case "number", "integer":
+		n, ok := v.(json.Number)
+		return ok && (t == "number" || !strings.ContainsAny(string(n), ".eE"))
+	case "boolean":
+		_, ok := v.(bool)
+		return ok
+	case "null":
+		return v == nil
+	case "array":
+		list, ok := v.([]any)
+		if !ok || s.m["minItems"] != nil && string(s.m["minItems"].(json.Number)) == "1" && len(list) == 0 {
+			return false
+		}
+		items, ok := s.m["items"]
+		if !ok {
+			items = true
+		}
+		for _, x := range list {
+			if !validates(x, items, root) {
+				return false
+			}
+		}
+		return true
+	case "object":
+		o, ok := v.(*obj)
+		if !ok {
+			return false
+		}
+		props, ok := s.m["properties"].(*obj)
+		if !ok {
+			values, ok := s.m["additionalProperties"]
+			if !ok {
+				values = true
+			}
+			if values == false {
+				return len(o.keys) == 0
+			}
+			for _, k := range o.keys {
+				if !validates(o.m[k], values, root) {
+					return false
+				}
+			}
+			return true
+		}
+		required := map[string]bool{}
+		if r, ok := s.m["required"].([]any); ok {
+			for _, x := range r {
+				required[x.(string)] = true
+			}
+		}
+		i := 0
+		for _, k := range props.keys { // the instance's keys: in this order, a subsequence
+			if i < len(o.keys) && o.keys[i] == k {
+				if !validates(o.m[k], props.m[k], root) {
+					return false
+				}
+				i++
+			} else if required[k] {
+				return false
+			}
+		}
+		return i == len(o.keys)
+	}
+	return false
+}
+
+// nesting is how deep v's objects and arrays nest.
+func nesting(v any) int {
+	d := 0
+	switch v := v.(type) {
+	case *obj:
+		for _, k := range v.keys {
+			d = max(d, nesting(v.m[k]))
+		}
+		return d + 1
+	case []any:
+		for _, x := range v {
+			d = max(d, nesting(x))
+		}
+		return d + 1
+	}
+	return 0
+}
+
+func compact(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+// decodeText decodes text as the twin reads it (ok false when it is not
+// one JSON value).
+func decodeText(text []byte) (any, bool) {
+	if !json.Valid(text) {
+		return nil, false
+	}
+	dec := json.NewDecoder(bytes.NewReader(text))
+	dec.UseNumber()
+	v, err := decodeOrdered(dec, 0)
+	return v, err == nil
+}
+
+// FuzzSchema: for each schema, a text the automaton takes is valid JSON
+// that the twin validates (and has no key twice); and a text the twin
+// validates, written compactly, is one the automaton takes.
+func FuzzSchema(f *testing.F) {
+	for i, s := range schemas {
+		f.Add(uint8(i), []byte(s))
+	}
+	f.Add(uint8(0), []byte(`{"name":"x","age":12,"tags":["a"]}`))
+	f.Add(uint8(1), []byte(`{"at":{"x":1,"y":2},"path":[{"x":0.5,"y":-1e3}]}`))
+	f.Add(uint8(2), []byte(`{"ok":true,"v":null,"kind":"k"}`))
+	f.Add(uint8(3), []byte(`{"a":1,"b":2}`))
+	f.Add(uint8(4), []byte(`{"meta":{"a":[1,{"b":null}]},"obj":{}}`))
+	f.Add(uint8(5), []byte(`[true, false]`))
+	compiled := make([]*Compiled, len(schemas))
+	roots := make([]*obj, len(schemas))
+	for i, s := range schemas {
+		c, err := CompileSchema([]byte(s))
+		if err != nil {
+			f.Fatal(err)
+		}
+		compiled[i] = c
+		dec := json.NewDecoder(strings.NewReader(s))
+		dec.UseNumber()
+		root, _ := decodeOrdered(dec, 0)
+		roots[i] = root.(*obj)
+	}
+	f.Fuzz(func(t *testing.T, which uint8, text []byte) {
+		i := int(which) % len(schemas)
+		c, root := compiled[i], roots[i]
+		v, ok := decodeText(text)
+		if accepts(c, text) {
+			if !ok || !validates(v, root, root) || dupKeys(v) {
+				t.Fatalf("schema %d takes %q, which it does not allow", i, text)
+			}
+		}
+		if ok && validates(v, root, root) && !dupKeys(v) {
+			if b := []byte(compact(v)); !accepts(c, b) {
+				t.Fatalf("schema %d refuses %s (from %q), which it allows", i, b, text)
+			}
+		}
+	})
+}
+
+func dupKeys(v any) bool {
+	switch v := v.(type) {
+	case *obj:
+		if len(v.keys) != len(v.m) {
+			return true
+		}
+		for _, k := range v.keys {
+			if dupKeys(v.m[k]) {
+				return true
+			}
+		}
+	case []any:
+		for _, x := range v {
+			if dupKeys(x) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// TestSchemaGenerates: on two real vocabularies, answers drawn from random
+// logits under a schema's mask are texts the schema allows: every step
+// allows exactly the tokens whose bytes run alone from its state (and an
+// end-of-generation token where the text is complete).
+func TestSchemaGenerates(t *testing.T) {
+	for _, name := range []string{"llama-spm", "deepseek-llm"} {
+		t.Run(name, func(t *testing.T) {
+			tok := vocab(t, name)
+			rng := rand.New(rand.NewPCG(3, 4))
+			logits := make([]float32, tok.Len())
+			noise := make([]float32, 2*tok.Len())
+			for i := range noise {
+				noise[i] = float32(rng.NormFloat64() * 3)
+			}
+			quote := tok.Encode(`"`, false, false)
+			done := 0
+			for k, schema := range schemas {
+				c, err := CachedSchema([]byte(schema))
+				if err != nil {
+					t.Fatal(err)
+				}
+				dec := json.NewDecoder(strings.NewReader(schema))
+				dec.UseNumber()
+				rv, _ := decodeOrdered(dec, 0)
+				root := rv.(*obj)
+				for answer := range 3 {
+					s := c.Start(tok)
+					var text []byte
+					for step := 0; step < 300; step++ {
+						copy(logits, noise[rng.IntN(tok.Len()):])
+						for _, id := range quote {
+							logits[id] += 6 // strings end now and then
+						}
+						s.Mask(logits)
+						if answer == 0 && step < 12 {
+							for id := range int32(tok.Len()) {
+								want := runsAlone(c, s.st, s.v.bytes[id]) || c.d.accept[s.st] && tok.IsEOG(id)
+								if got := !math.IsInf(float64(logits[id]), -1); got != want {
+									t.Fatalf("schema %d, step %d after %q: token %d (%q) allowed %v, alone %v", k, step, text, id, tok.TokenBytes(id, false), got, want)
+								}
+							}
+						}
+						id := argmax(logits)
+						if math.IsInf(float64(logits[id]), -1) {
+							t.Fatalf("schema %d: after %q nothing is allowed", k, text)
+						}
+						if tok.IsEOG(id) {
+							break
+						}
+						s.Accept(id)
+						text = append(text, tok.TokenBytes(id, false)...)
+						if s.Done() {
+							break
+						}
+					}
+					if c.d.accept[s.st] {
+						done++
+						if v, ok := decodeText(text); !ok || !validates(v, root, root) {
+							t.Errorf("schema %d: answer %q is not one it allows", k, text)
+						}
+					}
+				}
+			}
+			if done < len(schemas) {
+				t.Errorf("only %d of %d answers complete in 300 tokens", done, 3*len(schemas))
+			}
+			t.Logf("%d of %d answers complete", done, 3*len(schemas))
+		})
+	}
+}
+
+// runsAlone is the mask's twin: token bytes b run from st one by one.
+func runsAlone(c *Compiled, st int32, b []byte) bool {
+	if len(b) == 0 {
+		return false
+	}
+	for _, x := range b {
+		if st = c.d.step(st, x); st < 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// BenchmarkSchemaMask: one step's mask under a schema inside a string
+// value, where nearly every token is allowed: the first time in that state
+// (the trie walk) and after (the kept mask), and, as the baseline, the
+// json_object automaton's mask in a string.
+func BenchmarkSchemaMask(b *testing.B) {
+	for _, name := range []string{"llama-spm", "deepseek-llm"} {
+		tok := vocab(b, name)
+		c, err := CompileSchema([]byte(schemas[0]))
+		if err != nil {
+			b.Fatal(err)
+		}
+		text := []byte(`{"name":"b`)
+		st := int32(0)
+		for _, x := range text {
+			st = c.d.step(st, x)
+		}
+		logits := make([]float32, tok.Len())
+		b.Run(name+"/walk", func(b *testing.B) {
+			for b.Loop() {
+				s := c.Start(tok)
+				s.st = st
+				s.m = &masks{by: map[int32][]uint64{}}
+				s.Mask(logits)
+			}
+		})
+		b.Run(name+"/kept", func(b *testing.B) {
+			s := c.Start(tok)
+			s.st = st
+			for b.Loop() {
+				s.Mask(logits)
+			}
+		})
+		b.Run(name+"/json_object", func(b *testing.B) {
+			j := NewJSON(tok)
+			_, j.st = run([]byte(`{"a":"b`))
+			for b.Loop() {
+				j.Mask(logits)
+			}
+		})
+	}
+}
+
+// BenchmarkCompileSchema: compiling a schema of fixed fields, and one
+// with a value left free (its automaton nests any JSON anyDepth deep).
+func BenchmarkCompileSchema(b *testing.B) {
+	for i, s := range []string{schemas[1], schemas[4]} {
+		b.Run([]string{"fields", "free"}[i], func(b *testing.B) {
+			for b.Loop() {
+				if _, err := CompileSchema([]byte(s)); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
