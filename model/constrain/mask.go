@@ -37,6 +37,7 @@ type vocabTable struct {
 	bytes    [][]byte // by token id
 	eog      []int32
 	plain    []bool
+	plainSet []uint64 // plain as a bit set (Schema's masks)
 	nonPlain []int32
 }
 
@@ -45,7 +46,7 @@ type vocabKey struct{}
 func tableOf(tok *tokenizer.Tokenizer) *vocabTable {
 	return tok.Derived(vocabKey{}, func() any {
 		n := tok.Len()
-		v := &vocabTable{trie: tok.Trie(), bytes: make([][]byte, n), plain: make([]bool, n)}
+		v := &vocabTable{trie: tok.Trie(), bytes: make([][]byte, n), plain: make([]bool, n), plainSet: make([]uint64, (n+63)/64)}
 		for id := range int32(n) {
 			v.bytes[id] = tok.TokenBytes(id, false)
 			if tok.IsEOG(id) {
@@ -53,6 +54,7 @@ func tableOf(tok *tokenizer.Tokenizer) *vocabTable {
 			}
 			if stringOnly(v.bytes[id]) {
 				v.plain[id] = true
+				v.plainSet = setBit(v.plainSet, id)
 			} else {
 				v.nonPlain = append(v.nonPlain, id)
 			}

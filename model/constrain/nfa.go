@@ -97,33 +97,57 @@ func (n *nfa) star(f frag) frag {
 func (n *nfa) ws() frag { return n.opt(n.lit(" ")) }
 
 // str matches a JSON string: well-formed UTF-8 (RFC 3629), no control
-// characters, escapes as RFC 8259 has them.
+// characters, escapes as RFC 8259 has them. Every piece of its content
+// leads straight back to one state (no empty moves), so that the automaton
+// stands in the same state between any two characters (stringLoop).
 func (n *nfa) str() frag {
-	f := n.seq(n.lit(`"`))
-	loop := f.out
-	cont := func() frag { return n.ranges(0x80, 0xbf) }
-	chars := []frag{
-		n.ranges(0x20, 0x21, 0x23, 0x5b, 0x5d, 0x7f),
-		n.seq(n.lit(`\`), n.alt(n.ranges('"', '"', '\\', '\\', '/', '/', 'b', 'b', 'f', 'f', 'n', 'n', 'r', 'r', 't', 't'),
-			n.seq(n.lit("u"), n.hex(), n.hex(), n.hex(), n.hex()))),
-		n.seq(n.ranges(0xc2, 0xdf), cont()),
-		n.seq(n.ranges(0xe0, 0xe0), n.ranges(0xa0, 0xbf), cont()),
-		n.seq(n.ranges(0xe1, 0xec, 0xee, 0xef), cont(), cont()),
-		n.seq(n.ranges(0xed, 0xed), n.ranges(0x80, 0x9f), cont()),
-		n.seq(n.ranges(0xf0, 0xf0), n.ranges(0x90, 0xbf), cont(), cont()),
-		n.seq(n.ranges(0xf1, 0xf3), cont(), cont(), cont()),
-		n.seq(n.ranges(0xf4, 0xf4), n.ranges(0x80, 0x8f), cont(), cont()),
+	in, loop, out := n.state(), n.state(), n.state()
+	n.chain(in, loop, '"', '"')
+	n.chain(loop, out, '"', '"')
+	n.chain(loop, loop, 0x20, 0x21)
+	n.chain(loop, loop, 0x23, 0x5b)
+	n.chain(loop, loop, 0x5d, 0x7f)
+	esc := n.state()
+	n.chain(loop, esc, '\\', '\\')
+	for _, c := range []byte(`"\/bfnrt`) {
+		n.chain(esc, loop, c, c)
 	}
-	for _, c := range chars {
-		n.link(loop, c.in)
-		n.link(c.out, loop)
+	u := n.state()
+	n.chain(esc, u, 'u', 'u')
+	hex := []byte{'0', '9', 'a', 'f', 'A', 'F'}
+	for range 3 {
+		next := n.state()
+		for i := 0; i < len(hex); i += 2 {
+			n.chain(u, next, hex[i], hex[i+1])
+		}
+		u = next
 	}
-	end := n.lit(`"`)
-	n.link(loop, end.in)
-	return frag{f.in, end.out}
+	for i := 0; i < len(hex); i += 2 {
+		n.chain(u, loop, hex[i], hex[i+1])
+	}
+	c := [2]byte{0x80, 0xbf}
+	for _, seq := range [][][2]byte{
+		{{0xc2, 0xdf}, c},
+		{{0xe0, 0xe0}, {0xa0, 0xbf}, c}, {{0xe1, 0xec}, c, c}, {{0xed, 0xed}, {0x80, 0x9f}, c}, {{0xee, 0xef}, c, c},
+		{{0xf0, 0xf0}, {0x90, 0xbf}, c, c}, {{0xf1, 0xf3}, c, c, c}, {{0xf4, 0xf4}, {0x80, 0x8f}, c, c},
+	} {
+		at := loop
+		for i, r := range seq {
+			to := loop
+			if i < len(seq)-1 {
+				to = n.state()
+			}
+			n.chain(at, to, r[0], r[1])
+			at = to
+		}
+	}
+	return frag{in, out}
 }
 
-func (n *nfa) hex() frag { return n.ranges('0', '9', 'a', 'f', 'A', 'F') }
+// chain adds an edge from one state to another on the bytes lo to hi.
+func (n *nfa) chain(from, to int32, lo, hi byte) {
+	n.edges[from] = append(n.edges[from], edge{lo, hi, to})
+}
 
 func (n *nfa) digits() frag {
 	d := n.ranges('0', '9')
@@ -302,4 +326,69 @@ func (n *nfa) dfa(start, final int32, maxStates int) (*dfa, error) {
 		d.final[i] = d.accept[i] && !slices.ContainsFunc(row, func(to int32) bool { return to >= 0 })
 	}
 	return d, nil
+}
+
+// stringLoop reports whether st stands inside a free string: every unit of
+// a string's content (a character other than a control, '"' or '\\', an
+// escape, a well-formed UTF-8 character) leads from st back to st. Each
+// byte range is tried with a byte of each of its classes, which the
+// automaton cannot tell from the class's others.
+func (d *dfa) stringLoop(st int32) bool {
+	reps := func(lo, hi byte) []byte {
+		var out []byte
+		seen := map[uint8]bool{}
+		for b := int(lo); b <= int(hi); b++ {
+			if c := d.class[b]; !seen[c] {
+				seen[c] = true
+				out = append(out, byte(b))
+			}
+		}
+		return out
+	}
+	// back runs every sequence of a byte of each range in turn from at,
+	// and reports whether each ends at st.
+	var back func(at int32, ranges [][2]byte) bool
+	back = func(at int32, ranges [][2]byte) bool {
+		if at < 0 {
+			return false
+		}
+		if len(ranges) == 0 {
+			return at == st
+		}
+		for _, b := range reps(ranges[0][0], ranges[0][1]) {
+			if !back(d.step(at, b), ranges[1:]) {
+				return false
+			}
+		}
+		return true
+	}
+	one := func(lo, hi byte) [2]byte { return [2]byte{lo, hi} }
+	cont := one(0x80, 0xbf)
+	hex := [][2]byte{one('0', '9'), one('a', 'f'), one('A', 'F')}
+	units := [][][2]byte{
+		{one(0x20, 0x21)}, {one(0x23, 0x5b)}, {one(0x5d, 0x7f)},
+		{one(0xc2, 0xdf), cont},
+		{one(0xe0, 0xe0), one(0xa0, 0xbf), cont}, {one(0xe1, 0xec), cont, cont},
+		{one(0xed, 0xed), one(0x80, 0x9f), cont}, {one(0xee, 0xef), cont, cont},
+		{one(0xf0, 0xf0), one(0x90, 0xbf), cont, cont}, {one(0xf1, 0xf3), cont, cont, cont},
+		{one(0xf4, 0xf4), one(0x80, 0x8f), cont, cont},
+	}
+	for _, e := range `"\/bfnrt` {
+		units = append(units, [][2]byte{one('\\', '\\'), one(byte(e), byte(e))})
+	}
+	for _, a := range hex {
+		for _, b := range hex {
+			for _, c := range hex {
+				for _, x := range hex {
+					units = append(units, [][2]byte{one('\\', '\\'), one('u', 'u'), a, b, c, x})
+				}
+			}
+		}
+	}
+	for _, u := range units {
+		if !back(st, u) {
+			return false
+		}
+	}
+	return true
 }

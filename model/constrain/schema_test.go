@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -431,8 +432,8 @@ func runsAlone(c *Compiled, st int32, b []byte) bool {
 
 // BenchmarkSchemaMask: one step's mask under a schema inside a string
 // value, where nearly every token is allowed: the first time in that state
-// (the trie walk) and after (the kept mask), and, as the baseline, the
-// json_object automaton's mask in a string.
+// (made from the plain block) and after (the kept mask), and, as the
+// baseline, the json_object automaton's mask in a string.
 func BenchmarkSchemaMask(b *testing.B) {
 	for _, name := range []string{"llama-spm", "deepseek-llm"} {
 		tok := vocab(b, name)
@@ -446,7 +447,7 @@ func BenchmarkSchemaMask(b *testing.B) {
 			st = c.d.step(st, x)
 		}
 		logits := make([]float32, tok.Len())
-		b.Run(name+"/walk", func(b *testing.B) {
+		b.Run(name+"/first", func(b *testing.B) {
 			for b.Loop() {
 				s := c.Start(tok)
 				s.st = st
@@ -482,5 +483,40 @@ func BenchmarkCompileSchema(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestSchemaStringMask: inside a free string the mask is made from the
+// vocabulary's plain block (stringLoop) and equals the trie walk's; a
+// string held to an enum, or a place outside strings, is not taken for
+// one.
+func TestSchemaStringMask(t *testing.T) {
+	c, err := CompileSchema([]byte(schemas[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, at := range []struct {
+		text string
+		loop bool
+	}{{`{"name":"`, true}, {`{"name":"ab\n\u00e9`, true}, {`{"name":"x","tags":["`, false}, {`{"name":`, false}, {`{"na`, false}} {
+		st := int32(0)
+		for i := range len(at.text) {
+			st = c.d.step(st, at.text[i])
+		}
+		if st < 0 || c.d.stringLoop(st) != at.loop {
+			t.Errorf("after %q: state %d, in a free string %v, want %v", at.text, st, st >= 0 && c.d.stringLoop(st), at.loop)
+			continue
+		}
+		for _, name := range []string{"llama-spm", "deepseek-llm"} {
+			tok := vocab(t, name)
+			s := c.Start(tok)
+			s.st = st
+			s.m = &masks{by: map[int32][]uint64{}}
+			walked := make([]uint64, (tok.Len()+63)/64)
+			s.walk(walked, 0, st)
+			if got := s.allowed(); !slices.Equal(got, walked) {
+				t.Errorf("%s after %q: the mask differs from the walk's", name, at.text)
+			}
+		}
 	}
 }

@@ -102,8 +102,19 @@ func (s *Schema) allowed() []uint64 {
 	if ok {
 		return a
 	}
-	a = make([]uint64, (len(s.v.bytes)+63)/64)
-	s.walk(a, 0, s.st)
+	if s.c.d.stringLoop(s.st) {
+		// Inside a free string nearly every token may come: the plain
+		// ones as a block, the others run alone (as JSON's Mask).
+		a = append([]uint64(nil), s.v.plainSet...)
+		for _, id := range s.v.nonPlain {
+			if runsFrom(s.c.d, s.st, s.v.bytes[id]) {
+				a = setBit(a, id)
+			}
+		}
+	} else {
+		a = make([]uint64, (len(s.v.bytes)+63)/64)
+		s.walk(a, 0, s.st)
+	}
 	s.m.mu.Lock()
 	if len(s.m.by) < maxMasks {
 		s.m.by[s.st] = a
@@ -115,7 +126,7 @@ func (s *Schema) allowed() []uint64 {
 // walk marks in a the tokens allowed below trie node n, reached in state st.
 func (s *Schema) walk(a []uint64, n, st int32) {
 	for _, id := range s.v.trie.Ends(n) {
-		a[id/64] |= 1 << (id % 64)
+		setBit(a, id)
 	}
 	d := s.c.d
 	next := d.next[int(st)*d.classes : int(st+1)*d.classes]
@@ -139,4 +150,19 @@ func (s *Schema) Accept(id int32) {
 		}
 	}
 	s.st = st
+}
+
+// runsFrom reports whether bytes b (at least one) run from st.
+func runsFrom(d *dfa, st int32, b []byte) bool {
+	for _, x := range b {
+		if st = d.step(st, x); st < 0 {
+			return false
+		}
+	}
+	return len(b) > 0
+}
+
+func setBit(set []uint64, id int32) []uint64 {
+	set[id/64] |= 1 << (id % 64)
+	return set
 }
