@@ -98,32 +98,58 @@ func (n *nfa) ws() frag { return n.opt(n.lit(" ")) }
 
 // str matches a JSON string: well-formed UTF-8 (RFC 3629), no control
 // characters, escapes as RFC 8259 has them. Every piece of its content
-// leads straight back to one state (no empty moves), so that the automaton
-// stands in the same state between any two characters (stringLoop).
-func (n *nfa) str() frag {
-	in, loop, out := n.state(), n.state(), n.state()
-	n.chain(in, loop, '"', '"')
-	n.chain(loop, out, '"', '"')
-	n.chain(loop, loop, 0x20, 0x21)
-	n.chain(loop, loop, 0x23, 0x5b)
-	n.chain(loop, loop, 0x5d, 0x7f)
+// leads straight to the next state (no empty moves), so that the automaton
+// stands in one state between any two characters of a string without
+// bounds (stringLoop).
+func (n *nfa) str() frag { return n.boundedStr(0, -1) }
+
+// boundedStr is str of min to max characters (max -1: no bound), each
+// escape one character.
+func (n *nfa) boundedStr(min, max int) frag {
+	in, out, q := n.state(), n.state(), n.state()
+	n.chain(in, q, '"', '"')
+	for range min {
+		next := n.state()
+		n.char(q, next)
+		q = next
+	}
+	n.chain(q, out, '"', '"')
+	if max < 0 {
+		n.char(q, q)
+		return frag{in, out}
+	}
+	for range max - min {
+		next := n.state()
+		n.char(q, next)
+		n.chain(next, out, '"', '"')
+		q = next
+	}
+	return frag{in, out}
+}
+
+// char adds the ways of one character of a string's content from one
+// state to another.
+func (n *nfa) char(from, to int32) {
+	n.chain(from, to, 0x20, 0x21)
+	n.chain(from, to, 0x23, 0x5b)
+	n.chain(from, to, 0x5d, 0x7f)
 	esc := n.state()
-	n.chain(loop, esc, '\\', '\\')
+	n.chain(from, esc, '\\', '\\')
 	for _, c := range []byte(`"\/bfnrt`) {
-		n.chain(esc, loop, c, c)
+		n.chain(esc, to, c, c)
 	}
 	u := n.state()
 	n.chain(esc, u, 'u', 'u')
 	hex := []byte{'0', '9', 'a', 'f', 'A', 'F'}
-	for range 3 {
-		next := n.state()
+	for k := range 4 {
+		next := to
+		if k < 3 {
+			next = n.state()
+		}
 		for i := 0; i < len(hex); i += 2 {
 			n.chain(u, next, hex[i], hex[i+1])
 		}
 		u = next
-	}
-	for i := 0; i < len(hex); i += 2 {
-		n.chain(u, loop, hex[i], hex[i+1])
 	}
 	c := [2]byte{0x80, 0xbf}
 	for _, seq := range [][][2]byte{
@@ -131,17 +157,16 @@ func (n *nfa) str() frag {
 		{{0xe0, 0xe0}, {0xa0, 0xbf}, c}, {{0xe1, 0xec}, c, c}, {{0xed, 0xed}, {0x80, 0x9f}, c}, {{0xee, 0xef}, c, c},
 		{{0xf0, 0xf0}, {0x90, 0xbf}, c, c}, {{0xf1, 0xf3}, c, c, c}, {{0xf4, 0xf4}, {0x80, 0x8f}, c, c},
 	} {
-		at := loop
+		at := from
 		for i, r := range seq {
-			to := loop
+			next := to
 			if i < len(seq)-1 {
-				to = n.state()
+				next = n.state()
 			}
-			n.chain(at, to, r[0], r[1])
-			at = to
+			n.chain(at, next, r[0], r[1])
+			at = next
 		}
 	}
-	return frag{in, out}
 }
 
 // chain adds an edge from one state to another on the bytes lo to hi.
@@ -170,7 +195,7 @@ func (n *nfa) number(integer bool) frag {
 func (n *nfa) any(depth int) frag {
 	alts := []frag{n.str(), n.number(false), n.lit("true"), n.lit("false"), n.lit("null")}
 	if depth > 0 {
-		alts = append(alts, n.object(func() frag { return n.any(depth - 1) }), n.array(n.any(depth-1), 0))
+		alts = append(alts, n.object(func() frag { return n.any(depth - 1) }), n.array(func() frag { return n.any(depth - 1) }, 0, -1))
 	}
 	return n.alt(alts...)
 }
@@ -183,22 +208,55 @@ func (n *nfa) object(value func() frag) frag {
 	return n.seq(open, n.opt(n.seq(member, more, n.ws())), n.lit("}"))
 }
 
-// array matches an array of items of item, at least min (0 or 1) of them.
-func (n *nfa) array(item frag, min int) frag {
+// array matches an array of min to max items (max -1: no bound), each
+// made by item (a copy for each place the bounds tell apart).
+func (n *nfa) array(item func() frag, min, max int) frag {
 	open := n.seq(n.lit("["), n.ws())
-	f := n.seq(n.empty())
-	n.link(f.in, item.in)
-	after := item.out
-	comma := n.seq(n.lit(","), n.ws())
-	n.link(after, comma.in)
-	n.link(comma.out, item.in)
-	close := n.seq(n.ws(), n.lit("]"))
-	n.link(after, close.in)
-	body := frag{f.in, close.out}
-	if min == 0 {
-		body = n.alt(body, n.lit("]"))
+	if max == 0 {
+		return n.seq(open, n.lit("]"))
 	}
-	return n.seq(open, body)
+	end := n.state()
+	closing := func(at int32) {
+		c := n.seq(n.ws(), n.lit("]"))
+		n.link(at, c.in)
+		n.link(c.out, end)
+	}
+	if min == 0 {
+		e := n.lit("]")
+		n.link(open.out, e.in)
+		n.link(e.out, end)
+	}
+	at := open.out
+	copies := max
+	if max < 0 {
+		copies = min
+	}
+	for i := range copies {
+		f := item()
+		if i > 0 {
+			f = n.seq(n.lit(","), n.ws(), f)
+		}
+		n.link(at, f.in)
+		at = f.out
+		if i+1 >= min {
+			closing(at)
+		}
+	}
+	if max < 0 { // one more copy, entered again after each comma
+		f := item()
+		if copies > 0 {
+			c := n.seq(n.lit(","), n.ws())
+			n.link(at, c.in)
+			n.link(c.out, f.in)
+		} else {
+			n.link(at, f.in)
+		}
+		again := n.seq(n.lit(","), n.ws())
+		n.link(f.out, again.in)
+		n.link(again.out, f.in)
+		closing(f.out)
+	}
+	return frag{open.in, end}
 }
 
 // closure adds to set the states reached from it without a byte, and

@@ -18,13 +18,14 @@ import (
 //
 // Supported: type (one or a list), properties, required,
 // additionalProperties (a schema for the values of an object without
-// properties), items, minItems 0 or 1, enum, const, anyOf and oneOf (any
+// properties), items, minItems and maxItems (up to 64), minLength and
+// maxLength (up to 256; characters, an escape one each), enum, const, anyOf and oneOf (any
 // branch; oneOf's exclusivity is not checked), allOf of one schema, $ref
 // to "#", "#/$defs/…" or "#/definitions/…" (not recursive), true and {} (any
 // value, nested at most anyDepth deep). Annotations (title, description,
 // default, examples, format, …) are ignored. A keyword that would bound a
 // value in a way the automaton does not honour (pattern, minimum,
-// maxLength, maxItems, …) is an error naming it, not silently dropped.
+// uniqueItems, minProperties, …) is an error naming it, not silently dropped.
 
 const (
 	// anyDepth bounds the nesting of a value the schema leaves free.
@@ -33,6 +34,10 @@ const (
 	maxStates = 16384
 	// maxRefs bounds how many $refs a schema may expand (each is a copy).
 	maxRefs = 256
+	// maxLength and maxItems bound the counts a schema may set: each
+	// character or item they tell apart is a copy in the automaton.
+	maxLength = 256
+	maxItems  = 64
 )
 
 // ignored are keywords that do not constrain the text.
@@ -45,7 +50,7 @@ var ignored = map[string]bool{
 // supported are the keywords compile reads.
 var supported = map[string]bool{
 	"type": true, "properties": true, "required": true, "additionalProperties": true, "items": true,
-	"minItems": true, "enum": true, "const": true, "anyOf": true, "oneOf": true, "allOf": true, "$ref": true,
+	"minItems": true, "maxItems": true, "minLength": true, "maxLength": true, "enum": true, "const": true, "anyOf": true, "oneOf": true, "allOf": true, "$ref": true,
 }
 
 // compiler builds the automaton of one schema.
@@ -207,7 +212,11 @@ func (c *compiler) typed(s *obj, name, path string, at func(string, ...any) erro
 	n := &c.n
 	switch name {
 	case "string":
-		return n.str(), nil
+		min, max, err := bounds(s, "minLength", "maxLength", maxLength, at)
+		if err != nil {
+			return frag{}, err
+		}
+		return n.boundedStr(min, max), nil
 	case "number":
 		return n.number(false), nil
 	case "integer":
@@ -217,23 +226,23 @@ func (c *compiler) typed(s *obj, name, path string, at func(string, ...any) erro
 	case "null":
 		return n.lit("null"), nil
 	case "array":
-		min := 0
-		if v, ok := s.m["minItems"]; ok {
-			k, err := count(v)
-			if err != nil || k > 1 {
-				return frag{}, at("minItems must be 0 or 1")
-			}
-			min = k
+		min, max, err := bounds(s, "minItems", "maxItems", maxItems, at)
+		if err != nil {
+			return frag{}, err
 		}
 		items, ok := s.m["items"]
 		if !ok {
 			items = true
 		}
-		item, err := c.value(items, path+"/items")
-		if err != nil {
-			return frag{}, err
+		item := func() frag {
+			f, e := c.value(items, path+"/items")
+			if e != nil && err == nil {
+				err = e
+			}
+			return f
 		}
-		return n.array(item, min), nil
+		f := n.array(item, min, max)
+		return f, err
 	case "object":
 		return c.object(s, path, at)
 	}
@@ -359,6 +368,30 @@ func (c *compiler) ref(v any, path string, at func(string, ...any) error) (frag,
 	c.refs = append(c.refs, ref)
 	defer func() { c.refs = c.refs[:len(c.refs)-1] }()
 	return c.value(target, ref)
+}
+
+// bounds reads a pair of count keywords (max -1 when absent), each at
+// most limit.
+func bounds(s *obj, minKey, maxKey string, limit int, at func(string, ...any) error) (min, max int, err error) {
+	max = -1
+	for _, k := range []struct {
+		key string
+		v   *int
+	}{{minKey, &min}, {maxKey, &max}} {
+		raw, ok := s.m[k.key]
+		if !ok {
+			continue
+		}
+		n, err := count(raw)
+		if err != nil || n > limit {
+			return 0, 0, at("%s must be a count from 0 to %d", k.key, limit)
+		}
+		*k.v = n
+	}
+	if max >= 0 && min > max {
+		return 0, 0, at("%s %d is more than %s %d", minKey, min, maxKey, max)
+	}
+	return min, max, nil
 }
 
 // count reads a non-negative integer keyword.
