@@ -332,7 +332,7 @@ func (n *nfa) dfa(start, final int32, maxStates int) (*dfa, error) {
 			return id, nil
 		}
 		if len(sets) == maxStates {
-			return 0, fmt.Errorf("the schema makes an automaton of more than %d states; simplify it", maxStates)
+			return 0, fmt.Errorf("the schema makes an automaton of more than %d states: lower its maxLength or maxItems, or simplify it", maxStates)
 		}
 		id := int32(len(sets))
 		index[k] = id

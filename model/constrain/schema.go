@@ -98,7 +98,7 @@ func CompileSchema(raw []byte) (*Compiled, error) {
 // value builds the piece for schema s found at path (for errors).
 func (c *compiler) value(s any, path string) (frag, error) {
 	if len(c.n.eps) > maxNFA {
-		return frag{}, fmt.Errorf("the schema is too large")
+		return frag{}, fmt.Errorf("the schema is too large for an automaton (more than %d states before it is made deterministic): lower its maxLength or maxItems, or simplify it", maxNFA)
 	}
 	at := func(format string, args ...any) error {
 		where := "the schema"
