@@ -298,7 +298,7 @@ func (c *compiler) object(s *obj, path string, at func(string, ...any) error) (f
 	open := n.seq(n.lit("{"), n.ws())
 	none, some := open.out, n.state()
 	for _, name := range props.keys { // in the order of the schema's text
-		key, _ := json.Marshal(name)
+		key, _ := marshal(name)
 		value, err := c.value(props.m[name], path+"/properties/"+name)
 		if err != nil {
 			return frag{}, err
@@ -329,7 +329,7 @@ func (c *compiler) object(s *obj, path string, at func(string, ...any) error) (f
 func (c *compiler) literals(values []any, at func(string, ...any) error) (frag, error) {
 	var alts []frag
 	for _, v := range values {
-		b, err := json.Marshal(v)
+		b, err := marshal(v)
 		if err != nil {
 			return frag{}, at("%v", err)
 		}
@@ -429,8 +429,8 @@ func (o *obj) MarshalJSON() ([]byte, error) {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		kb, _ := json.Marshal(k)
-		vb, err := json.Marshal(o.m[k])
+		kb, _ := marshal(k)
+		vb, err := marshal(o.m[k])
 		if err != nil {
 			return nil, err
 		}
@@ -440,6 +440,18 @@ func (o *obj) MarshalJSON() ([]byte, error) {
 	}
 	b.WriteByte('}')
 	return b.Bytes(), nil
+}
+
+// marshal writes v as compact JSON the way a model writes it: '<', '>'
+// and '&' as themselves (encoding/json's default escapes them).
+func marshal(v any) ([]byte, error) {
+	var b bytes.Buffer
+	e := json.NewEncoder(&b)
+	e.SetEscapeHTML(false)
+	if err := e.Encode(v); err != nil {
+		return nil, err
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }
 
 // maxNesting bounds the nesting of a schema's JSON text.

@@ -64,6 +64,8 @@ func TestSchemaTexts(t *testing.T) {
 			[]string{`{"code":"ab","ids":[1]}`, `{"code":"a\u00e9\né","ids":[1,2, 3]}`, `{"code":"abc","ids":[0],"rest":[1,"x"]}`, `{"code":"ab","ids":[1],"rest":[1,2,3,4]}`},
 			[]string{`{"code":"a","ids":[1]}`, `{"code":"abcde","ids":[1]}`, `{"code":"ab","ids":[]}`, `{"code":"ab","ids":[1,2,3,4]}`, `{"code":"ab","ids":[1],"rest":[1]}`, `{"code":"ab","ids":[1],"rest":[]}`}},
 		{`{"type":"array","maxItems":0}`, []string{`[]`, `[ ]`}, []string{`[1]`}},
+		{`{"type":"object","properties":{"<a&b>":{"enum":["x<y","é",{"k":"<>"}]}},"required":["<a&b>"]}`,
+			[]string{`{"<a&b>":"x<y"}`, `{"<a&b>":"é"}`, `{"<a&b>":{"k":"<>"}}`}, []string{`{"\u003ca\u0026b\u003e":"x<y"}`}},
 		{`{"enum":[1,"two",{"three":3},[4],null]}`,
 			[]string{`1`, `"two"`, `{"three":3}`, `[4]`, `null`},
 			[]string{`2`, `"three"`, `{"three": 3}`}},
@@ -285,7 +287,7 @@ func nesting(v any) int {
 }
 
 func compact(v any) string {
-	b, _ := json.Marshal(v)
+	b, _ := marshal(v)
 	return string(b)
 }
 
