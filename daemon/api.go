@@ -82,9 +82,12 @@ type params struct {
 		} `json:"json_schema"` // OpenAI's
 		Schema json.RawMessage `json:"schema"` // llama.cpp's, with json_object
 	} `json:"response_format"`
-	LogitBias map[string]float64 `json:"logit_bias"`
-	IgnoreEOS *bool              `json:"ignore_eos"`
-	Priority  *int64             `json:"priority"`
+	JSONSchema   json.RawMessage    `json:"json_schema"`   // llama.cpp's
+	GuidedJSON   json.RawMessage    `json:"guided_json"`   // vLLM's: a schema, or its text
+	GuidedChoice json.RawMessage    `json:"guided_choice"` // vLLM's: the answer is one of these texts
+	LogitBias    map[string]float64 `json:"logit_bias"`
+	IgnoreEOS    *bool              `json:"ignore_eos"`
+	Priority     *int64             `json:"priority"`
 	// QueueDeadlineMS bounds the time the request may wait in the queue;
 	// past it the request ends with 429 queue_deadline.
 	QueueDeadlineMS *int64 `json:"queue_deadline_ms"`
@@ -302,6 +305,75 @@ func parseCompletion(body []byte, maxTokens int) (*genRequest, *apiError) {
 	return nil, badRequest("prompt", "prompt must be a string, an array of one string, or an array of token ids")
 }
 
+// format reads how the answer is held to a form: response_format (text,
+// json_object, OpenAI's json_schema, llama.cpp's json_object with a
+// schema), llama.cpp's json_schema, or vLLM's guided_json and
+// guided_choice; at most one of them.
+func (p *params) format(g *genRequest) *apiError {
+	present := func(raw json.RawMessage) bool {
+		t := bytes.TrimSpace(raw)
+		return len(t) > 0 && string(t) != "null"
+	}
+	var named []string
+	var schema json.RawMessage
+	param := "response_format"
+	if rf := p.RespFormat; rf != nil && rf.Type != nil {
+		switch *rf.Type {
+		case "text":
+		case "json_object":
+			g.JSON, schema = true, rf.Schema
+			named = append(named, "response_format")
+		case "json_schema":
+			if rf.JSONSchema == nil || !present(rf.JSONSchema.Schema) {
+				return badRequest("response_format", "response_format json_schema needs json_schema.schema, the JSON schema of the answer")
+			}
+			g.JSON, schema = true, rf.JSONSchema.Schema
+			named = append(named, "response_format")
+		default:
+			return badRequest("response_format", "response_format %q is not supported (\"text\", \"json_object\" or \"json_schema\")", *rf.Type)
+		}
+	}
+	if present(p.JSONSchema) {
+		g.JSON, schema, param = true, p.JSONSchema, "json_schema"
+		named = append(named, param)
+	}
+	if present(p.GuidedJSON) {
+		schema, param = p.GuidedJSON, "guided_json"
+		var text string
+		if json.Unmarshal(schema, &text) == nil { // the schema's text, as vLLM also takes it
+			schema = json.RawMessage(text)
+		}
+		g.JSON = true
+		named = append(named, param)
+	}
+	if present(p.GuidedChoice) {
+		named = append(named, "guided_choice")
+	}
+	if len(named) > 1 {
+		return badRequest(named[1], "%s and %s both hold the answer to a form: send one", named[0], named[1])
+	}
+	if present(p.GuidedChoice) {
+		var choices []string
+		if json.Unmarshal(p.GuidedChoice, &choices) != nil || len(choices) == 0 || slices.Contains(choices, "") {
+			return badRequest("guided_choice", "guided_choice must be a list of non-empty texts, the answers allowed")
+		}
+		c, err := constrain.CachedChoice(choices)
+		if err != nil {
+			return badRequest("guided_choice", "guided_choice: %v", err)
+		}
+		g.Schema = c
+		return nil
+	}
+	if present(schema) {
+		c, err := constrain.CachedSchema(bytes.TrimSpace(schema))
+		if err != nil {
+			return badRequest(param, "%s's schema: %v", param, err)
+		}
+		g.Schema = c
+	}
+	return nil
+}
+
 // apply checks the shared fields and copies them into g.
 func (p *params) apply(g *genRequest, maxTokens int) *apiError {
 	g.Model = p.Model
@@ -390,27 +462,8 @@ func (p *params) apply(g *genRequest, maxTokens int) *apiError {
 			return badRequest(f.name, "%s: tool and function calls are not supported", f.name)
 		}
 	}
-	if rf := p.RespFormat; rf != nil && rf.Type != nil {
-		var schema json.RawMessage
-		switch *rf.Type {
-		case "text":
-		case "json_object":
-			g.JSON, schema = true, rf.Schema
-		case "json_schema":
-			if rf.JSONSchema == nil || len(bytes.TrimSpace(rf.JSONSchema.Schema)) == 0 || string(bytes.TrimSpace(rf.JSONSchema.Schema)) == "null" {
-				return badRequest("response_format", "response_format json_schema needs json_schema.schema, the JSON schema of the answer")
-			}
-			g.JSON, schema = true, rf.JSONSchema.Schema
-		default:
-			return badRequest("response_format", "response_format %q is not supported (\"text\", \"json_object\" or \"json_schema\")", *rf.Type)
-		}
-		if t := bytes.TrimSpace(schema); len(t) > 0 && string(t) != "null" {
-			c, err := constrain.CachedSchema(t)
-			if err != nil {
-				return badRequest("response_format", "response_format's schema: %v", err)
-			}
-			g.Schema = c
-		}
+	if e := p.format(g); e != nil {
+		return e
 	}
 	bias, e := logitBias(p.LogitBias)
 	if e != nil {

@@ -29,6 +29,8 @@ func FuzzParseRequest(f *testing.F) {
 		`{"messages":[{"role":"user","content":"x"}],"response_format":{"type":"json_schema","json_schema":{"name":"a","schema":{"type":"object","properties":{"a":{"type":"array","items":{"enum":[1,"x"]}}},"required":["a"]}}}}`,
 		`{"prompt":"a","response_format":{"type":"json_object","schema":{"$defs":{"p":{"type":["integer","null"]}},"anyOf":[{"$ref":"#/$defs/p"},{"const":true}]}}}`,
 		`{"prompt":"a","max_tokens":0,"echo":true,"logprobs":1}`,
+		`{"prompt":"a","guided_choice":["yes","no"]}`, `{"prompt":"a","guided_json":"{\"type\":\"integer\"}"}`,
+		`{"prompt":"a","json_schema":{"type":"array","maxItems":2},"guided_choice":null}`,
 	} {
 		f.Add([]byte(s))
 	}

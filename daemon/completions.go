@@ -310,7 +310,7 @@ func (s *server) prepare(g *genRequest, l *Loaded, defMax int) (scheduler.Reques
 		return scheduler.Request{}, &apiError{Status: 400, Type: "invalid_request_error", Param: param, Code: "context_length_exceeded",
 			Msg: fmt.Sprintf("the prompt has %d tokens; the model %q serves a context of %d tokens, which must also hold the answer", len(ids), l.Name, l.Context)}
 	}
-	if g.JSON {
+	if g.JSON || g.Schema != nil {
 		constrain.Prepare(tok) // the vocabulary's tables, once per model, here rather than in the scheduler's loop
 	}
 	room := l.Context - len(ids)

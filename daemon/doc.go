@@ -93,7 +93,8 @@
 //     costs 0.05-0.3 ms.
 //   - response_format {"type": "json_schema", "json_schema": {"schema":
 //     …}} (OpenAI's structured outputs; llama.cpp's {"type":
-//     "json_object", "schema": …} too) holds the answer to the texts the
+//     "json_object", "schema": …} and json_schema, and vLLM's guided_json,
+//     a schema or its text, too) holds the answer to the texts the
 //     schema allows (model/constrain's CompileSchema, which lists what it
 //     takes): a deterministic automaton over bytes, properties in the
 //     schema's order (required ones always, no others, as OpenAI's strict
@@ -112,6 +113,10 @@
 //     block of plain string tokens; elsewhere a walk of the trie), later
 //     ones copy it (27 µs, 89 µs; json_object's mask in a string: 47 µs,
 //     199 µs).
+//   - vLLM's guided_choice (a list of texts) holds the answer to exactly
+//     one of them, as written (not JSON), ending "stop" there (or, for a
+//     text that begins another, where the model ends it). Two ways of
+//     holding an answer to a form in one request are a 400.
 //   - logit_bias (token ids in decimal to a bias in [-100, 100]) is added to
 //     the logits after the penalties, greedy or sampled, as OpenAI's; an id
 //     outside the model's vocabulary is a 400. logprobs stay the model's own.

@@ -1043,6 +1043,57 @@ func constrainedAnswers(t *testing.T, d *apiDaemon, seeds int, format func(seed 
 	return complete
 }
 
+// TestGuided: vLLM's guided_choice holds the answer to one of its texts,
+// and guided_json (a schema, or its text) and llama.cpp's json_schema to a
+// schema, as response_format json_schema does; two ways at once, or a bad
+// one, are a 400.
+func TestGuided(t *testing.T) {
+	d := startAPIDaemon(t, func(c *configs.Config) { c.Limits.MaxTokens = 200 })
+	ask := func(extra string) (int, string, string) {
+		t.Helper()
+		resp, b := d.do(t, "POST", "/v1/completions", "", `{"model":"`+d.name+`","prompt":"Is it so?","max_tokens":40,"temperature":1,"seed":2`+extra+`}`)
+		var r struct {
+			Choices []struct {
+				Text         string
+				FinishReason string `json:"finish_reason"`
+			}
+		}
+		if json.Unmarshal(b, &r) != nil || len(r.Choices) != 1 {
+			return resp.StatusCode, string(b), ""
+		}
+		return resp.StatusCode, r.Choices[0].Text, r.Choices[0].FinishReason
+	}
+	seen := map[string]bool{}
+	for seed := range 6 {
+		code, text, finish := ask(fmt.Sprintf(`,"seed":%d,"guided_choice":["yes","no","maybe so"]`, seed))
+		if code != 200 || finish != "stop" || !slices.Contains([]string{"yes", "no", "maybe so"}, text) {
+			t.Fatalf("guided_choice: %d %q %s", code, text, finish)
+		}
+		seen[text] = true
+	}
+	t.Logf("guided_choice answers: %v", seen)
+	schema := `{"type":"object","properties":{"ok":{"type":"boolean"},"n":{"type":"integer"}},"required":["ok","n"]}`
+	shape := regexp.MustCompile(`^\{ ?"ok": ?(true|false), ?"n": ?-?\d+ ?\}$`)
+	for _, extra := range []string{`,"guided_json":` + schema, `,"guided_json":` + mustJSON(schema), `,"json_schema":` + schema} {
+		code, text, finish := ask(extra)
+		if code != 200 || finish == "stop" && !shape.MatchString(text) || finish == "length" && !strings.HasPrefix(text, "{") {
+			t.Errorf("%s: %d %q %s", extra, code, text, finish)
+		}
+	}
+	for extra, param := range map[string]string{
+		`,"guided_choice":[]`:                                               "guided_choice",
+		`,"guided_choice":["a",""]`:                                         "guided_choice",
+		`,"guided_choice":"a"`:                                              "guided_choice",
+		`,"guided_json":{"type":"string","pattern":"a"}`:                    "guided_json",
+		`,"guided_json":` + schema + `,"guided_choice":["a"]`:               "guided_choice",
+		`,"response_format":{"type":"json_object"},"json_schema":` + schema: "json_schema",
+	} {
+		resp, b := d.do(t, "POST", "/v1/completions", "", `{"model":"`+d.name+`","prompt":"x"`+extra+`}`)
+		wantError(t, extra, resp, b, 400, param, "")
+	}
+	d.stop(t)
+}
+
 func closingBias(t *testing.T, path string) string {
 	t.Helper()
 	m, err := model.Load(path)

@@ -539,13 +539,38 @@ var cache struct {
 // CachedSchema is CompileSchema, kept for the next request with the same
 // schema text.
 func CachedSchema(raw []byte) (*Compiled, error) {
+	return cached("schema\x00"+string(raw), func() (*Compiled, error) { return CompileSchema(raw) })
+}
+
+// CachedChoice is CompileChoice, kept alike.
+func CachedChoice(choices []string) (*Compiled, error) {
+	return cached("choice\x00"+strings.Join(choices, "\x00"), func() (*Compiled, error) { return CompileChoice(choices) })
+}
+
+// CompileChoice compiles the texts an answer may be (vLLM's
+// guided_choice): exactly one of them, as written.
+func CompileChoice(choices []string) (*Compiled, error) {
+	var n nfa
+	alts := make([]frag, len(choices))
+	for i, c := range choices {
+		alts[i] = n.lit(c)
+	}
+	f := n.alt(alts...)
+	d, err := n.dfa(f.in, f.out, maxStates)
+	if err != nil {
+		return nil, err
+	}
+	return &Compiled{d: d}, nil
+}
+
+func cached(key string, compile func() (*Compiled, error)) (*Compiled, error) {
 	cache.Lock()
-	c, ok := cache.by[string(raw)]
+	c, ok := cache.by[key]
 	cache.Unlock()
 	if ok {
 		return c, nil
 	}
-	c, err := CompileSchema(raw)
+	c, err := compile()
 	if err != nil {
 		return nil, err
 	}
@@ -554,13 +579,13 @@ func CachedSchema(raw []byte) (*Compiled, error) {
 	if cache.by == nil {
 		cache.by = map[string]*Compiled{}
 	}
-	if _, ok := cache.by[string(raw)]; !ok {
+	if _, ok := cache.by[key]; !ok {
 		if len(cache.order) == cacheSize {
 			delete(cache.by, cache.order[0])
 			cache.order = cache.order[1:]
 		}
-		cache.by[string(raw)] = c
-		cache.order = append(cache.order, string(raw))
+		cache.by[key] = c
+		cache.order = append(cache.order, key)
 	}
 	return c, nil
 }

@@ -90,6 +90,27 @@ func TestSchemaTexts(t *testing.T) {
 	}
 }
 
+// TestChoice: an answer held to choices is one of them exactly; one that
+// begins another may end or go on.
+func TestChoice(t *testing.T) {
+	c, err := CompileChoice([]string{"yes", "no", "yes, but", "ünï ✓"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for text, want := range map[string]bool{"yes": true, "no": true, "yes, but": true, "ünï ✓": true, "ye": false, "yes,": false, "No": false, `"yes"`: false, "": false} {
+		if got := accepts(c, []byte(text)); got != want {
+			t.Errorf("%q: taken %v, want %v", text, got, want)
+		}
+	}
+	st := int32(0)
+	for _, b := range []byte("yes") {
+		st = c.d.step(st, b)
+	}
+	if !c.d.accept[st] || c.d.final[st] {
+		t.Errorf("after yes: accepting %v, final %v; want an end or more", c.d.accept[st], c.d.final[st])
+	}
+}
+
 // TestSchemaRefused: a schema the automaton cannot honour is an error that
 // says why.
 func TestSchemaRefused(t *testing.T) {
