@@ -81,6 +81,10 @@ type Auth struct {
 	// AllowedOrigins are the web origins (scheme://host[:port], or "*")
 	// whose pages may call the API from a browser (CORS); none by default.
 	AllowedOrigins []string `toml:"allowed_origins"`
+	// PublicMetrics serves GET /metrics on TCP without a key, for a
+	// Prometheus that scrapes without credentials (the metrics name models
+	// and count requests; they hold no prompt or answer).
+	PublicMetrics bool `toml:"public_metrics"`
 
 	// Hashes are the SHA-256 hashes of every accepted key, from both
 	// sources; Load fills it.

@@ -110,7 +110,7 @@ func TestFullFile(t *testing.T) {
 	}
 	if c.Listen.TCP != "0.0.0.0:9000" || c.Listen.SocketMode != 0o600 || c.Models.Dir != abs(t, "testdata/models") ||
 		c.Limits.ReadTimeout.D() != 10*time.Second || c.Log.Format != "json" || len(c.Auth.Hashes) != 1 || c.Auth.Hashes[0] != HashKey("foo") ||
-		len(c.Auth.AllowedOrigins) != 3 || c.Auth.AllowedOrigins[1] != "http://localhost:5173" {
+		len(c.Auth.AllowedOrigins) != 3 || c.Auth.AllowedOrigins[1] != "http://localhost:5173" || !c.Auth.PublicMetrics {
 		t.Errorf("%+v", c)
 	}
 	if c.Tuning != Defaults().Tuning {

@@ -35,9 +35,11 @@
 //   - Under systemd, when stderr is the journal (JOURNAL_STREAM), each log
 //     line starts with its syslog priority ("<3>" for errors), which
 //     journald stores, so that `journalctl -u octet -p warning` finds them.
-//   - API keys guard TCP only, and there every path but /health and /ready;
-//     the scheme of "Authorization: Bearer KEY" is case-insensitive. The
-//     Unix socket is guarded by its file mode and group instead.
+//   - API keys guard TCP only, and there every path but /health and /ready
+//     (and /metrics with auth.public_metrics, for a Prometheus scraping
+//     without credentials); the scheme of "Authorization: Bearer KEY" is
+//     case-insensitive. The Unix socket is guarded by its file mode and
+//     group instead.
 //   - model may be omitted when exactly one model is served.
 //   - Sampling defaults are OpenAI's (temperature 1, top_p 1, no top-k or
 //     min-p); top_k, min_p, repeat_penalty (or vLLM's repetition_penalty,

@@ -457,6 +457,18 @@ func TestAuthAndReload(t *testing.T) {
 	if got := status("gamma", false); got != 200 {
 		t.Errorf("key after admin reload: %d", got)
 	}
+	// public_metrics opens /metrics, and only it, to scrapers without a key.
+	b, _ := os.ReadFile(cfg)
+	os.WriteFile(cfg, []byte(strings.Replace(string(b), "[auth]\n", "[auth]\npublic_metrics = true\n", 1)), 0o644)
+	if code, body := curl(t, "-X", "POST", "--unix-socket", p.sock, "http://localhost/admin/reload"); code != 200 {
+		t.Errorf("admin reload: %d %s", code, body)
+	}
+	if code, body := curl(t, p.url+"/metrics"); code != 200 || !strings.Contains(string(body), "octet_build_info") {
+		t.Errorf("/metrics without a key, public_metrics on: %d", code)
+	}
+	if code, _ := curl(t, p.url+"/v1/models"); code != 401 {
+		t.Errorf("/v1/models without a key, public_metrics on: %d", code)
+	}
 	p.stop(t)
 }
 

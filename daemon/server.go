@@ -95,7 +95,7 @@ func (s *server) handler(unix bool) fasthttp.RequestHandler {
 				Msg: fmt.Sprintf("%s is not allowed on %s; use %s", method, path, rt.method)}).write(ctx)
 			return
 		}
-		if !unix && rt.auth {
+		if !unix && rt.auth && !(rt.name == "metrics" && s.cfg.Load().Auth.PublicMetrics) {
 			if e := s.authorize(ctx); e != nil {
 				e.write(ctx)
 				return
