@@ -341,7 +341,9 @@ func (p *params) format(g *genRequest) *apiError {
 		schema, param = p.GuidedJSON, "guided_json"
 		var text string
 		if json.Unmarshal(schema, &text) == nil { // the schema's text, as vLLM also takes it
-			schema = json.RawMessage(text)
+			if schema = json.RawMessage(text); !present(schema) {
+				return badRequest("guided_json", "guided_json is an empty schema text")
+			}
 		}
 		g.JSON = true
 		named = append(named, param)

@@ -1096,6 +1096,8 @@ func TestGuided(t *testing.T) {
 		`,"guided_choice":[]`:                                               "guided_choice",
 		`,"guided_choice":["a",""]`:                                         "guided_choice",
 		`,"guided_choice":"a"`:                                              "guided_choice",
+		`,"guided_json":" "`:                                                "guided_json",
+		`,"guided_json":"null"`:                                             "guided_json",
 		`,"guided_json":{"type":"string","pattern":"a"}`:                    "guided_json",
 		`,"guided_json":` + schema + `,"guided_choice":["a"]`:               "guided_choice",
 		`,"response_format":{"type":"json_object"},"json_schema":` + schema: "json_schema",

@@ -13,6 +13,7 @@ package constrain
 
 import (
 	"math"
+	"sync"
 
 	"github.com/octet-dev/octet/model/tokenizer"
 )
@@ -33,12 +34,14 @@ type JSON struct {
 // but controls, quotes and backslashes, whole escapes and UTF-8
 // characters) as a block, and runs the others (a few thousand) alone.
 type vocabTable struct {
-	trie     *tokenizer.Trie
-	bytes    [][]byte // by token id
-	eog      []int32
-	plain    []bool
-	plainSet []uint64 // plain as a bit set (Schema's masks)
-	nonPlain []int32
+	trie  *tokenizer.Trie
+	bytes [][]byte // by token id
+	eog   []int32
+	plain []bool
+
+	unitsOnce sync.Once
+	units     *units // for Schema's masks in strings (unitTable)
+	nonPlain  []int32
 }
 
 type vocabKey struct{}
@@ -46,7 +49,7 @@ type vocabKey struct{}
 func tableOf(tok *tokenizer.Tokenizer) *vocabTable {
 	return tok.Derived(vocabKey{}, func() any {
 		n := tok.Len()
-		v := &vocabTable{trie: tok.Trie(), bytes: make([][]byte, n), plain: make([]bool, n), plainSet: make([]uint64, (n+63)/64)}
+		v := &vocabTable{trie: tok.Trie(), bytes: make([][]byte, n), plain: make([]bool, n)}
 		for id := range int32(n) {
 			v.bytes[id] = tok.TokenBytes(id, false)
 			if tok.IsEOG(id) {
@@ -54,7 +57,6 @@ func tableOf(tok *tokenizer.Tokenizer) *vocabTable {
 			}
 			if stringOnly(v.bytes[id]) {
 				v.plain[id] = true
-				v.plainSet = setBit(v.plainSet, id)
 			} else {
 				v.nonPlain = append(v.nonPlain, id)
 			}

@@ -2,8 +2,8 @@ package constrain
 
 import (
 	"encoding/binary"
-	"fmt"
 	"slices"
+	"sync"
 )
 
 // nfa is a nondeterministic automaton over bytes, built from fragments
@@ -138,19 +138,54 @@ func (n *nfa) char(from, to int32) {
 	for _, c := range []byte(`"\/bfnrt`) {
 		n.chain(esc, to, c, c)
 	}
+	// \uXXXX: a character of the BMP; a high surrogate's escape only
+	// with a low one's after it, the two one character (as JSON Schema
+	// counts them); a lone low surrogate's (decoded as U+FFFD).
 	u := n.state()
 	n.chain(esc, u, 'u', 'u')
-	hex := []byte{'0', '9', 'a', 'f', 'A', 'F'}
-	for k := range 4 {
-		next := to
-		if k < 3 {
-			next = n.state()
+	hex := func(from, to int32) {
+		for _, r := range [][2]byte{{'0', '9'}, {'a', 'f'}, {'A', 'F'}} {
+			n.chain(from, to, r[0], r[1])
 		}
-		for i := 0; i < len(hex); i += 2 {
-			n.chain(u, next, hex[i], hex[i+1])
-		}
-		u = next
 	}
+	// hexes adds k hex digits from one state to another.
+	hexes := func(from, to int32, k int) {
+		for i := range k {
+			next := to
+			if i < k-1 {
+				next = n.state()
+			}
+			hex(from, next)
+			from = next
+		}
+	}
+	other, d := n.state(), n.state()
+	for _, r := range [][2]byte{{'0', '9'}, {'a', 'c'}, {'A', 'C'}, {'e', 'f'}, {'E', 'F'}} {
+		n.chain(u, other, r[0], r[1])
+	}
+	hexes(other, to, 3)
+	n.chain(u, d, 'd', 'd')
+	n.chain(u, d, 'D', 'D')
+	low := n.state() // D000-D7FF, or a lone low surrogate
+	for _, r := range [][2]byte{{'0', '7'}, {'c', 'f'}, {'C', 'F'}} {
+		n.chain(d, low, r[0], r[1])
+	}
+	hexes(low, to, 2)
+	high := n.state()
+	for _, r := range [][2]byte{{'8', '9'}, {'a', 'b'}, {'A', 'B'}} {
+		n.chain(d, high, r[0], r[1])
+	}
+	pair := n.state()
+	hexes(high, pair, 2)
+	p1, p2, p3, p4 := n.state(), n.state(), n.state(), n.state()
+	n.chain(pair, p1, '\\', '\\')
+	n.chain(p1, p2, 'u', 'u')
+	n.chain(p2, p3, 'd', 'd')
+	n.chain(p2, p3, 'D', 'D')
+	for _, r := range [][2]byte{{'c', 'f'}, {'C', 'F'}} {
+		n.chain(p3, p4, r[0], r[1])
+	}
+	hexes(p4, to, 2)
 	c := [2]byte{0x80, 0xbf}
 	for _, seq := range [][][2]byte{
 		{{0xc2, 0xdf}, c},
@@ -206,6 +241,17 @@ func (n *nfa) object(value func() frag) frag {
 	open := n.seq(n.lit("{"), n.ws())
 	more := n.star(n.seq(n.lit(","), n.ws(), member))
 	return n.seq(open, n.opt(n.seq(member, more, n.ws())), n.lit("}"))
+}
+
+// containing matches an object of any members, one of them with the key
+// name (its value any value).
+func (n *nfa) containing(name string) frag {
+	key, _ := marshal(name)
+	member := func() frag { return n.seq(n.str(), n.lit(":"), n.ws(), n.any(anyDepth)) }
+	before := n.star(n.seq(member(), n.lit(","), n.ws()))
+	keyed := n.seq(n.lit(string(key)+":"), n.ws(), n.any(anyDepth))
+	after := n.star(n.seq(n.lit(","), n.ws(), member()))
+	return n.seq(n.lit("{"), n.ws(), before, keyed, after, n.ws(), n.lit("}"))
 }
 
 // array matches an array of min to max items (max -1: no bound), each
@@ -281,7 +327,8 @@ func (n *nfa) closure(set []int32, seen []bool) []int32 {
 }
 
 // dfa is the deterministic automaton of an nfa from start that accepts in
-// final; state 0 is the start. Bytes that no edge tells apart share a
+// final; state 0 is the start, and every state can still reach an
+// accepting one (prune). Bytes that no edge tells apart share a
 // class, and a state's row has one entry per class.
 type dfa struct {
 	class   [256]uint8
@@ -289,6 +336,8 @@ type dfa struct {
 	next    []int32 // state*classes + class → the next state, -1: none
 	accept  []bool
 	final   []bool // accepting, and no byte may follow
+
+	advanced sync.Map // state → [next, ok] of advance, as generations need them
 }
 
 // step is the state after byte b from st, -1 when b cannot come.
@@ -318,7 +367,8 @@ func (n *nfa) dfa(start, final int32, maxStates int) (*dfa, error) {
 	d := &dfa{}
 	d.class, d.classes = n.classes()
 	index := map[string]int32{}
-	var sets [][]int32
+	var keys []string // each state's set of NFA states, as its index key (kept once)
+	size := 0         // bytes of keys
 	key := func(set []int32) string {
 		b := make([]byte, 4*len(set))
 		for i, s := range set {
@@ -331,12 +381,12 @@ func (n *nfa) dfa(start, final int32, maxStates int) (*dfa, error) {
 		if id, ok := index[k]; ok {
 			return id, nil
 		}
-		if len(sets) == maxStates {
-			return 0, fmt.Errorf("the schema makes an automaton of more than %d states: lower its maxLength or maxItems, or simplify it", maxStates)
+		if size += len(k); len(keys) == maxStates || size > maxSetBytes {
+			return 0, errTooLarge
 		}
-		id := int32(len(sets))
+		id := int32(len(keys))
 		index[k] = id
-		sets = append(sets, set)
+		keys = append(keys, k)
 		d.accept = append(d.accept, slices.Contains(set, final))
 		d.next = append(d.next, make([]int32, d.classes)...)
 		return id, nil
@@ -345,11 +395,16 @@ func (n *nfa) dfa(start, final int32, maxStates int) (*dfa, error) {
 		return nil, err
 	}
 	by := make([][]int32, d.classes)
-	for i := 0; i < len(sets); i++ {
+	var set []int32
+	for i := 0; i < len(keys); i++ {
 		for c := range by {
 			by[c] = by[c][:0]
 		}
-		for _, s := range sets[i] {
+		set = set[:0]
+		for j := 0; j < len(keys[i]); j += 4 {
+			set = append(set, int32(binary.LittleEndian.Uint32([]byte(keys[i][j:j+4]))))
+		}
+		for _, s := range set {
 			for _, e := range n.edges[s] {
 				for c := d.class[e.lo]; ; c++ {
 					by[c] = append(by[c], e.to)
@@ -378,75 +433,103 @@ func (n *nfa) dfa(start, final int32, maxStates int) (*dfa, error) {
 			d.next[i*d.classes+c] = to
 		}
 	}
-	d.final = make([]bool, len(sets))
-	for i := range sets {
-		row := d.next[i*d.classes : (i+1)*d.classes]
-		d.final[i] = d.accept[i] && !slices.ContainsFunc(row, func(to int32) bool { return to >= 0 })
-	}
-	return d, nil
+	return d.prune()
 }
 
-// stringLoop reports whether st stands inside a free string: every unit of
-// a string's content (a character other than a control, '"' or '\\', an
-// escape, a well-formed UTF-8 character) leads from st back to st. Each
-// byte range is tried with a byte of each of its classes, which the
-// automaton cannot tell from the class's others.
-func (d *dfa) stringLoop(st int32) bool {
-	reps := func(lo, hi byte) []byte {
-		var out []byte
-		seen := map[uint8]bool{}
-		for b := int(lo); b <= int(hi); b++ {
-			if c := d.class[b]; !seen[c] {
-				seen[c] = true
-				out = append(out, byte(b))
+// unitDFA takes one character of a string's content (as char makes it).
+var unitDFA = sync.OnceValue(func() *dfa {
+	var n nfa
+	in, out := n.state(), n.state()
+	n.char(in, out)
+	d, err := n.dfa(in, out, 1024)
+	if err != nil {
+		panic(err)
+	}
+	return d
+})
+
+// advance reports where every character of a string's content leads from
+// st: to one state next (ok), or nowhere (next -1, ok: the string may take
+// no more); ok is false when characters lead apart or only some may come.
+func (d *dfa) advance(st int32) (next int32, ok bool) {
+	if v, hit := d.advanced.Load(st); hit {
+		r := v.([2]int32)
+		return r[0], r[1] == 1
+	}
+	next, ok = d.advanceOnce(st)
+	r := [2]int32{next, 0}
+	if ok {
+		r[1] = 1
+	}
+	d.advanced.Store(st, r)
+	return next, ok
+}
+
+func (d *dfa) advanceOnce(st int32) (next int32, ok bool) {
+	u := unitDFA()
+	type pair struct{ s, u int32 }
+	next = -2 // none seen yet
+	seen := map[pair]bool{{st, 0}: true}
+	stack := []pair{{st, 0}}
+	dead := false
+	for len(stack) > 0 {
+		p := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		for x := range 256 {
+			us := u.step(p.u, byte(x))
+			if us < 0 {
+				continue
 			}
-		}
-		return out
-	}
-	// back runs every sequence of a byte of each range in turn from at,
-	// and reports whether each ends at st.
-	var back func(at int32, ranges [][2]byte) bool
-	back = func(at int32, ranges [][2]byte) bool {
-		if at < 0 {
-			return false
-		}
-		if len(ranges) == 0 {
-			return at == st
-		}
-		for _, b := range reps(ranges[0][0], ranges[0][1]) {
-			if !back(d.step(at, b), ranges[1:]) {
-				return false
-			}
-		}
-		return true
-	}
-	one := func(lo, hi byte) [2]byte { return [2]byte{lo, hi} }
-	cont := one(0x80, 0xbf)
-	hex := [][2]byte{one('0', '9'), one('a', 'f'), one('A', 'F')}
-	units := [][][2]byte{
-		{one(0x20, 0x21)}, {one(0x23, 0x5b)}, {one(0x5d, 0x7f)},
-		{one(0xc2, 0xdf), cont},
-		{one(0xe0, 0xe0), one(0xa0, 0xbf), cont}, {one(0xe1, 0xec), cont, cont},
-		{one(0xed, 0xed), one(0x80, 0x9f), cont}, {one(0xee, 0xef), cont, cont},
-		{one(0xf0, 0xf0), one(0x90, 0xbf), cont, cont}, {one(0xf1, 0xf3), cont, cont, cont},
-		{one(0xf4, 0xf4), one(0x80, 0x8f), cont, cont},
-	}
-	for _, e := range `"\/bfnrt` {
-		units = append(units, [][2]byte{one('\\', '\\'), one(byte(e), byte(e))})
-	}
-	for _, a := range hex {
-		for _, b := range hex {
-			for _, c := range hex {
-				for _, x := range hex {
-					units = append(units, [][2]byte{one('\\', '\\'), one('u', 'u'), a, b, c, x})
+			ds := d.step(p.s, byte(x))
+			switch {
+			case ds < 0:
+				dead = true
+			case u.accept[us]: // a character complete (none is the start of another)
+				if next != -2 && next != ds {
+					return -1, false
 				}
+				next = ds
+			case !seen[pair{ds, us}]:
+				seen[pair{ds, us}] = true
+				stack = append(stack, pair{ds, us})
 			}
 		}
 	}
-	for _, u := range units {
-		if !back(st, u) {
-			return false
-		}
+	switch {
+	case dead && next == -2:
+		return -1, true
+	case dead:
+		return -1, false
 	}
-	return true
+	return next, true
+}
+
+// maxRun is the most characters stringRun follows a string for.
+const maxRun = 64
+
+// stringRun reports whether st stands inside a string whose every next
+// character leads one way, and how many more characters it may take: r
+// (at most maxRun: then perhaps more), or -1 for no bound.
+func (d *dfa) stringRun(st int32) (r int, ok bool) {
+	s := st
+	for r = 0; r < maxRun; r++ {
+		next, ok := d.advance(s)
+		switch {
+		case !ok:
+			return 0, false
+		case next == -1:
+			return r, true
+		case next == s:
+			return -1, true
+		}
+		s = next
+	}
+	return maxRun, true
+}
+
+// stringLoop reports whether st stands inside a string without bound:
+// every character leads back to st.
+func (d *dfa) stringLoop(st int32) bool {
+	next, ok := d.advance(st)
+	return ok && next == st
 }

@@ -3,6 +3,7 @@ package constrain
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -16,16 +17,28 @@ import (
 // order the schema lists them, required ones always, others when the model
 // writes them; no other property comes (as OpenAI's strict mode).
 //
-// Supported: type (one or a list), properties, required,
+// Every keyword of a schema is asserted, as JSON Schema has it: $ref,
+// enum, const, each allOf element, anyOf, oneOf and the type's keywords
+// are parts of it, each compiled to an automaton of its own and the
+// automata intersected (a product of their states) when there are several.
+// A keyword of one type without "type" (maxLength, items, properties, …)
+// constrains values of that type and leaves the others free.
+//
+// Supported: type (one or a list), properties, required (names without
+// properties come in their order, with values of additionalProperties),
 // additionalProperties (a schema for the values of an object without
 // properties), items, minItems and maxItems (up to 64), minLength and
-// maxLength (up to 256; characters, an escape one each), enum, const, anyOf and oneOf (any
-// branch; oneOf's exclusivity is not checked), allOf of one schema, $ref
-// to "#", "#/$defs/…" or "#/definitions/…" (not recursive), true and {} (any
-// value, nested at most anyDepth deep). Annotations (title, description,
+// maxLength (up to 256 characters; an escape is one, an escaped surrogate
+// pair one), enum, const, anyOf, oneOf (taken as anyOf: a text two of its
+// branches allow is not refused), allOf, $ref to "#", "#/$defs/…" or
+// "#/definitions/…" (not recursive), true and {} (any value, nested at
+// most anyDepth deep). enum and const values are matched as written
+// (compact, only '"', '\\' and controls escaped; 1.0 is not 1), and an
+// integer has no fraction or exponent. Annotations (title, description,
 // default, examples, format, …) are ignored. A keyword that would bound a
 // value in a way the automaton does not honour (pattern, minimum,
-// uniqueItems, minProperties, …) is an error naming it, not silently dropped.
+// uniqueItems, minProperties, …) is an error naming it, not silently
+// dropped.
 
 const (
 	// anyDepth bounds the nesting of a value the schema leaves free.
@@ -58,7 +71,12 @@ type compiler struct {
 	n    nfa
 	root *obj
 	refs []string // the $refs being expanded (recursion)
-	used int      // $refs expanded
+	used *int     // $refs expanded, by this compiler and those it forked
+}
+
+// fork is a compiler of a part of the schema into an automaton of its own.
+func (c *compiler) fork() *compiler {
+	return &compiler{root: c.root, refs: slices.Clone(c.refs), used: c.used}
 }
 
 // Compiled is a JSON schema as an automaton; safe for concurrent use.
@@ -77,10 +95,13 @@ func CompileSchema(raw []byte) (*Compiled, error) {
 	if err == nil && dec.More() {
 		err = fmt.Errorf("data after the schema")
 	}
-	if err != nil {
+	switch {
+	case errors.Is(err, errNesting):
+		return nil, err
+	case err != nil:
 		return nil, fmt.Errorf("the schema is not JSON: %v", err)
 	}
-	c := &compiler{}
+	c := &compiler{used: new(int)}
 	if m, ok := v.(*obj); ok {
 		c.root = m
 	}
@@ -119,24 +140,40 @@ func (c *compiler) value(s any, path string) (frag, error) {
 	return frag{}, at("a schema is an object or a boolean")
 }
 
+// typeOf names the type that each keyword of one type constrains: such a
+// keyword without "type" leaves values of other types free (as JSON Schema
+// has it).
+var typeOf = map[string]string{
+	"properties": "object", "required": "object", "additionalProperties": "object",
+	"items": "array", "minItems": "array", "maxItems": "array",
+	"minLength": "string", "maxLength": "string",
+}
+
+// allTypes are the types a value without "type" may have ("integer" is
+// among the numbers).
+var allTypes = []string{"string", "number", "boolean", "null", "array", "object"}
+
 func (c *compiler) schema(s *obj, path string, at func(string, ...any) error) (frag, error) {
 	for _, k := range s.keys {
 		if !supported[k] && !ignored[k] {
 			return frag{}, at("%q is not supported", k)
 		}
 	}
+	// The schema's parts: a value must meet each (JSON Schema's keywords
+	// are all asserted).
+	var parts []func(c *compiler) (frag, error)
 	if ref, ok := s.m["$ref"]; ok {
-		return c.ref(ref, path, at)
+		parts = append(parts, func(c *compiler) (frag, error) { return c.ref(ref, path, at) })
 	}
 	if v, ok := s.m["const"]; ok {
-		return c.literals([]any{v}, at)
+		parts = append(parts, func(c *compiler) (frag, error) { return c.literals([]any{v}, at) })
 	}
 	if v, ok := s.m["enum"]; ok {
 		list, ok := v.([]any)
 		if !ok || len(list) == 0 {
 			return frag{}, at("enum must be a list of values")
 		}
-		return c.literals(list, at)
+		parts = append(parts, func(c *compiler) (frag, error) { return c.literals(list, at) })
 	}
 	for _, k := range []string{"anyOf", "oneOf", "allOf"} {
 		v, ok := s.m[k]
@@ -147,64 +184,117 @@ func (c *compiler) schema(s *obj, path string, at func(string, ...any) error) (f
 		if !ok || len(list) == 0 {
 			return frag{}, at("%s must be a list of schemas", k)
 		}
-		if k == "allOf" && len(list) != 1 {
-			return frag{}, at("allOf of more than one schema is not supported")
-		}
-		rest := without(s, k)
-		var alts []frag
 		for i, sub := range list {
-			m, ok := sub.(*obj)
-			if !ok {
-				if b, isBool := sub.(bool); isBool {
-					m = &obj{m: map[string]any{}}
-					if !b {
-						continue
-					}
-				} else {
+			if _, ok := sub.(*obj); !ok {
+				if _, ok := sub.(bool); !ok {
 					return frag{}, at("%s[%d] is not a schema", k, i)
 				}
 			}
-			f, err := c.value(merge(rest, m), fmt.Sprintf("%s/%s/%d", path, k, i))
-			if err != nil {
-				return frag{}, err
+			if k == "allOf" {
+				parts = append(parts, func(c *compiler) (frag, error) { return c.value(sub, fmt.Sprintf("%s/%s/%d", path, k, i)) })
 			}
-			alts = append(alts, f)
 		}
-		if len(alts) == 0 {
-			return frag{}, at("%s allows no value", k)
+		if k == "allOf" {
+			continue
 		}
-		return c.n.alt(alts...), nil
+		parts = append(parts, func(c *compiler) (frag, error) {
+			var alts []frag
+			for i, sub := range list {
+				if sub == false {
+					continue
+				}
+				f, err := c.value(sub, fmt.Sprintf("%s/%s/%d", path, k, i))
+				if err != nil {
+					return frag{}, err
+				}
+				alts = append(alts, f)
+			}
+			if len(alts) == 0 {
+				return frag{}, at("%s allows no value", k)
+			}
+			return c.n.alt(alts...), nil
+		})
 	}
+	if typed, ok := c.typedPart(s, path, at); ok {
+		parts = append(parts, typed)
+	}
+	if len(parts) == 0 {
+		return c.n.any(anyDepth), nil
+	}
+	return c.all(parts, at)
+}
+
+// all builds the piece of the texts every part takes: the part itself when
+// there is one, else each made deterministic on its own and the automata
+// intersected.
+func (c *compiler) all(parts []func(c *compiler) (frag, error), at func(string, ...any) error) (frag, error) {
+	if len(parts) == 1 {
+		return parts[0](c)
+	}
+	var d *dfa
+	for _, part := range parts {
+		sub := c.fork()
+		f, err := part(sub)
+		if err != nil {
+			return frag{}, err
+		}
+		pd, err := sub.n.dfa(f.in, f.out, maxStates)
+		if err == nil && d != nil {
+			pd, err = intersect(d, pd, maxStates)
+		}
+		if err != nil {
+			return frag{}, at("%v", err)
+		}
+		d = pd
+	}
+	return c.n.embed(d), nil
+}
+
+// typedPart is the part of s that its type and the keywords of one type
+// make, if it has any.
+func (c *compiler) typedPart(s *obj, path string, at func(string, ...any) error) (func(c *compiler) (frag, error), bool) {
+	var types []string
 	switch t := s.m["type"].(type) {
 	case nil:
-		if _, ok := s.m["properties"]; ok {
-			return c.typed(s, "object", path, at)
+		for _, k := range s.keys {
+			if typeOf[k] != "" {
+				types = allTypes
+				break
+			}
 		}
-		if _, ok := s.m["items"]; ok {
-			return c.typed(s, "array", path, at)
+		if types == nil {
+			return nil, false
 		}
-		return c.n.any(anyDepth), nil
 	case string:
-		return c.typed(s, t, path, at)
+		types = []string{t}
 	case []any:
-		var alts []frag
 		for _, x := range t {
 			name, ok := x.(string)
 			if !ok {
-				return frag{}, at("type must be a name or a list of names")
+				return func(*compiler) (frag, error) { return frag{}, at("type must be a name or a list of names") }, true
 			}
+			types = append(types, name)
+		}
+		if len(types) == 0 {
+			return func(*compiler) (frag, error) { return frag{}, at("an empty type list allows no value") }, true
+		}
+	default:
+		return func(*compiler) (frag, error) { return frag{}, at("type must be a name or a list of names") }, true
+	}
+	return func(c *compiler) (frag, error) {
+		var alts []frag
+		for _, name := range types {
 			f, err := c.typed(s, name, path, at)
 			if err != nil {
 				return frag{}, err
 			}
 			alts = append(alts, f)
 		}
-		if len(alts) == 0 {
-			return frag{}, at("an empty type list allows no value")
+		if len(alts) == 1 {
+			return alts[0], nil
 		}
 		return c.n.alt(alts...), nil
-	}
-	return frag{}, at("type must be a name or a list of names")
+	}, true
 }
 
 // typed builds the piece for s as a value of the type name.
@@ -255,10 +345,23 @@ func (c *compiler) typed(s *obj, name, path string, at func(string, ...any) erro
 func (c *compiler) object(s *obj, path string, at func(string, ...any) error) (frag, error) {
 	n := &c.n
 	props, _ := s.m["properties"].(*obj)
-	if props == nil {
-		if _, ok := s.m["properties"]; ok {
-			return frag{}, at("properties must be an object")
+	if _, ok := s.m["properties"]; ok && props == nil {
+		return frag{}, at("properties must be an object")
+	}
+	if r, ok := s.m["required"].([]any); ok && props == nil && len(r) > 0 {
+		// Required names without properties: an object of any keys (in
+		// any order) that has each of them.
+		parts := []func(c *compiler) (frag, error){func(c *compiler) (frag, error) { return c.object(without(s, "required"), path, at) }}
+		for _, x := range r {
+			name, ok := x.(string)
+			if !ok {
+				return frag{}, at("required must be a list of names")
+			}
+			parts = append(parts, func(c *compiler) (frag, error) { return c.n.containing(name), nil })
 		}
+		return c.all(parts, at)
+	}
+	if props == nil {
 		values, ok := s.m["additionalProperties"]
 		switch {
 		case values == false:
@@ -333,6 +436,9 @@ func (c *compiler) literals(values []any, at func(string, ...any) error) (frag, 
 		if err != nil {
 			return frag{}, at("%v", err)
 		}
+		if len(c.n.eps)+len(b) > maxNFA {
+			return frag{}, at("its values are too many or too long for an automaton")
+		}
 		alts = append(alts, c.n.lit(string(b)))
 	}
 	return c.n.alt(alts...), nil
@@ -347,7 +453,7 @@ func (c *compiler) ref(v any, path string, at func(string, ...any) error) (frag,
 	if slices.Contains(c.refs, ref) {
 		return frag{}, at("$ref %q is recursive, which is not supported", ref)
 	}
-	if c.used++; c.used > maxRefs {
+	if *c.used++; *c.used > maxRefs {
 		return frag{}, at("more than %d $refs to expand", maxRefs)
 	}
 	var target any
@@ -421,47 +527,89 @@ func (o *obj) get(k string) any {
 	return o.m[k]
 }
 
-// MarshalJSON writes o with its keys in order (an enum's or const's value).
-func (o *obj) MarshalJSON() ([]byte, error) {
+// marshal writes v (a decoded schema value) as compact JSON the way a
+// model writes it: only '"', '\\' and control characters escaped
+// (encoding/json also escapes '<', '>', '&', U+2028 and U+2029).
+func marshal(v any) ([]byte, error) {
 	var b bytes.Buffer
-	b.WriteByte('{')
-	for i, k := range o.keys {
-		if i > 0 {
-			b.WriteByte(',')
-		}
-		kb, _ := marshal(k)
-		vb, err := marshal(o.m[k])
-		if err != nil {
-			return nil, err
-		}
-		b.Write(kb)
-		b.WriteByte(':')
-		b.Write(vb)
+	if err := writeValue(&b, v); err != nil {
+		return nil, err
 	}
-	b.WriteByte('}')
 	return b.Bytes(), nil
 }
 
-// marshal writes v as compact JSON the way a model writes it: '<', '>'
-// and '&' as themselves (encoding/json's default escapes them).
-func marshal(v any) ([]byte, error) {
-	var b bytes.Buffer
-	e := json.NewEncoder(&b)
-	e.SetEscapeHTML(false)
-	if err := e.Encode(v); err != nil {
-		return nil, err
+func writeValue(b *bytes.Buffer, v any) error {
+	switch v := v.(type) {
+	case nil:
+		b.WriteString("null")
+	case bool:
+		b.WriteString(map[bool]string{true: "true", false: "false"}[v])
+	case json.Number:
+		b.WriteString(string(v))
+	case string:
+		writeString(b, v)
+	case []any:
+		b.WriteByte('[')
+		for i, x := range v {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			if err := writeValue(b, x); err != nil {
+				return err
+			}
+		}
+		b.WriteByte(']')
+	case *obj:
+		b.WriteByte('{')
+		for i, k := range v.keys {
+			if i > 0 {
+				b.WriteByte(',')
+			}
+			writeString(b, k)
+			b.WriteByte(':')
+			if err := writeValue(b, v.m[k]); err != nil {
+				return err
+			}
+		}
+		b.WriteByte('}')
+	default:
+		return fmt.Errorf("cannot write a %T", v)
 	}
-	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
+	return nil
+}
+
+func writeString(b *bytes.Buffer, s string) {
+	b.WriteByte('"')
+	for _, r := range s { // (invalid UTF-8 reads as U+FFFD, as encoding/json decodes it)
+		switch {
+		case r == '"' || r == '\\':
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		case r == '\n':
+			b.WriteString(`\n`)
+		case r == '\r':
+			b.WriteString(`\r`)
+		case r == '\t':
+			b.WriteString(`\t`)
+		case r < 0x20:
+			fmt.Fprintf(b, `\u%04x`, r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	b.WriteByte('"')
 }
 
 // maxNesting bounds the nesting of a schema's JSON text.
-const maxNesting = 64
+const maxNesting = 128
+
+var errNesting = fmt.Errorf("the schema's JSON nests more than %d levels deep", maxNesting)
 
 // decodeOrdered reads one JSON value, its objects as *obj (a repeated key
 // keeps its last value, at its first place).
 func decodeOrdered(dec *json.Decoder, depth int) (any, error) {
 	if depth > maxNesting {
-		return nil, fmt.Errorf("nested more than %d deep", maxNesting)
+		return nil, errNesting
 	}
 	t, err := dec.Token()
 	if err != nil {
@@ -532,9 +680,20 @@ const cacheSize = 16
 
 var cache struct {
 	sync.Mutex
-	by    map[string]*Compiled
+	by    map[string]compiled
 	order []string // oldest first
 }
+
+// compiled is a kept compilation: its automaton, or why there is none (a
+// refused schema sent again is refused at once).
+type compiled struct {
+	c   *Compiled
+	err error
+}
+
+// compiling bounds the compilations running at once: a request's schema
+// is compiled while its request is read, before any queue.
+var compiling = make(chan struct{}, 2)
 
 // CachedSchema is CompileSchema, kept for the next request with the same
 // schema text.
@@ -558,34 +717,33 @@ func CompileChoice(choices []string) (*Compiled, error) {
 	f := n.alt(alts...)
 	d, err := n.dfa(f.in, f.out, maxStates)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("the choices make too large an automaton: %d of them, %d bytes in all", len(choices), len(strings.Join(choices, "")))
 	}
 	return &Compiled{d: d}, nil
 }
 
 func cached(key string, compile func() (*Compiled, error)) (*Compiled, error) {
 	cache.Lock()
-	c, ok := cache.by[key]
+	k, ok := cache.by[key]
 	cache.Unlock()
 	if ok {
-		return c, nil
+		return k.c, k.err
 	}
+	compiling <- struct{}{}
 	c, err := compile()
-	if err != nil {
-		return nil, err
-	}
+	<-compiling
 	cache.Lock()
 	defer cache.Unlock()
 	if cache.by == nil {
-		cache.by = map[string]*Compiled{}
+		cache.by = map[string]compiled{}
 	}
 	if _, ok := cache.by[key]; !ok {
 		if len(cache.order) == cacheSize {
 			delete(cache.by, cache.order[0])
 			cache.order = cache.order[1:]
 		}
-		cache.by[key] = c
+		cache.by[key] = compiled{c, err}
 		cache.order = append(cache.order, key)
 	}
-	return c, nil
+	return c, err
 }

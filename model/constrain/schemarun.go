@@ -2,6 +2,7 @@ package constrain
 
 import (
 	"math"
+	"slices"
 	"sync"
 
 	"github.com/octet-dev/octet/model/tokenizer"
@@ -102,11 +103,28 @@ func (s *Schema) allowed() []uint64 {
 	if ok {
 		return a
 	}
-	if s.c.d.stringLoop(s.st) {
-		// Inside a free string nearly every token may come: the plain
-		// ones as a block, the others run alone (as JSON's Mask).
-		a = append([]uint64(nil), s.v.plainSet...)
-		for _, id := range s.v.nonPlain {
+	if r, ok := s.c.d.stringRun(s.st); ok {
+		// Inside a string nearly every token of up to r characters may
+		// come: those made of whole characters as a block by their count,
+		// the others run alone (as JSON's Mask).
+		u := s.v.unitTable()
+		switch {
+		case r < 0:
+			a = slices.Clone(u.upTo[maxRun])
+			for _, id := range u.long {
+				a = setBit(a, id)
+			}
+		default:
+			a = slices.Clone(u.upTo[r])
+			if r == maxRun {
+				for _, id := range u.long {
+					if runsFrom(s.c.d, s.st, s.v.bytes[id]) {
+						a = setBit(a, id)
+					}
+				}
+			}
+		}
+		for _, id := range u.other {
 			if runsFrom(s.c.d, s.st, s.v.bytes[id]) {
 				a = setBit(a, id)
 			}
@@ -165,4 +183,56 @@ func runsFrom(d *dfa, st int32, b []byte) bool {
 func setBit(set []uint64, id int32) []uint64 {
 	set[id/64] |= 1 << (id % 64)
 	return set
+}
+
+// units are a vocabulary's tokens by the characters of a string's content
+// they hold whole (unitDFA): upTo[k] those of 1 to k characters, long
+// those of more than maxRun, other the rest (a quote, a part of a
+// character, a control token).
+type units struct {
+	upTo  [maxRun + 1][]uint64
+	long  []int32
+	other []int32
+}
+
+// unitTable makes v's units once.
+func (v *vocabTable) unitTable() *units {
+	v.unitsOnce.Do(func() {
+		u := &units{}
+		d := unitDFA()
+		count := make([]int, len(v.bytes))
+		for id, b := range v.bytes {
+			st, n := int32(0), 0
+			for _, x := range b {
+				if st = d.step(st, x); st < 0 {
+					break
+				}
+				if d.accept[st] {
+					st, n = 0, n+1
+				}
+			}
+			switch {
+			case len(b) == 0 || st != 0:
+				u.other = append(u.other, int32(id))
+			case n > maxRun:
+				u.long = append(u.long, int32(id))
+			default:
+				count[id] = n
+			}
+		}
+		words := (len(v.bytes) + 63) / 64
+		for k := range u.upTo {
+			u.upTo[k] = make([]uint64, words)
+			if k > 0 {
+				copy(u.upTo[k], u.upTo[k-1])
+			}
+			for id, n := range count {
+				if n == k && k > 0 {
+					setBit(u.upTo[k], int32(id))
+				}
+			}
+		}
+		v.units = u
+	})
+	return v.units
 }
