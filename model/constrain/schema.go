@@ -72,11 +72,12 @@ type compiler struct {
 	root *obj
 	refs []string // the $refs being expanded (recursion)
 	used *int     // $refs expanded, by this compiler and those it forked
+	made *int     // states of the automata its forks built, all together
 }
 
 // fork is a compiler of a part of the schema into an automaton of its own.
 func (c *compiler) fork() *compiler {
-	return &compiler{root: c.root, refs: slices.Clone(c.refs), used: c.used}
+	return &compiler{root: c.root, refs: slices.Clone(c.refs), used: c.used, made: c.made}
 }
 
 // Compiled is a JSON schema as an automaton; safe for concurrent use.
@@ -101,7 +102,7 @@ func CompileSchema(raw []byte) (*Compiled, error) {
 	case err != nil:
 		return nil, fmt.Errorf("the schema is not JSON: %v", err)
 	}
-	c := &compiler{used: new(int)}
+	c := &compiler{used: new(int), made: new(int)}
 	if m, ok := v.(*obj); ok {
 		c.root = m
 	}
@@ -238,9 +239,15 @@ func (c *compiler) all(parts []func(c *compiler) (frag, error), at func(string, 
 		if err != nil {
 			return frag{}, err
 		}
+		if *c.made += len(sub.n.eps); *c.made > maxNFA { // (many parts, each within the bound)
+			return frag{}, at("%v", errTooLarge)
+		}
 		pd, err := sub.n.dfa(f.in, f.out, maxStates)
 		if err == nil && d != nil {
 			pd, err = intersect(d, pd, maxStates)
+		}
+		if err == nil {
+			*c.made += len(pd.accept)
 		}
 		if err != nil {
 			return frag{}, at("%v", err)

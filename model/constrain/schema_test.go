@@ -212,6 +212,13 @@ func TestSchemaRefused(t *testing.T) {
 	if _, err := CompileSchema([]byte(b.String())); err == nil || !strings.Contains(err.Error(), "simplify") {
 		t.Errorf("a huge schema: %v", err)
 	}
+	// So is one of many parts, each within the bounds: the parts' automata
+	// count together.
+	part := `{"type":"object","properties":{"a":{"type":"string","maxLength":100},"b":{}}}`
+	many := `{"allOf":[` + strings.Repeat(part+",", 300) + part + `]}`
+	if _, err := CompileSchema([]byte(many)); err == nil || !strings.Contains(err.Error(), "too large") {
+		t.Errorf("301 parts: %v", err)
+	}
 }
 
 // validates is the twin: whether the decoded value v (objects as *obj, so
