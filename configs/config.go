@@ -306,12 +306,24 @@ func checkOrigin(o string) error {
 		return fmt.Errorf("%q: write the origin in lower case, as browsers send it", o)
 	}
 	// Origins a browser never sends would never match: say so.
-	host := u.Hostname()
+	host, port := u.Hostname(), u.Port()
+	bare := host // the host as an origin writes it
+	if strings.Contains(host, ":") {
+		bare = "[" + host + "]"
+	}
+	n, perr := strconv.Atoi(port)
+	ip4 := strings.Trim(host, "0123456789.") == "" // digits and dots: browsers write such a host as a full IPv4 address
 	switch {
 	case strings.Contains(host, "*"):
 		return fmt.Errorf("%q: an origin is matched exactly, with no wildcards; list each origin, or write \"*\" for all", o)
-	case u.Port() == "443" && u.Scheme == "https", u.Port() == "80" && u.Scheme == "http":
-		return fmt.Errorf("%q: browsers leave the default port out of an origin; write %q", o, u.Scheme+"://"+host)
+	case strings.HasSuffix(u.Host, ":"):
+		return fmt.Errorf("%q: the port is empty; write %q", o, u.Scheme+"://"+bare)
+	case port != "" && (perr != nil || n < 1 || n > 65535 || strconv.Itoa(n) != port):
+		return fmt.Errorf("%q: write the port as browsers do, a number from 1 to 65535 without leading zeros", o)
+	case port == "443" && u.Scheme == "https", port == "80" && u.Scheme == "http":
+		return fmt.Errorf("%q: browsers leave the default port out of an origin; write %q", o, u.Scheme+"://"+bare)
+	case ip4 && net.ParseIP(host) == nil:
+		return fmt.Errorf("%q: browsers write an IPv4 host as four decimal numbers (127.0.0.1, not 127.1); write it so", o)
 	case strings.HasSuffix(host, "."):
 		return fmt.Errorf("%q: write the host without its trailing dot", o)
 	}

@@ -240,6 +240,11 @@ func TestCheckOrigin(t *testing.T) {
 		"https://app.example.com/":    "not an origin",
 		"ftp://app.example.com":       "not an origin",
 		"HTTPS://app.example.com":     "lower case",
+		"http://example.com:":         "port is empty",
+		"http://localhost:080":        "leading zeros",
+		"https://example.com:0443":    "leading zeros",
+		"http://127.1":                "four decimal numbers",
+		"https://[::1]:443":           `"https://[::1]"`,
 	} {
 		if err := checkOrigin(o); err == nil || !strings.Contains(err.Error(), why) {
 			t.Errorf("%q: %v, want an error saying %q", o, err, why)

@@ -363,12 +363,12 @@ func (g *generation) logprobs(c *choice, lps []scheduler.TokenLogprob) any {
 }
 
 // sawText times a piece of c's text that came at now: the request's first
-// token (TTFT), or the time since c's previous piece (inter-token latency).
+// text (its TTFT, which finish records), or the time since c's previous
+// piece (inter-token latency).
 func (g *generation) sawText(c *choice, now time.Time) {
 	m := g.s.metrics
 	if g.firstText.IsZero() {
 		g.firstText = now
-		m.ttft.WithLabelValues(g.model.Name).Observe(now.Sub(g.arrived).Seconds())
 	}
 	if c.firstText.IsZero() {
 		c.firstText = now
@@ -494,6 +494,9 @@ func (g *generation) finish(status int, code, msg string) {
 	m.tokens.WithLabelValues(name, "completion").Add(float64(generated))
 	if timed {
 		m.queue.WithLabelValues(name).Observe(queued.Seconds())
+	}
+	if !g.firstText.IsZero() { // the earliest text of any choice (events may be read out of order)
+		m.ttft.WithLabelValues(name).Observe(g.ttft(g.choices).Seconds())
 	}
 	m.duration.WithLabelValues(name, g.endpoint).Observe(time.Since(g.arrived).Seconds())
 	attrs := []any{"remote", g.remote, "id", g.id, "stream", g.req.Stream, "prompt_tokens", g.prompt, "completion_tokens", generated,

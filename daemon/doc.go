@@ -70,7 +70,10 @@
 //     batcher admits a request whose first prompt block a running one is
 //     still reading only once that one has keyed the blocks they share in
 //     the prefix cache (with prefix_cache on; clients sending one long
-//     system prompt together gain the same). An n the engine could never
+//     system prompt together gain the same). Such a request keeps its
+//     place in line (those ranked below it go first only while a running
+//     slot is left for it), its queue deadline does not count the wait, and
+//     the prompt it waits for is read as a prompt alone (whole chunks). An n the engine could never
 //     run at once (over max_running or max_running_per_key, or
 //     max_queued_per_key) is a 400: choices run in waves would hold a
 //     stream back and could outlive their queue deadline on an idle server.

@@ -83,15 +83,20 @@ type seq struct {
 	*job
 	id       uint64
 	admitted time.Time // first admission
-	firstTok time.Time
-	toks     []int32 // prompt, then generated tokens
-	computed int     // positions in the KV cache
-	blocks   []int32
-	hashes   []uint64 // prefix hash of each keyed full block, in order
-	chunk    int
-	g        *gen
-	str      *streamer
-	unwatch  func() bool
+	// The time it waited for a running sequence's prompt blocks
+	// (waitsForPrefix), which its Deadline does not count: the wait that
+	// goes on since prefixFrom, the ones before in prefixWait.
+	prefixFrom time.Time
+	prefixWait time.Duration
+	firstTok   time.Time
+	toks       []int32 // prompt, then generated tokens
+	computed   int     // positions in the KV cache
+	blocks     []int32
+	hashes     []uint64 // prefix hash of each keyed full block, in order
+	chunk      int
+	g          *gen
+	str        *streamer
+	unwatch    func() bool
 }
 
 type keyCount struct{ queued, running int }
@@ -338,10 +343,17 @@ type step struct {
 func (e *Batcher) schedule() []step {
 	now := e.clock.Now()
 	e.waiting = slices.DeleteFunc(e.waiting, func(s *seq) bool {
+		switch waits := e.waitsForPrefix(s); {
+		case waits && s.prefixFrom.IsZero():
+			s.prefixFrom = now
+		case !waits && !s.prefixFrom.IsZero():
+			s.prefixWait += now.Sub(s.prefixFrom)
+			s.prefixFrom = time.Time{}
+		}
 		switch {
 		case s.ctx.Err() != nil:
 			e.end(s, Result{Queued: now.Sub(s.submitted), Err: context.Cause(s.ctx)})
-		case !s.req.Deadline.IsZero() && !now.Before(s.req.Deadline) && s.admitted.IsZero():
+		case !s.req.Deadline.IsZero() && !now.Before(s.req.Deadline.Add(s.prefixWait)) && s.admitted.IsZero() && s.prefixFrom.IsZero():
 			e.stats.Deadlines++
 			e.end(s, Result{Queued: now.Sub(s.submitted), Err: ErrDeadline})
 		default:
@@ -426,12 +438,31 @@ func (e *Batcher) schedule() []step {
 }
 
 // prompts counts the sequences with prompt tokens to read: running ones
-// part-way through their prompt, and every waiting one.
+// part-way through their prompt, and every waiting one but those that
+// will take their prompt's blocks from another's (waitsForPrefix; one
+// sharing its first block with a prompt counted before it).
 func (e *Batcher) prompts() int {
-	n := len(e.waiting)
+	n := 0
+	var firsts [][]int32 // the first blocks of the prompts counted
+	bs := e.pool.size
+	count := func(s *seq) {
+		shares := e.t.PrefixCache && !s.req.PromptLogprobs && len(s.toks) > bs
+		if shares && slices.ContainsFunc(firsts, func(f []int32) bool { return slices.Equal(f, s.toks[:bs]) }) {
+			return
+		}
+		n++
+		if shares {
+			firsts = append(firsts, s.toks[:bs])
+		}
+	}
 	for _, s := range e.running {
 		if len(s.toks)-s.computed > 1 {
-			n++
+			count(s)
+		}
+	}
+	for _, s := range e.waiting {
+		if s.prefixFrom.IsZero() {
+			count(s)
 		}
 	}
 	return n
@@ -554,26 +585,40 @@ func (e *Batcher) preempt(i int) {
 	e.log.Debug("sequence preempted", "id", s.id, "tokens", len(s.toks))
 }
 
-// pick returns the index of the waiting request to admit next, or -1.
+// pick returns the index of the waiting request to admit next, or -1. One
+// that waits for a running sequence's prompt blocks (waitsForPrefix) keeps
+// its place: those ranked below it go first only while a running slot is
+// left for it.
 func (e *Batcher) pick(now time.Time) int {
-	best := -1
-	var bestClass, bestRunning int
-	for i, s := range e.waiting {
-		k := e.keys[s.req.Key]
-		if e.t.MaxRunningPerKey > 0 && k.running >= e.t.MaxRunningPerKey || e.waitsForPrefix(s) {
-			continue
+	var held []int
+	for {
+		best := -1
+		var bestClass, bestRunning int
+		for i, s := range e.waiting {
+			k := e.keys[s.req.Key]
+			if e.t.MaxRunningPerKey > 0 && k.running >= e.t.MaxRunningPerKey || slices.Contains(held, i) {
+				continue
+			}
+			class, running := e.class(s, now), 0
+			if e.t.Policy == PolicyFair {
+				running = k.running
+			}
+			// The queue is in arrival order (preempted ones first), so the
+			// first best wins ties.
+			if best < 0 || class > bestClass || (class == bestClass && running < bestRunning) {
+				best, bestClass, bestRunning = i, class, running
+			}
 		}
-		class, running := e.class(s, now), 0
-		if e.t.Policy == PolicyFair {
-			running = k.running
+		if best < 0 || !e.waitsForPrefix(e.waiting[best]) {
+			return best
 		}
-		// The queue is in arrival order (preempted ones first), so the
-		// first best wins ties.
-		if best < 0 || class > bestClass || (class == bestClass && running < bestRunning) {
-			best, bestClass, bestRunning = i, class, running
+		if s := e.waiting[best]; s.prefixFrom.IsZero() {
+			s.prefixFrom = now // its wait begins
+		}
+		if held = append(held, best); len(e.running)+len(held) >= e.t.MaxRunning {
+			return -1
 		}
 	}
-	return best
 }
 
 // waitsForPrefix reports whether waiting s should let a running sequence
